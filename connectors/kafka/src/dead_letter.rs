@@ -1,0 +1,79 @@
+//! Dead letters: the original key, value and headers, plus headers naming the cause and
+//! the original position (named like Kafka Connect's `__connect.errors.*`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sinkd_core::config::KafkaSourceConfig;
+use sinkd_core::decode::{DeadLetterCause, DeadLetters};
+use sinkd_core::event::RawRecord;
+
+use crate::client::producer_config;
+
+/// Produces dead letters to one topic and waits for the broker's acknowledgement.
+pub struct KafkaDeadLetters {
+    producer: FutureProducer,
+    topic: String,
+    pipeline: String,
+}
+
+impl KafkaDeadLetters {
+    /// A dead-letter producer for the pipeline's brokers.
+    pub fn new(cfg: &KafkaSourceConfig, topic: &str, pipeline: &str) -> Result<Self, String> {
+        let producer = producer_config(cfg)
+            .create()
+            .map_err(|e| format!("cannot create the dead-letter producer: {e}"))?;
+        Ok(KafkaDeadLetters {
+            producer,
+            topic: topic.to_owned(),
+            pipeline: pipeline.to_owned(),
+        })
+    }
+}
+
+#[async_trait]
+impl DeadLetters for KafkaDeadLetters {
+    async fn send(&self, raw: &RawRecord, cause: &DeadLetterCause) -> Result<(), String> {
+        let partition = raw.position.partition.to_string();
+        let offset = raw.position.offset.to_string();
+        let timestamp = raw.timestamp_ms.map(|t| t.to_string());
+        let mut headers = OwnedHeaders::new_with_capacity(raw.headers.len() + 8);
+        for (k, v) in &raw.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: v.as_deref(),
+            });
+        }
+        let ours: [(&str, Option<&str>); 8] = [
+            ("sinkd.errors.pipeline", Some(&self.pipeline)),
+            ("sinkd.errors.class", Some(cause.class)),
+            ("sinkd.errors.code", Some(cause.code)),
+            ("sinkd.errors.message", Some(&cause.message)),
+            ("sinkd.errors.topic", Some(&raw.position.topic)),
+            ("sinkd.errors.partition", Some(&partition)),
+            ("sinkd.errors.offset", Some(&offset)),
+            ("sinkd.errors.timestamp", timestamp.as_deref()),
+        ];
+        for (key, value) in ours {
+            headers = headers.insert(Header {
+                key,
+                value: value.map(str::as_bytes),
+            });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&self.topic).headers(headers);
+        if let Some(k) = &raw.key {
+            record = record.key(k.as_slice());
+        }
+        if let Some(v) = &raw.value {
+            record = record.payload(v.as_slice());
+        }
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| format!("dead-letter produce to {} failed: {e}", self.topic))
+    }
+}

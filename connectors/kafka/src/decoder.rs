@@ -1,0 +1,196 @@
+//! Confluent wire format + Avro → events.
+//!
+//! The frame is `0x00`, a big-endian u32 schema id, then the Avro datum. The frame is
+//! checked here (length, magic byte) so that each failure has its own typed error; the
+//! datum is decoded by `apache-avro` through the converter's cached resolved schemas.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use apache_avro::types::Value;
+use async_trait::async_trait;
+use sinkd_core::config::KeyFormat;
+use sinkd_core::decode::Decoder;
+use sinkd_core::error::RecordError;
+use sinkd_core::event::{Event, RawRecord};
+use sinkd_core::schema::EventSchema;
+
+use crate::registry::Registry;
+
+/// Splits a Confluent frame into schema id and datum.
+pub fn split_frame(bytes: &[u8]) -> Result<(u32, &[u8]), RecordError> {
+    if bytes.len() < 5 {
+        return Err(RecordError::ShortPayload { len: bytes.len() });
+    }
+    if bytes[0] != 0 {
+        return Err(RecordError::WrongMagic { found: bytes[0] });
+    }
+    let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+    Ok((id, &bytes[5..]))
+}
+
+/// What one writer schema means for a topic: its column view and its version.
+struct SchemaInfo {
+    schema: Arc<EventSchema>,
+    version: u32,
+}
+
+/// Decodes Confluent-framed Avro values (and keys) into events.
+pub struct AvroEventDecoder {
+    registry: Arc<Registry>,
+    key_format: KeyFormat,
+    infos: RwLock<HashMap<(u32, Arc<str>), Arc<SchemaInfo>>>,
+}
+
+impl AvroEventDecoder {
+    /// A decoder using the registry, with keys in the given format.
+    pub fn new(registry: Arc<Registry>, key_format: KeyFormat) -> AvroEventDecoder {
+        AvroEventDecoder {
+            registry,
+            key_format,
+            infos: RwLock::new(HashMap::new()),
+        }
+    }
+
+    async fn info(&self, id: u32, topic: &Arc<str>) -> Result<Arc<SchemaInfo>, RecordError> {
+        let cache_key = (id, topic.clone());
+        if let Some(info) = self.infos.read().expect("lock poisoned").get(&cache_key) {
+            return Ok(info.clone());
+        }
+        // Both calls may go to the registry; no lock is held meanwhile.
+        let writer = self.registry.schema(id).await?;
+        let schema =
+            EventSchema::from_avro(&writer.parsed).ok_or_else(|| RecordError::CorruptDatum {
+                schema_id: id,
+                detail: "the writer schema is not a record; sinkd events are Avro records".into(),
+            })?;
+        let registered = self.registry.subject_versions(id).await?;
+        let version = pick_version(&registered, topic, &schema.full_name);
+        let info = Arc::new(SchemaInfo {
+            schema: Arc::new(schema),
+            version,
+        });
+        self.infos
+            .write()
+            .expect("lock poisoned")
+            .insert(cache_key, info.clone());
+        Ok(info)
+    }
+
+    async fn decode_key(&self, key: Option<&[u8]>) -> Result<Option<Value>, RecordError> {
+        let Some(bytes) = key else {
+            return Ok(None);
+        };
+        let bad = |format: &'static str, detail: String| RecordError::BadKey { format, detail };
+        Ok(Some(match self.key_format {
+            KeyFormat::String => Value::String(
+                std::str::from_utf8(bytes)
+                    .map_err(|e| bad("string", e.to_string()))?
+                    .to_owned(),
+            ),
+            KeyFormat::Bytes => Value::Bytes(bytes.to_vec()),
+            KeyFormat::Avro => {
+                split_frame(bytes).map_err(|e| bad("avro", e.to_string()))?;
+                match self.registry.avro().decode(Some(bytes)).await {
+                    Ok(r) => r.value,
+                    Err(e) if e.retriable => {
+                        return Err(RecordError::RegistryUnavailable(e.to_string()));
+                    }
+                    Err(e) => return Err(bad("avro", e.to_string())),
+                }
+            }
+        }))
+    }
+}
+
+/// The version of the writer schema in the subject that names this topic's values:
+/// `<topic>-value` (TopicNameStrategy), then `<topic>-<record>` (TopicRecordNameStrategy),
+/// then `<record>` (RecordNameStrategy), then the first subject the registry lists.
+fn pick_version(registered: &[crate::registry::SubjectVersion], topic: &str, record: &str) -> u32 {
+    let preferred = [
+        format!("{topic}-value"),
+        format!("{topic}-{record}"),
+        record.to_owned(),
+    ];
+    preferred
+        .iter()
+        .find_map(|s| registered.iter().find(|r| &r.subject == s))
+        .or_else(|| registered.first())
+        .map_or(1, |r| r.version)
+}
+
+#[async_trait]
+impl Decoder for AvroEventDecoder {
+    async fn decode(&self, raw: &RawRecord) -> Result<Event, RecordError> {
+        let key = self.decode_key(raw.key.as_deref()).await?;
+        let Some(bytes) = raw.value.as_deref() else {
+            return Ok(Event {
+                event_type: Arc::from("tombstone"),
+                version: 0,
+                key,
+                body: None,
+                schema: None,
+                position: raw.position.clone(),
+                timestamp_ms: raw.timestamp_ms,
+            });
+        };
+        let (id, _) = split_frame(bytes)?;
+        let info = self.info(id, &raw.position.topic).await?;
+        let decoded = match self.registry.avro().decode_with_schema(Some(bytes)).await {
+            Ok(Some(d)) => d.value,
+            Ok(None) => Value::Null,
+            Err(e) if e.retriable => return Err(RecordError::RegistryUnavailable(e.to_string())),
+            Err(e) => {
+                return Err(RecordError::CorruptDatum {
+                    schema_id: id,
+                    detail: e.to_string(),
+                });
+            }
+        };
+        Ok(Event {
+            event_type: info.schema.full_name.clone(),
+            version: info.version,
+            key,
+            body: Some(decoded),
+            schema: Some(info.schema.clone()),
+            position: raw.position.clone(),
+            timestamp_ms: raw.timestamp_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::SubjectVersion;
+
+    #[test]
+    fn frames_are_checked() {
+        assert!(matches!(
+            split_frame(&[0, 0, 0]),
+            Err(RecordError::ShortPayload { len: 3 })
+        ));
+        assert!(matches!(
+            split_frame(&[1, 0, 0, 0, 7, 2]),
+            Err(RecordError::WrongMagic { found: 1 })
+        ));
+        assert_eq!(split_frame(&[0, 0, 0, 1, 2, 9]).unwrap(), (258, &[9u8][..]));
+    }
+
+    #[test]
+    fn version_comes_from_the_topic_subject() {
+        let r = vec![
+            SubjectVersion {
+                subject: "other-value".into(),
+                version: 7,
+            },
+            SubjectVersion {
+                subject: "orders-value".into(),
+                version: 3,
+            },
+        ];
+        assert_eq!(pick_version(&r, "orders", "com.shop.OrderPlaced"), 3);
+        assert_eq!(pick_version(&r, "nope", "com.shop.OrderPlaced"), 7);
+        assert_eq!(pick_version(&[], "orders", "x"), 1);
+    }
+}

@@ -1,0 +1,19 @@
+//! The Kafka connector of sinkd.
+//!
+//! - [`client`]: librdkafka settings from the pipeline file (pass-through of SASL/TLS).
+//! - [`source`]: the consumer. No auto-commit; every assignment seeks to the offsets the
+//!   sink stores; the group commit is advisory.
+//! - [`registry`]: the Confluent-compatible schema registry (schema by id, version lookup).
+//! - [`decoder`]: Confluent framing + Avro → [`sinkd_core::event::Event`].
+//! - [`dead_letter`]: the dead-letter producer.
+
+pub mod client;
+pub mod dead_letter;
+pub mod decoder;
+pub mod registry;
+pub mod source;
+
+pub use dead_letter::KafkaDeadLetters;
+pub use decoder::AvroEventDecoder;
+pub use registry::Registry;
+pub use source::KafkaSource;

@@ -1,0 +1,155 @@
+//! The Confluent-compatible schema registry, through `schema_registry_converter`.
+//!
+//! Only the public Confluent REST API is used: `GET /schemas/ids/{id}` (through the
+//! converter, which also resolves references and caches) and `GET /schemas/ids/{id}/versions`
+//! for the writer schema's version in its subject. Caches are plain maps whose locks are
+//! never held across an HTTP call.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use schema_registry_converter::async_impl::avro::AvroDecoder;
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::avro_common::AvroSchema;
+use schema_registry_converter::error::SRCError;
+use serde::Deserialize;
+use sinkd_core::config::RegistryConfig;
+use sinkd_core::error::RecordError;
+
+/// A registry client with caches.
+pub struct Registry {
+    decoder: AvroDecoder,
+    http: reqwest::Client,
+    url: String,
+    auth: Auth,
+    versions: RwLock<HashMap<u32, Arc<Vec<SubjectVersion>>>>,
+}
+
+#[derive(Clone)]
+enum Auth {
+    None,
+    Basic(String, String),
+    Bearer(String),
+}
+
+/// One `(subject, version)` an id is registered under.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct SubjectVersion {
+    /// Subject name.
+    pub subject: String,
+    /// Version within the subject.
+    pub version: u32,
+}
+
+impl Registry {
+    /// A client for the configured registry.
+    pub fn new(cfg: &RegistryConfig) -> Result<Registry, String> {
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let url = cfg.url.trim_end_matches('/').to_owned();
+        let mut builder = SrSettings::new_builder(url.clone());
+        builder.set_timeout(timeout);
+        let auth = match (&cfg.basic_auth, &cfg.bearer_token) {
+            (Some(_), Some(_)) => {
+                return Err("registry: set basic_auth or bearer_token, not both".into());
+            }
+            (Some(b), None) => {
+                builder.set_basic_authorization(&b.username, Some(&b.password));
+                Auth::Basic(b.username.clone(), b.password.clone())
+            }
+            (None, Some(t)) => {
+                builder.set_token_authorization(t);
+                Auth::Bearer(t.clone())
+            }
+            (None, None) => Auth::None,
+        };
+        let settings = builder
+            .build()
+            .map_err(|e| format!("registry client for {url}: {e}"))?;
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("registry HTTP client: {e}"))?;
+        Ok(Registry {
+            decoder: AvroDecoder::new(settings),
+            http,
+            url,
+            auth,
+            versions: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The converter's decoder (schema cache, reference resolution, datum decoding).
+    pub fn avro(&self) -> &AvroDecoder {
+        &self.decoder
+    }
+
+    /// The writer schema of an id, classified on failure.
+    pub async fn schema(&self, id: u32) -> Result<Arc<AvroSchema>, RecordError> {
+        self.decoder
+            .get_schema(id)
+            .await
+            .map_err(|e| self.classify(id, e))
+    }
+
+    /// Where an id is registered, cached. An empty list when the registry does not offer
+    /// the lookup (its absence only costs the version, which then defaults to 1).
+    pub async fn subject_versions(&self, id: u32) -> Result<Arc<Vec<SubjectVersion>>, RecordError> {
+        if let Some(v) = self.versions.read().expect("lock poisoned").get(&id) {
+            return Ok(v.clone());
+        }
+        let request = self
+            .http
+            .get(format!("{}/schemas/ids/{id}/versions", self.url));
+        let request = match &self.auth {
+            Auth::None => request,
+            Auth::Basic(u, p) => request.basic_auth(u, Some(p)),
+            Auth::Bearer(t) => request.bearer_auth(t),
+        };
+        let response = request
+            .header("Accept", "application/vnd.schemaregistry.v1+json")
+            .send()
+            .await
+            .map_err(|e| {
+                RecordError::RegistryUnavailable(format!("GET /schemas/ids/{id}/versions: {e}"))
+            })?;
+        let status = response.status();
+        let versions = if status.is_success() {
+            response.json::<Vec<SubjectVersion>>().await.map_err(|e| {
+                RecordError::RegistryUnavailable(format!(
+                    "GET /schemas/ids/{id}/versions: bad body: {e}"
+                ))
+            })?
+        } else if status.as_u16() == 401 || status.as_u16() == 403 {
+            return Err(RecordError::RegistryRefused(format!(
+                "GET /schemas/ids/{id}/versions answered {status}"
+            )));
+        } else if status.is_server_error() {
+            return Err(RecordError::RegistryUnavailable(format!(
+                "GET /schemas/ids/{id}/versions answered {status}"
+            )));
+        } else {
+            Vec::new()
+        };
+        let versions = Arc::new(versions);
+        self.versions
+            .write()
+            .expect("lock poisoned")
+            .insert(id, versions.clone());
+        Ok(versions)
+    }
+
+    fn classify(&self, id: u32, e: SRCError) -> RecordError {
+        let text = format!("{} {}", e.error, e.cause.as_deref().unwrap_or(""));
+        if e.retriable || text.contains("status 5") || text.contains("error sending request") {
+            // Not the schema's fault: forget the cached failure and let the caller retry.
+            self.decoder.remove_errors_from_cache();
+            RecordError::RegistryUnavailable(text)
+        } else if text.contains("status 401") || text.contains("status 403") {
+            self.decoder.remove_errors_from_cache();
+            RecordError::RegistryRefused(text)
+        } else {
+            RecordError::UnknownSchemaId { id, detail: text }
+        }
+    }
+}

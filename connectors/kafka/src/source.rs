@@ -1,0 +1,370 @@
+//! The Kafka source.
+//!
+//! A dedicated thread polls a librdkafka consumer and hands records to the pipeline
+//! through a bounded channel (bounded memory, backpressure). The rebalance callback runs
+//! on that thread: on assignment it loads the partitions' offsets from the sink and
+//! assigns with exactly those offsets, so no record is ever fetched from the group's
+//! committed position; on revocation it waits until the pipeline has written what it holds.
+//! Assignment and revocation markers travel in the same channel as the records, so the
+//! pipeline sees them in order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sinkd_core::config::{KafkaSourceConfig, SourceMode, StartPosition};
+use sinkd_core::event::{RawRecord, SourcePosition};
+use sinkd_core::sink::{CheckpointReader, TopicPartition};
+use sinkd_core::source::{Assigned, Source, SourceError, SourceItem};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use crate::client::consumer_config;
+
+/// How long a revocation waits for the pipeline to write its batch before letting go.
+const REVOKE_WAIT: Duration = Duration::from_secs(60);
+
+struct Context {
+    pipeline: String,
+    checkpoints: Arc<dyn CheckpointReader>,
+    runtime: Handle,
+    tx: mpsc::Sender<SourceItem>,
+    start: StartPosition,
+    stop: Arc<AtomicBool>,
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        if self.stop.load(Ordering::Relaxed) {
+            // Closing: the pipeline is gone, nothing to hand over or wait for.
+            let _ = if cooperative {
+                consumer.incremental_unassign(tpl)
+            } else {
+                consumer.unassign()
+            };
+            return;
+        }
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let partitions = partitions_of(tpl);
+                if let Err(e) = self.assign_from_sink(consumer, &partitions, cooperative) {
+                    error!(pipeline = %self.pipeline, error = %e, "assignment failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let partitions = partitions_of(tpl);
+                let (done, wait) = oneshot::channel();
+                if self
+                    .tx
+                    .blocking_send(SourceItem::Revoked { partitions, done })
+                    .is_ok()
+                {
+                    let waited = self
+                        .runtime
+                        .block_on(async { tokio::time::timeout(REVOKE_WAIT, wait).await });
+                    if waited.is_err() {
+                        warn!(pipeline = %self.pipeline, "pipeline did not release revoked partitions in time; the sink's checkpoint fences it");
+                    }
+                }
+                let result = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = result {
+                    error!(pipeline = %self.pipeline, error = %e, "unassign failed");
+                }
+            }
+            other => {
+                error!(pipeline = %self.pipeline, error = ?other, "rebalance error; dropping the assignment");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+impl Context {
+    /// Loads the sink's offsets (retrying until the sink answers: assigning without them
+    /// would read from the wrong place) and assigns exactly there.
+    fn assign_from_sink(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        partitions: &[TopicPartition],
+        cooperative: bool,
+    ) -> Result<(), KafkaError> {
+        let mut wait = Duration::from_millis(100);
+        let stored = loop {
+            match self.runtime.block_on(self.checkpoints.load(partitions)) {
+                Ok(s) => break s,
+                Err(e) if !self.stop.load(Ordering::Relaxed) => {
+                    warn!(pipeline = %self.pipeline, error = %e, retry_in = ?wait, "cannot read checkpoints from the sink");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+                Err(_) => return Ok(()),
+            }
+        };
+        let mut tpl = TopicPartitionList::new();
+        let mut assigned = Vec::with_capacity(partitions.len());
+        for tp in partitions {
+            let offset = match (stored.get(tp), self.start) {
+                (Some(&next), _) => Offset::Offset(next),
+                (None, StartPosition::Earliest) => Offset::Beginning,
+                (None, StartPosition::Latest) => Offset::End,
+            };
+            tpl.add_partition_offset(&tp.0, tp.1, offset)?;
+            assigned.push(Assigned {
+                partition: tp.clone(),
+                stored: stored.get(tp).copied(),
+            });
+        }
+        // The marker goes first so the pipeline knows the partitions before any record.
+        if self
+            .tx
+            .blocking_send(SourceItem::Assigned(assigned))
+            .is_err()
+        {
+            return Ok(());
+        }
+        if cooperative {
+            consumer.incremental_assign(&tpl)
+        } else {
+            consumer.assign(&tpl)
+        }
+    }
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| (Arc::from(e.topic()), e.partition()))
+        .collect()
+}
+
+/// A Kafka source whose offsets live in the sink.
+pub struct KafkaSource {
+    consumer: Arc<BaseConsumer<Context>>,
+    rx: mpsc::Receiver<SourceItem>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    advisory_commits: bool,
+}
+
+impl KafkaSource {
+    /// Creates the consumer and starts its polling thread. Must be called inside a tokio
+    /// runtime. `queue` bounds the records buffered ahead of the pipeline.
+    pub fn start(
+        cfg: &KafkaSourceConfig,
+        pipeline: &str,
+        checkpoints: Arc<dyn CheckpointReader>,
+        queue: usize,
+    ) -> Result<KafkaSource, SourceError> {
+        let group_id = cfg
+            .group_id
+            .clone()
+            .unwrap_or_else(|| format!("sinkd-{pipeline}"));
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let context = Context {
+            pipeline: pipeline.to_owned(),
+            checkpoints,
+            runtime: Handle::current(),
+            tx: tx.clone(),
+            start: cfg.start,
+            stop: stop.clone(),
+        };
+        let consumer: BaseConsumer<Context> = consumer_config(cfg, &group_id)
+            .create_with_context(context)
+            .map_err(|e| SourceError(format!("cannot create the Kafka consumer: {e}")))?;
+        let consumer = Arc::new(consumer);
+        let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
+        // Replica mode assigns every partition itself, on the polling thread (loading
+        // checkpoints blocks, which must not happen on the async runtime).
+        let replica_partitions = match cfg.mode {
+            SourceMode::Shared => {
+                consumer
+                    .subscribe(&topics)
+                    .map_err(|e| SourceError(format!("cannot subscribe to {topics:?}: {e}")))?;
+                None
+            }
+            SourceMode::Replica => Some(all_partitions(&consumer, &cfg.topics)?),
+        };
+        info!(pipeline, group_id, mode = ?cfg.mode, topics = ?cfg.topics, "Kafka source started");
+        let thread = {
+            let consumer = consumer.clone();
+            let stop = stop.clone();
+            let pipeline = pipeline.to_owned();
+            std::thread::Builder::new()
+                .name(format!("kafka-{pipeline}"))
+                .spawn(move || {
+                    if let Some(partitions) = replica_partitions
+                        && let Err(e) =
+                            consumer
+                                .context()
+                                .assign_from_sink(&consumer, &partitions, false)
+                    {
+                        error!(pipeline, error = %e, "cannot assign partitions");
+                        return;
+                    }
+                    poll_loop(&consumer, &tx, &stop, &pipeline)
+                })
+                .map_err(|e| SourceError(format!("cannot start the polling thread: {e}")))?
+        };
+        Ok(KafkaSource {
+            consumer,
+            rx,
+            stop,
+            thread: Some(thread),
+            advisory_commits: cfg.mode == SourceMode::Shared,
+        })
+    }
+}
+
+/// Every partition of the topics, for replica mode (no consumer group).
+fn all_partitions(
+    consumer: &BaseConsumer<Context>,
+    topics: &[String],
+) -> Result<Vec<TopicPartition>, SourceError> {
+    let mut out = Vec::new();
+    for topic in topics {
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .map_err(|e| SourceError(format!("cannot read metadata of topic {topic}: {e}")))?;
+        for t in md.topics() {
+            if t.partitions().is_empty() {
+                return Err(SourceError(format!(
+                    "topic {topic} does not exist or has no partitions"
+                )));
+            }
+            out.extend(t.partitions().iter().map(|p| (Arc::from(t.name()), p.id())));
+        }
+    }
+    Ok(out)
+}
+
+fn poll_loop(
+    consumer: &BaseConsumer<Context>,
+    tx: &mpsc::Sender<SourceItem>,
+    stop: &AtomicBool,
+    pipeline: &str,
+) {
+    let mut topics: HashMap<String, Arc<str>> = HashMap::new();
+    while !stop.load(Ordering::Relaxed) {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(msg)) => {
+                let topic = match topics.get(msg.topic()) {
+                    Some(t) => t.clone(),
+                    None => {
+                        let t: Arc<str> = Arc::from(msg.topic());
+                        topics.insert(msg.topic().to_owned(), t.clone());
+                        t
+                    }
+                };
+                let headers = msg
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let raw = RawRecord {
+                    position: SourcePosition {
+                        topic,
+                        partition: msg.partition(),
+                        offset: msg.offset(),
+                    },
+                    timestamp_ms: msg.timestamp().to_millis(),
+                    key: msg.key().map(<[u8]>::to_vec),
+                    value: msg.payload().map(<[u8]>::to_vec),
+                    headers,
+                };
+                if tx.blocking_send(SourceItem::Record(raw)).is_err() {
+                    break;
+                }
+            }
+            Some(Err(e)) => {
+                // librdkafka retries broker and network failures itself; these are reports.
+                warn!(pipeline, error = %e, "Kafka consumer error");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Source for KafkaSource {
+    async fn next(&mut self) -> Result<SourceItem, SourceError> {
+        self.rx
+            .recv()
+            .await
+            .ok_or_else(|| SourceError("the Kafka polling thread stopped".into()))
+    }
+
+    fn committed(&self, offsets: &[(TopicPartition, i64)]) {
+        if !self.advisory_commits {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in offsets {
+            if tpl
+                .add_partition_offset(topic, *partition, Offset::Offset(*next))
+                .is_err()
+            {
+                return;
+            }
+        }
+        // Advisory only (lag tools): a failure here loses nothing.
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(error = %e, "advisory offset commit failed");
+        }
+    }
+
+    fn seek(&self, partition: &TopicPartition, offset: i64) -> Result<(), SourceError> {
+        self.consumer
+            .seek(
+                &partition.0,
+                partition.1,
+                Offset::Offset(offset),
+                Duration::from_secs(10),
+            )
+            .map_err(|e| {
+                SourceError(format!(
+                    "cannot seek {}/{} to {offset}: {e}",
+                    partition.0, partition.1
+                ))
+            })
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Closing the channel unblocks a polling thread waiting for room.
+        self.rx.close();
+        while self.rx.try_recv().is_ok() {}
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Reading pipeline files: `${VAR}` / `${VAR:-default}` from the environment, unknown keys
+//! rejected, and every error located by file, line and field.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::model::PipelineFile;
+use super::validate;
+
+/// A pipeline file that parsed and validated.
+#[derive(Clone, Debug)]
+pub struct LoadedPipeline {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Its content.
+    pub pipeline: PipelineFile,
+}
+
+/// A problem with a pipeline file, located as precisely as the parser allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<u64>,
+    /// Dotted path of the field, when known (`source.kafka.topics`).
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": field `{field}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Loads every pipeline under the given paths (files, or folders whose `*.yaml` / `*.yml`
+/// files are read in name order). Returns every problem found, not just the first.
+pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<LoadedPipeline>, Vec<ConfigError>> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let mut loaded = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        match files_under(path) {
+            Ok(files) => {
+                for file in files {
+                    match load_file(&file, &env) {
+                        Ok(p) => loaded.push(p),
+                        Err(mut e) => errors.append(&mut e),
+                    }
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    let mut seen: HashMap<&str, &Path> = HashMap::new();
+    for p in &loaded {
+        if let Some(first) = seen.insert(&p.pipeline.name, &p.path) {
+            errors.push(ConfigError {
+                file: p.path.clone(),
+                line: None,
+                field: Some("name".into()),
+                message: format!(
+                    "pipeline name `{}` is already used by {}",
+                    p.pipeline.name,
+                    first.display()
+                ),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Loads one path (file or folder) with the process environment.
+pub fn load_path(path: &Path) -> Result<Vec<LoadedPipeline>, Vec<ConfigError>> {
+    load_paths(&[path.to_path_buf()])
+}
+
+fn files_under(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let err = |message: String| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        field: None,
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| err(format!("cannot list folder: {e}")))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(err("folder holds no *.yaml or *.yml pipeline file".into()));
+    }
+    Ok(files)
+}
+
+/// Parses one file's text with the given environment. Public for tests.
+pub fn load_file(
+    path: &Path,
+    env: &HashMap<String, String>,
+) -> Result<LoadedPipeline, Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            field: None,
+            message: format!("cannot read: {e}"),
+        }]
+    })?;
+    let pipeline = parse_str(path, &text, env).map_err(|e| vec![e])?;
+    validate::validate(&pipeline).map_err(|problems| {
+        problems
+            .into_iter()
+            .map(|(field, message)| ConfigError {
+                file: path.to_path_buf(),
+                line: line_of_field(&text, &field),
+                field: Some(field),
+                message,
+            })
+            .collect::<Vec<_>>()
+    })?;
+    Ok(LoadedPipeline {
+        path: path.to_path_buf(),
+        pipeline,
+    })
+}
+
+/// Parses YAML text into a pipeline, interpolating the environment.
+pub fn parse_str(
+    path: &Path,
+    text: &str,
+    env: &HashMap<String, String>,
+) -> Result<PipelineFile, ConfigError> {
+    let options = serde_saphyr::options! {}.with_properties(env.clone());
+    // serde_path_to_error knows the field; serde-saphyr knows the line. The path is kept
+    // aside and the error handed back to serde-saphyr so it stays located.
+    let mut field: Option<String> = None;
+    let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        serde_path_to_error::deserialize::<_, PipelineFile>(de).map_err(|e| {
+            let path = e.path().to_string();
+            if path != "." && !path.is_empty() {
+                field = Some(path);
+            }
+            e.into_inner()
+        })
+    });
+    let error = match result {
+        Ok(pipeline) => return Ok(pipeline),
+        Err(e) => e,
+    };
+    let line = error.location().map(|l| l.line());
+    // Errors raised while reading a scalar (a missing variable) are reported before the
+    // path tracker has entered the key: complete the path with the key on that line.
+    if let (Some(f), Some(key)) = (&mut field, line.and_then(|l| key_on_line(text, l)))
+        && !f.ends_with(&key)
+        && !key.starts_with('-')
+    {
+        f.push('.');
+        f.push_str(&key);
+    }
+    Err(ConfigError {
+        file: path.to_path_buf(),
+        line,
+        field,
+        message: first_line(&error.to_string()),
+    })
+}
+
+fn key_on_line(text: &str, line: u64) -> Option<String> {
+    let l = text.lines().nth(line.checked_sub(1)? as usize)?;
+    let (key, _) = l.trim().split_once(':')?;
+    Some(key.trim().to_owned())
+}
+
+/// The parser's message without its source snippet (the file and line are printed by us).
+fn first_line(message: &str) -> String {
+    let first = message.lines().next().unwrap_or(message).trim();
+    // serde-saphyr prefixes "error: line L column C: "; we print the line ourselves.
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    match first.split_once(": ") {
+        Some((loc, rest)) if loc.starts_with("line ") => rest.to_owned(),
+        _ => first.to_owned(),
+    }
+}
+
+/// Finds the line of a dotted field path's last key, for validation errors found after
+/// parsing. Good enough to point a reader at the right place; `None` when not found.
+fn line_of_field(text: &str, field: &str) -> Option<u64> {
+    let last = field.rsplit('.').next()?;
+    let needle = format!("{last}:");
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start().trim_start_matches("- ");
+            t.starts_with(&needle)
+        })
+        .map(|i| i as u64 + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "\
+name: orders
+source:
+  kafka:
+    bootstrap_servers: ${KAFKA_BROKERS:-127.0.0.1:9092}
+    topics: [shop.orders]
+  registry:
+    url: ${SCHEMA_REGISTRY_URL}
+sink:
+  postgres:
+    url: postgres://u:p@h/db
+    table: orders
+key:
+  columns: [order_id]
+events:
+  com.shop.OrderPlaced:
+    op: upsert
+batch:
+  max_events: 100
+";
+
+    fn env() -> HashMap<String, String> {
+        HashMap::from([("SCHEMA_REGISTRY_URL".to_owned(), "http://r:8081".to_owned())])
+    }
+
+    fn parse(text: &str, env: &HashMap<String, String>) -> Result<PipelineFile, ConfigError> {
+        parse_str(Path::new("orders.yaml"), text, env)
+    }
+
+    #[test]
+    fn interpolates_variables_and_defaults() {
+        let p = parse(BASE, &env()).unwrap();
+        assert_eq!(p.source.registry.url, "http://r:8081");
+        assert_eq!(p.source.kafka.bootstrap_servers, "127.0.0.1:9092");
+        assert!(validate::validate(&p).is_ok());
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_field() {
+        let text = BASE.replace("    table: orders", "    table: orders\n    tabel: typo");
+        let e = parse(&text, &env()).unwrap_err();
+        eprintln!("{e}");
+        assert_eq!(e.line, Some(12));
+        assert!(e.message.contains("tabel"), "{e}");
+        assert!(e.to_string().starts_with("orders.yaml:12"), "{e}");
+        assert_eq!(e.field.as_deref(), Some("sink.postgres.tabel"));
+    }
+
+    #[test]
+    fn missing_variable_names_it_and_its_line() {
+        let e = parse(BASE, &HashMap::new()).unwrap_err();
+        eprintln!("{e}");
+        assert_eq!(e.line, Some(7));
+        assert!(e.message.contains("SCHEMA_REGISTRY_URL"), "{e}");
+        assert_eq!(e.field.as_deref(), Some("source.registry.url"));
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let text = BASE.replace("max_events: 100", "max_events: lots");
+        let e = parse(&text, &env()).unwrap_err();
+        eprintln!("{e}");
+        assert_eq!(e.line, Some(18));
+        assert_eq!(e.field.as_deref(), Some("batch.max_events"));
+    }
+
+    #[test]
+    fn validation_problems_are_located() {
+        let dir = std::env::temp_dir().join(format!("sinkd-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.yaml");
+        let text = BASE
+            .replace("  columns: [order_id]", "  columns: []")
+            .replace("\nevents:", "\non_error: dead_letter\nevents:");
+        std::fs::write(&file, text).unwrap();
+        let errors = load_file(&file, &env()).unwrap_err();
+        let all: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        eprintln!("{all:#?}");
+        assert!(
+            all.iter().any(|e| e.contains(":13: field `key.columns`")),
+            "{all:?}"
+        );
+        assert!(
+            all.iter().any(|e| e.contains("field `dead_letter_topic`")),
+            "{all:?}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,95 @@
+//! Checks a parsed pipeline without I/O: everything that can be known from the file alone.
+//! Problems are returned all at once as `(field path, message)`.
+
+use super::model::*;
+
+/// Every problem of the pipeline, or `Ok` when there is none.
+pub fn validate(p: &PipelineFile) -> Result<(), Vec<(String, String)>> {
+    let mut problems = Vec::new();
+    let mut problem = |field: &str, message: String| problems.push((field.to_owned(), message));
+
+    if p.name.is_empty()
+        || !p
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        problem(
+            "name",
+            format!(
+                "`{}` is not a valid pipeline name: use letters, digits, `-`, `_` and `.`",
+                p.name
+            ),
+        );
+    }
+    if p.source.kafka.topics.is_empty() {
+        problem("source.kafka.topics", "name at least one topic".into());
+    }
+    for owned in [
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "group.id",
+        "bootstrap.servers",
+    ] {
+        if p.source.kafka.properties.contains_key(owned) {
+            problem(
+                &format!("source.kafka.properties.{owned}"),
+                format!("`{owned}` is set by sinkd and cannot be overridden"),
+            );
+        }
+    }
+    if p.key.columns.is_empty() {
+        problem("key.columns", "name at least one key column".into());
+    }
+    if p.events.is_empty() {
+        problem("events", "declare at least one event type".into());
+    }
+    let needs_dlq = p.on_error == BadRecordPolicy::DeadLetter
+        || p.unknown_events == UnknownEventPolicy::DeadLetter;
+    if needs_dlq && p.dead_letter_topic.is_none() {
+        problem(
+            "dead_letter_topic",
+            "a `dead_letter` policy is set but no dead_letter_topic is given".into(),
+        );
+    }
+    if p.batch.max_events == 0 {
+        problem("batch.max_events", "must be at least 1".into());
+    }
+    for (event_type, e) in &p.events {
+        let field = |name: &str| format!("events.{event_type}.{name}");
+        if e.op == OpKind::Delete && (e.fields.is_some() || !e.columns.is_empty()) {
+            problem(
+                &field("op"),
+                "a delete takes no fields or columns: it removes the row of the key".into(),
+            );
+        }
+        for column in e.columns.keys().chain(e.fields.iter().flatten()) {
+            if p.key.columns.contains(column) && e.op != OpKind::Upsert {
+                problem(
+                    &field("columns"),
+                    format!("`{column}` is a key column; a {:?} cannot change it", e.op),
+                );
+            }
+        }
+        if e.op == OpKind::Increment && e.fields.as_ref().is_some_and(|f| f.is_empty()) {
+            problem(
+                &field("fields"),
+                "an increment needs at least one field".into(),
+            );
+        }
+    }
+    let SinkConfig::Postgres(pg) = &p.sink;
+    for (name, value) in [
+        ("sink.postgres.table", &pg.table),
+        ("sink.postgres.schema", &pg.schema),
+    ] {
+        if value.is_empty() || value.len() > 63 {
+            problem(name, format!("`{value}` must be 1 to 63 characters"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}

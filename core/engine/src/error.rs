@@ -1,0 +1,202 @@
+//! Errors that say what to do about them.
+//!
+//! Every error the data path can produce answers [`ErrorClass`]: retry the same batch,
+//! route the record per the bad-record policy, or stop the pipeline.
+
+use std::fmt;
+
+/// What the runtime does with an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// A server is unavailable or a transaction conflicted: back off and retry the same
+    /// batch. Never skips a record.
+    Retriable,
+    /// This record cannot be applied (undecodable, unknown schema, projection failure,
+    /// constraint violation): follow the pipeline's bad-record policy.
+    BadRecord,
+    /// Configuration or an incompatible change: stop the pipeline with the message.
+    Fatal,
+}
+
+/// Why one record could not become an operation. Always a [`ErrorClass::BadRecord`] unless
+/// the variant says otherwise.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// The payload is shorter than the 5-byte Confluent header.
+    #[error("payload of {len} bytes is shorter than the 5-byte Confluent header")]
+    ShortPayload {
+        /// Length of the payload.
+        len: usize,
+    },
+    /// The first byte is not the Confluent magic byte 0.
+    #[error("wrong magic byte {found:#04x}: not Confluent wire format (expected 0x00)")]
+    WrongMagic {
+        /// The byte found.
+        found: u8,
+    },
+    /// The registry does not know the schema id in the header.
+    #[error("schema id {id} is unknown to the registry: {detail}")]
+    UnknownSchemaId {
+        /// Schema id from the header.
+        id: u32,
+        /// What the registry said.
+        detail: String,
+    },
+    /// The Avro datum does not decode with its writer schema.
+    #[error("Avro datum does not decode with writer schema {schema_id}: {detail}")]
+    CorruptDatum {
+        /// Schema id from the header.
+        schema_id: u32,
+        /// The decoder's message.
+        detail: String,
+    },
+    /// The record key could not be decoded in the configured key format.
+    #[error("key cannot be decoded as {format}: {detail}")]
+    BadKey {
+        /// Configured key format.
+        format: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The event type is not declared in the pipeline and the policy says so.
+    #[error("event type {event_type} is not declared in the pipeline")]
+    UnknownEventType {
+        /// The event's type.
+        event_type: String,
+    },
+    /// The event could not be turned into an operation.
+    #[error("projection of {event_type} failed: {detail}")]
+    Projection {
+        /// The event's type.
+        event_type: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The schema registry could not be reached; retry, do not skip.
+    #[error("schema registry unavailable: {0}")]
+    RegistryUnavailable(String),
+    /// The schema registry refused us (authentication, authorization): stop.
+    #[error("schema registry refused the request: {0}")]
+    RegistryRefused(String),
+}
+
+impl RecordError {
+    /// How the runtime handles this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            RecordError::RegistryUnavailable(_) => ErrorClass::Retriable,
+            RecordError::RegistryRefused(_) => ErrorClass::Fatal,
+            _ => ErrorClass::BadRecord,
+        }
+    }
+
+    /// A short stable name for headers and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RecordError::ShortPayload { .. } => "short_payload",
+            RecordError::WrongMagic { .. } => "wrong_magic",
+            RecordError::UnknownSchemaId { .. } => "unknown_schema_id",
+            RecordError::CorruptDatum { .. } => "corrupt_datum",
+            RecordError::BadKey { .. } => "bad_key",
+            RecordError::UnknownEventType { .. } => "unknown_event_type",
+            RecordError::Projection { .. } => "projection",
+            RecordError::RegistryUnavailable(_) => "registry_unavailable",
+            RecordError::RegistryRefused(_) => "registry_refused",
+        }
+    }
+}
+
+/// An error from a sink.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// The server is unavailable or the transaction failed for a transient reason.
+    #[error("sink unavailable: {0}")]
+    Unavailable(String),
+    /// Another writer advanced the checkpoint of this partition: this writer's view is
+    /// stale (it is a zombie, or it lost a race at hand-over). Nothing was applied.
+    #[error(
+        "checkpoint of {topic}/{partition} moved under us (expected next offset {expected:?}); \
+         another writer owns this partition, nothing was applied"
+    )]
+    Fenced {
+        /// Topic of the fenced partition.
+        topic: String,
+        /// The fenced partition.
+        partition: i32,
+        /// The next offset this writer expected to find.
+        expected: Option<i64>,
+    },
+    /// A change the sink refuses to make on its own (for example a column type change).
+    #[error("{0}")]
+    Incompatible(String),
+    /// The sink rejected one operation of the batch (a constraint, a value out of range);
+    /// `index` says which so the runtime can route that record aside.
+    #[error("record at {topic}/{partition}@{offset} rejected by the sink: {detail}")]
+    Rejected {
+        /// Topic of the rejected record.
+        topic: String,
+        /// Partition of the rejected record.
+        partition: i32,
+        /// Offset of the rejected record.
+        offset: i64,
+        /// The sink's message.
+        detail: String,
+    },
+    /// Misconfiguration found when connecting (bad credentials, missing privileges).
+    #[error("sink configuration error: {0}")]
+    Config(String),
+}
+
+impl SinkError {
+    /// How the runtime handles this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            SinkError::Unavailable(_) | SinkError::Fenced { .. } => ErrorClass::Retriable,
+            SinkError::Rejected { .. } => ErrorClass::BadRecord,
+            SinkError::Incompatible(_) | SinkError::Config(_) => ErrorClass::Fatal,
+        }
+    }
+}
+
+/// Why a pipeline stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// A record could not be applied and the policy is `fail`.
+    #[error("pipeline {pipeline} stopped at {position}: {cause}")]
+    BadRecord {
+        /// Pipeline name.
+        pipeline: String,
+        /// Where the record is.
+        position: String,
+        /// Why.
+        cause: String,
+    },
+    /// The sink refused a change it cannot make safely.
+    #[error("pipeline {pipeline} stopped: {cause}")]
+    Fatal {
+        /// Pipeline name.
+        pipeline: String,
+        /// Why.
+        cause: String,
+    },
+    /// The source failed in a way that cannot be retried.
+    #[error("pipeline {pipeline}: source failed: {cause}")]
+    Source {
+        /// Pipeline name.
+        pipeline: String,
+        /// Why.
+        cause: String,
+    },
+}
+
+/// Wraps a displayable position for error messages: `topic/partition@offset`.
+pub struct At<'a>(pub &'a str, pub i32, pub i64);
+
+impl fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "topic {} partition {} offset {}", self.0, self.1, self.2)
+    }
+}

@@ -1,0 +1,23 @@
+//! The sinkd engine: everything between a source of records and a sink that is not specific
+//! to one connector.
+//!
+//! - [`config`]: pipeline files (YAML), environment interpolation, validation without I/O.
+//! - [`event`]: the decoded event and its source position.
+//! - [`schema`]: column types derived from Avro writer schemas.
+//! - [`projection`]: event → operation on a read model (upsert, merge, increment, delete).
+//! - [`batch`]: per-key compaction of operations, order kept per key.
+//! - [`sink`], [`source`], [`decode`]: the traits connectors implement.
+//! - [`runtime`]: the pipeline loop that ties them together with exactly-once effect.
+//! - [`error`]: errors that classify themselves as retriable, bad record or fatal.
+
+pub mod batch;
+pub mod config;
+pub mod decode;
+pub mod error;
+pub mod event;
+pub mod projection;
+pub mod runtime;
+pub mod schema;
+pub mod sink;
+pub mod source;
+pub mod value;

@@ -1,0 +1,256 @@
+//! Projection: what one event does to the read model.
+//!
+//! A [`Projector`] is built once from the pipeline file; [`Projector::project`] turns an
+//! [`Event`] into an [`Op`] on a key: replace the row (upsert), set columns (merge), add to
+//! numeric columns (increment), or delete. A Kafka tombstone deletes by the Kafka key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use apache_avro::types::Value;
+
+use crate::config::{EventConfig, KeySource, OpKind, PipelineFile};
+use crate::error::RecordError;
+use crate::event::{Event, SourcePosition};
+use crate::schema::ColumnType;
+use crate::value::{is_null, unwrap_union};
+
+/// One column value of an operation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cell {
+    /// Column name.
+    pub column: Arc<str>,
+    /// Column type, from the writer schema.
+    pub ty: ColumnType,
+    /// The value (never a union wrapper).
+    pub value: Value,
+}
+
+/// An operation on the row of one key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Op {
+    /// Key cells, in key column order.
+    pub key: Vec<Cell>,
+    /// What to do.
+    pub kind: OpKind,
+    /// Columns to replace, set or add to (empty for deletes).
+    pub cells: Vec<Cell>,
+    /// Position of the event, for checkpoints and row guards.
+    pub position: SourcePosition,
+}
+
+struct Rule {
+    op: OpKind,
+    /// `(column, field)`; `None` means every field but the key fields, same names.
+    mapping: Option<Vec<(Arc<str>, String)>>,
+}
+
+/// Turns events into operations, per the pipeline's `key` and `events` sections.
+pub struct Projector {
+    key_from: KeySource,
+    key_columns: Vec<Arc<str>>,
+    rules: HashMap<String, Rule>,
+}
+
+impl Projector {
+    /// Builds the projector of a validated pipeline.
+    pub fn new(p: &PipelineFile) -> Projector {
+        let rules = p
+            .events
+            .iter()
+            .map(|(name, e)| (name.clone(), rule(e)))
+            .collect();
+        Projector {
+            key_from: p.key.from,
+            key_columns: p
+                .key
+                .columns
+                .iter()
+                .map(|c| Arc::from(c.as_str()))
+                .collect(),
+            rules,
+        }
+    }
+
+    /// Whether the pipeline declares this event type.
+    pub fn knows(&self, event_type: &str) -> bool {
+        self.rules.contains_key(event_type)
+    }
+
+    /// The key column names.
+    pub fn key_columns(&self) -> &[Arc<str>] {
+        &self.key_columns
+    }
+
+    /// Projects one event. Errors are bad records: an undeclared event type
+    /// ([`RecordError::UnknownEventType`], which the caller routes per the unknown-event
+    /// policy), a missing key, a missing field, or a non-numeric increment.
+    pub fn project(&self, event: &Event) -> Result<Op, RecordError> {
+        let fail = |detail: String| RecordError::Projection {
+            event_type: event.event_type.to_string(),
+            detail,
+        };
+        let Some(body_schema) = event.schema.as_ref().filter(|_| event.body.is_some()) else {
+            // A tombstone: delete by the Kafka key.
+            return Ok(Op {
+                key: self.key_from_kafka(event).map_err(fail)?,
+                kind: OpKind::Delete,
+                cells: Vec::new(),
+                position: event.position.clone(),
+            });
+        };
+        let rule =
+            self.rules
+                .get(&*event.event_type)
+                .ok_or_else(|| RecordError::UnknownEventType {
+                    event_type: event.event_type.to_string(),
+                })?;
+        let key = match self.key_from {
+            KeySource::KafkaKey => self.key_from_kafka(event),
+            KeySource::Fields => self.key_from_fields(event),
+        }
+        .map_err(fail)?;
+        let mut cells = Vec::new();
+        if rule.op != OpKind::Delete {
+            match &rule.mapping {
+                None => {
+                    for f in &body_schema.fields {
+                        if self.key_columns.contains(&f.name) {
+                            continue;
+                        }
+                        let value = event.field(&f.name).cloned().unwrap_or(Value::Null);
+                        cells.push(Cell {
+                            column: f.name.clone(),
+                            ty: f.ty,
+                            value,
+                        });
+                    }
+                }
+                Some(mapping) => {
+                    for (column, field) in mapping {
+                        let (Some(ty), Some(value)) =
+                            (body_schema.field_type(field), event.field(field))
+                        else {
+                            return Err(fail(format!(
+                                "field `{field}` (for column `{column}`) is not in the event"
+                            )));
+                        };
+                        cells.push(Cell {
+                            column: column.clone(),
+                            ty,
+                            value: value.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        if rule.op == OpKind::Increment
+            && let Some(bad) = cells.iter().find(|c| !c.ty.is_numeric())
+        {
+            return Err(fail(format!(
+                "increment of column `{}` needs a numeric field, found {}",
+                bad.column, bad.ty
+            )));
+        }
+        Ok(Op {
+            key,
+            kind: rule.op,
+            cells,
+            position: event.position.clone(),
+        })
+    }
+
+    fn key_from_fields(&self, event: &Event) -> Result<Vec<Cell>, String> {
+        let schema = event.schema.as_ref().ok_or("event has no schema")?;
+        self.key_columns
+            .iter()
+            .map(|column| {
+                let value = event
+                    .field(column)
+                    .filter(|v| !is_null(v))
+                    .ok_or_else(|| format!("key field `{column}` is missing or null"))?;
+                let ty = schema.field_type(column).unwrap_or(ColumnType::String);
+                Ok(Cell {
+                    column: column.clone(),
+                    ty,
+                    value: value.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn key_from_kafka(&self, event: &Event) -> Result<Vec<Cell>, String> {
+        let key = match event.key.as_ref().map(unwrap_union) {
+            None | Some(Value::Null) => return Err("the record has no Kafka key".into()),
+            Some(k) => k,
+        };
+        match key {
+            Value::Record(fields) => self
+                .key_columns
+                .iter()
+                .map(|column| {
+                    let value = fields
+                        .iter()
+                        .find(|(n, _)| **n == **column)
+                        .map(|(_, v)| unwrap_union(v).clone())
+                        .filter(|v| !is_null(v))
+                        .ok_or_else(|| format!("key record has no field `{column}`"))?;
+                    Ok(Cell {
+                        column: column.clone(),
+                        ty: primitive_type(&value),
+                        value,
+                    })
+                })
+                .collect(),
+            primitive => match self.key_columns.as_slice() {
+                [column] => Ok(vec![Cell {
+                    column: column.clone(),
+                    ty: primitive_type(primitive),
+                    value: primitive.clone(),
+                }]),
+                _ => Err(format!(
+                    "a primitive Kafka key cannot fill {} key columns; use an Avro record key \
+                     or `key.from: fields`",
+                    self.key_columns.len()
+                )),
+            },
+        }
+    }
+}
+
+fn rule(e: &EventConfig) -> Rule {
+    let mapping = if e.fields.is_none() && e.columns.is_empty() {
+        None
+    } else {
+        let mut m: Vec<(Arc<str>, String)> = e
+            .fields
+            .iter()
+            .flatten()
+            .map(|f| (Arc::from(f.as_str()), f.clone()))
+            .collect();
+        m.extend(
+            e.columns
+                .iter()
+                .map(|(c, f)| (Arc::from(c.as_str()), f.clone())),
+        );
+        Some(m)
+    };
+    Rule { op: e.op, mapping }
+}
+
+/// The column type a key value implies when no schema says otherwise.
+fn primitive_type(v: &Value) -> ColumnType {
+    match v {
+        Value::Boolean(_) => ColumnType::Boolean,
+        Value::Int(_) => ColumnType::Int,
+        Value::Long(_) => ColumnType::Long,
+        Value::Float(_) => ColumnType::Float,
+        Value::Double(_) => ColumnType::Double,
+        Value::Bytes(_) | Value::Fixed(..) => ColumnType::Bytes,
+        Value::Uuid(_) => ColumnType::Uuid,
+        Value::Date(_) => ColumnType::Date,
+        Value::TimestampMillis(_) | Value::TimestampMicros(_) => ColumnType::Timestamp,
+        Value::String(_) | Value::Enum(..) => ColumnType::String,
+        _ => ColumnType::Json,
+    }
+}

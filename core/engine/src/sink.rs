@@ -1,0 +1,61 @@
+//! The sink side of the checkpoint protocol (modelled on Kafka Connect's `SinkTask`).
+//!
+//! A sink applies a compacted batch and advances the per-partition checkpoint in ONE
+//! transaction (or commit). The checkpoint advance is a compare-and-set on the previous
+//! value, so a writer with a stale view (a zombie after a rebalance) fails and applies
+//! nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::batch::Entry;
+use crate::error::SinkError;
+
+/// A topic partition.
+pub type TopicPartition = (Arc<str>, i32);
+
+/// The move of one partition's checkpoint that a batch makes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointAdvance {
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: i32,
+    /// The next offset this writer believes is stored (`None`: no checkpoint yet). The
+    /// write fails with [`SinkError::Fenced`] if the stored value differs.
+    pub expected: Option<i64>,
+    /// The next offset to store: one past the last record of the batch.
+    pub next: i64,
+}
+
+/// Reads stored checkpoints. Shared with the source, which calls it on every partition
+/// assignment to seek to the sink's offsets.
+#[async_trait]
+pub trait CheckpointReader: Send + Sync {
+    /// The stored next offset of each partition that has one.
+    async fn load(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, i64>, SinkError>;
+}
+
+/// A read model that owns its offsets.
+#[async_trait]
+pub trait Sink: Send {
+    /// Connects and prepares the checkpoint storage. Retriable errors are retried by the
+    /// caller.
+    async fn open(&mut self) -> Result<(), SinkError>;
+
+    /// A reader of this sink's checkpoints, for the source.
+    fn checkpoint_reader(&self) -> Arc<dyn CheckpointReader>;
+
+    /// Applies the entries and advances the checkpoints atomically. On any error nothing
+    /// was applied.
+    async fn write(
+        &mut self,
+        entries: &[Entry],
+        advances: &[CheckpointAdvance],
+    ) -> Result<(), SinkError>;
+}

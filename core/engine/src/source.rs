@@ -1,0 +1,51 @@
+//! The source side: records and partition hand-over markers, in one ordered stream.
+
+use async_trait::async_trait;
+
+use crate::event::RawRecord;
+use crate::sink::TopicPartition;
+
+/// One partition given to this instance, with where it starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assigned {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// The next offset stored in the sink (`None`: no checkpoint yet).
+    pub stored: Option<i64>,
+}
+
+/// What a source delivers, in order.
+#[derive(Debug)]
+pub enum SourceItem {
+    /// A record.
+    Record(RawRecord),
+    /// Partitions were assigned; records of them follow.
+    Assigned(Vec<Assigned>),
+    /// Partitions are being taken away. The runtime writes what it holds and then answers
+    /// on `done`, so the hand-over happens only after the last durable write.
+    Revoked {
+        /// The partitions.
+        partitions: Vec<TopicPartition>,
+        /// Answered once the runtime let go of them.
+        done: tokio::sync::oneshot::Sender<()>,
+    },
+}
+
+/// An error the source cannot recover from by itself.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SourceError(pub String);
+
+/// A stream of records with partition hand-over markers.
+#[async_trait]
+pub trait Source: Send {
+    /// The next item. Must be cancel-safe: the runtime races it against its batch timer.
+    async fn next(&mut self) -> Result<SourceItem, SourceError>;
+
+    /// Records that the sink durably holds everything before these next offsets: committed
+    /// to the consumer group for lag tools only; sinkd never resumes from it.
+    fn committed(&self, offsets: &[(TopicPartition, i64)]);
+
+    /// Moves a partition to an offset (after fencing, to the sink's stored offset).
+    fn seek(&self, partition: &TopicPartition, offset: i64) -> Result<(), SourceError>;
+}

@@ -1,0 +1,137 @@
+//! Helpers on Avro values that projection, compaction and sinks share.
+
+use apache_avro::types::Value;
+use serde_json::{Map, Number, Value as Json};
+
+/// Looks through `["null", T]`-style union wrappers to the value inside.
+pub fn unwrap_union(v: &Value) -> &Value {
+    match v {
+        Value::Union(_, inner) => unwrap_union(inner),
+        other => other,
+    }
+}
+
+/// Whether the value is Avro null (through unions).
+pub fn is_null(v: &Value) -> bool {
+    matches!(unwrap_union(v), Value::Null)
+}
+
+/// Adds two numeric values for increments. Null counts as zero, so an increment of a
+/// missing counter starts it. The result keeps the wider of the two types.
+pub fn add(a: &Value, b: &Value) -> Result<Value, String> {
+    use Value::*;
+    Ok(match (unwrap_union(a), unwrap_union(b)) {
+        (Null, x) | (x, Null) => x.clone(),
+        (Int(x), Int(y)) => Int(x
+            .checked_add(*y)
+            .ok_or_else(|| format!("int overflow adding {y} to {x}"))?),
+        (Int(x), Long(y)) | (Long(y), Int(x)) => Long(
+            (*x as i64)
+                .checked_add(*y)
+                .ok_or_else(|| format!("long overflow adding {x} to {y}"))?,
+        ),
+        (Long(x), Long(y)) => Long(
+            x.checked_add(*y)
+                .ok_or_else(|| format!("long overflow adding {y} to {x}"))?,
+        ),
+        (Float(x), Float(y)) => Float(x + y),
+        (Double(x), Double(y)) => Double(x + y),
+        (Float(x), Double(y)) | (Double(y), Float(x)) => Double(*x as f64 + y),
+        (Int(x), Double(y)) | (Double(y), Int(x)) => Double(*x as f64 + y),
+        (Long(x), Double(y)) | (Double(y), Long(x)) => Double(*x as f64 + y),
+        (Int(x), Float(y)) | (Float(y), Int(x)) => Float(*x as f32 + y),
+        (Long(x), Float(y)) | (Float(y), Long(x)) => Double(*x as f64 + *y as f64),
+        (x, y) => return Err(format!("cannot add non-numeric values {x:?} and {y:?}")),
+    })
+}
+
+/// Renders a value as JSON for JSON columns, dead-letter messages and the CLI. Bytes become
+/// base64-free arrays of numbers would be unreadable, so they are rendered as lowercase hex.
+pub fn to_json(v: &Value) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Boolean(b) => Json::Bool(*b),
+        Value::Int(i) | Value::Date(i) | Value::TimeMillis(i) => Json::from(*i),
+        Value::Long(i)
+        | Value::TimeMicros(i)
+        | Value::TimestampMillis(i)
+        | Value::TimestampMicros(i)
+        | Value::TimestampNanos(i)
+        | Value::LocalTimestampMillis(i)
+        | Value::LocalTimestampMicros(i)
+        | Value::LocalTimestampNanos(i) => Json::from(*i),
+        Value::Float(f) => Number::from_f64(*f as f64).map_or(Json::Null, Json::Number),
+        Value::Double(f) => Number::from_f64(*f).map_or(Json::Null, Json::Number),
+        Value::Bytes(b) | Value::Fixed(_, b) => Json::String(hex(b)),
+        Value::String(s) | Value::Enum(_, s) => Json::String(s.clone()),
+        Value::Union(_, inner) => to_json(inner),
+        Value::Array(items) => Json::Array(items.iter().map(to_json).collect()),
+        Value::Map(m) => Json::Object(m.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
+        Value::Record(fields) => Json::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), to_json(v)))
+                .collect::<Map<_, _>>(),
+        ),
+        Value::Decimal(d) => {
+            let unscaled: num_bigint::BigInt = d.clone().into();
+            Json::String(unscaled.to_string())
+        }
+        Value::BigDecimal(d) => Json::String(d.to_string()),
+        Value::Duration(d) => Json::String(format!("{d:?}")),
+        Value::Uuid(u) => Json::String(u.to_string()),
+    }
+}
+
+/// Formats an Avro decimal with its scale, e.g. unscaled 12345 with scale 2 → `123.45`.
+pub fn decimal_string(v: &Value, scale: u32) -> Option<String> {
+    match unwrap_union(v) {
+        Value::Decimal(d) => {
+            let unscaled: num_bigint::BigInt = d.clone().into();
+            Some(scale_digits(&unscaled.to_string(), scale))
+        }
+        Value::BigDecimal(d) => Some(d.to_string()),
+        _ => None,
+    }
+}
+
+fn scale_digits(digits: &str, scale: u32) -> String {
+    let (sign, digits) = match digits.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", digits),
+    };
+    let scale = scale as usize;
+    if scale == 0 {
+        return format!("{sign}{digits}");
+    }
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = padded.split_at(padded.len() - scale);
+    format!("{sign}{int}.{frac}")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adds_with_null_as_zero_and_widening() {
+        assert_eq!(add(&Value::Null, &Value::Int(3)).unwrap(), Value::Int(3));
+        assert_eq!(
+            add(&Value::Int(2), &Value::Long(3)).unwrap(),
+            Value::Long(5)
+        );
+        assert!(add(&Value::Int(i32::MAX), &Value::Int(1)).is_err());
+        assert!(add(&Value::String("a".into()), &Value::Int(1)).is_err());
+    }
+
+    #[test]
+    fn scales_decimals() {
+        assert_eq!(scale_digits("12345", 2), "123.45");
+        assert_eq!(scale_digits("-5", 2), "-0.05");
+        assert_eq!(scale_digits("7", 0), "7");
+    }
+}
