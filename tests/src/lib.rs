@@ -1,1 +1,13 @@
-//! placeholder
+//! Shared code for sinkd's end-to-end tests, the demo producer and the benchmark.
+//!
+//! Server addresses come from the environment (`docker/env` prints them) with loopback
+//! defaults; every test uses its own topic, group and table names so tests never interfere.
+//!
+//! - [`shop`]: the demo domain: Avro schemas, a deterministic event stream, and the
+//!   expected read model computed independently of sinkd.
+//! - [`stack`]: the servers: topic creation, producing, the registry, PostgreSQL.
+//! - [`daemon`]: running the real `sinkd` binary on a pipeline file.
+
+pub mod daemon;
+pub mod shop;
+pub mod stack;

@@ -35,11 +35,14 @@ struct SchemaInfo {
     version: u32,
 }
 
+/// Schema facts by `(schema id, topic)`: the version depends on the topic's subject.
+type SchemaCache = RwLock<HashMap<(u32, Arc<str>), Arc<SchemaInfo>>>;
+
 /// Decodes Confluent-framed Avro values (and keys) into events.
 pub struct AvroEventDecoder {
     registry: Arc<Registry>,
     key_format: KeyFormat,
-    infos: RwLock<HashMap<(u32, Arc<str>), Arc<SchemaInfo>>>,
+    infos: SchemaCache,
 }
 
 impl AvroEventDecoder {

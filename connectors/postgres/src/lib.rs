@@ -1,1 +1,43 @@
-//! placeholder
+//! The PostgreSQL sink of sinkd.
+//!
+//! - [`types`]: Avro column types ↔ PostgreSQL types, and typed arrays for `UNNEST`.
+//! - [`table`]: creating the table and adding columns as events gain fields (never drops).
+//! - [`statements`]: the set-based statements of a compacted batch, with row guards.
+//! - [`checkpoint`]: the `sinkd_offsets` table and its compare-and-set advance.
+//! - [`sink`]: [`PostgresSink`], one transaction per batch.
+
+pub mod checkpoint;
+pub mod sink;
+pub mod statements;
+pub mod table;
+pub mod types;
+
+pub use sink::PostgresSink;
+
+/// Quotes an identifier for SQL (`"a""b"`), as PostgreSQL's `quote_ident` does. Table and
+/// column names come from configuration and schemas; they are never spliced in unquoted.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Classifies a driver error.
+pub fn classify(e: &tokio_postgres::Error) -> sinkd_core::error::SinkError {
+    use sinkd_core::error::SinkError;
+    let Some(code) = e.code() else {
+        // No SQLSTATE: the connection broke or could not be made.
+        return SinkError::Unavailable(e.to_string());
+    };
+    let detail = match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), code.code()),
+        None => e.to_string(),
+    };
+    match &code.code()[..2] {
+        // data exception, integrity constraint violation: one row's fault.
+        "22" | "23" => SinkError::Rejected { detail },
+        // connection, transaction rollback (serialization, deadlock), resources, shutdown,
+        // lock not available, read-only standby.
+        "08" | "40" | "53" | "57" | "55" | "25" | "58" => SinkError::Unavailable(detail),
+        "28" => SinkError::Config(detail),
+        _ => SinkError::Incompatible(detail),
+    }
+}

@@ -1,1 +1,155 @@
-fn main() {}
+//! The sinkd daemon and CLI.
+//!
+//! - `sinkd run --config PATH…`: runs every pipeline found in the files or folders.
+//! - `sinkd validate FILE…`: checks pipeline files without connecting to anything.
+
+mod wiring;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use sinkd_core::config::{ConfigError, load_paths};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(
+    name = "sinkd",
+    version,
+    about = "Kafka event topics into read models, exactly once"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "SINKD_LOG_FORMAT", default_value = "human")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipelines of the given files or folders until SIGTERM / Ctrl-C.
+    Run {
+        /// A pipeline file or a folder of `*.yaml` files; repeatable.
+        #[arg(long = "config", short = 'c', required = true, env = "SINKD_CONFIG")]
+        config: Vec<PathBuf>,
+    },
+    /// Check pipeline files (syntax, unknown keys, variables, consistency) without I/O.
+    Validate {
+        /// Pipeline files or folders.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Validate { files } => match load_paths(&files) {
+            Ok(pipelines) => {
+                for p in pipelines {
+                    println!("ok: {} (pipeline `{}`)", p.path.display(), p.pipeline.name);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(errors) => report(&errors),
+        },
+        Command::Run { config } => {
+            let pipelines = match load_paths(&config) {
+                Ok(p) => p,
+                Err(errors) => return report(&errors),
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(run(pipelines))
+        }
+    }
+}
+
+fn report(errors: &[ConfigError]) -> ExitCode {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+    ExitCode::from(2)
+}
+
+async fn run(pipelines: Vec<sinkd_core::config::LoadedPipeline>) -> ExitCode {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for loaded in pipelines {
+        let name = loaded.pipeline.name.clone();
+        match wiring::build(&loaded.pipeline) {
+            Ok(pipeline) => {
+                let stop = stop_rx.clone();
+                tasks.push((name, tokio::spawn(pipeline.run(stop))));
+            }
+            Err(e) => {
+                error!(pipeline = %name, file = %loaded.path.display(), error = %e, "cannot start the pipeline");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutdown requested; finishing in-flight batches");
+        let _ = stop_tx.send(true);
+    });
+    let mut failed = false;
+    for (name, task) in tasks {
+        match task.await {
+            Ok(Ok(())) => info!(pipeline = %name, "pipeline stopped"),
+            Ok(Err(e)) => {
+                error!(pipeline = %name, error = %e, "pipeline failed");
+                eprintln!("error: {e}");
+                failed = true;
+            }
+            Err(e) => {
+                error!(pipeline = %name, error = %e, "pipeline task panicked");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

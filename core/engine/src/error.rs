@@ -131,16 +131,11 @@ pub enum SinkError {
     /// A change the sink refuses to make on its own (for example a column type change).
     #[error("{0}")]
     Incompatible(String),
-    /// The sink rejected one operation of the batch (a constraint, a value out of range);
-    /// `index` says which so the runtime can route that record aside.
-    #[error("record at {topic}/{partition}@{offset} rejected by the sink: {detail}")]
+    /// The sink rejected a row (a constraint, a value out of range). A set-based statement
+    /// cannot say which: the runtime then writes the batch record by record to find it and
+    /// route it per the bad-record policy.
+    #[error("the sink rejected a row: {detail}")]
     Rejected {
-        /// Topic of the rejected record.
-        topic: String,
-        /// Partition of the rejected record.
-        partition: i32,
-        /// Offset of the rejected record.
-        offset: i64,
         /// The sink's message.
         detail: String,
     },

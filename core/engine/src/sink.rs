@@ -43,7 +43,7 @@ pub trait CheckpointReader: Send + Sync {
 
 /// A read model that owns its offsets.
 #[async_trait]
-pub trait Sink: Send {
+pub trait Sink: Send + Sync {
     /// Connects and prepares the checkpoint storage. Retriable errors are retried by the
     /// caller.
     async fn open(&mut self) -> Result<(), SinkError>;

@@ -38,7 +38,7 @@ pub struct SourceError(pub String);
 
 /// A stream of records with partition hand-over markers.
 #[async_trait]
-pub trait Source: Send {
+pub trait Source: Send + Sync {
     /// The next item. Must be cancel-safe: the runtime races it against its batch timer.
     async fn next(&mut self) -> Result<SourceItem, SourceError>;
 

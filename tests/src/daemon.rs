@@ -1,0 +1,120 @@
+//! The real `sinkd` binary, run as a child process on a pipeline file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `sinkd` binary: `$SINKD_BIN`, else the workspace's debug build (`cargo build -p
+/// sinkd` first; the test command does).
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("SINKD_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/sinkd");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p sinkd` (the test command does)",
+        p.display()
+    );
+    p
+}
+
+/// A folder for one test's files, removed when dropped.
+pub struct Workdir(pub PathBuf);
+
+impl Workdir {
+    /// A fresh folder.
+    pub fn new(name: &str) -> Workdir {
+        let dir = std::env::temp_dir().join(format!("sinkd-test-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Workdir(dir)
+    }
+
+    /// Writes a file in it and returns its path.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A running `sinkd run`.
+pub struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `sinkd run --config <config>`, logging to `<log>`.
+    pub fn start(config: &Path, log: &Path) -> Daemon {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = Command::new(binary())
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env(
+                "RUST_LOG",
+                std::env::var("SINKD_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("sinkd starts");
+        Daemon {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// Kills it with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.wait(timeout)
+    }
+
+    /// Waits for it to exit by itself.
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

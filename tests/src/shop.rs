@@ -1,0 +1,337 @@
+//! The demo shop: four event types on one `orders` topic keyed by order id.
+//!
+//! | event | operation |
+//! |---|---|
+//! | `com.shop.OrderPlaced` | upsert: the order row, replaced whole |
+//! | `com.shop.OrderUpdated` | merge: status and address |
+//! | `com.shop.ItemAdded` | increment: `item_count += quantity`, `total_cents += line_cents` |
+//! | `com.shop.OrderCancelled` | delete |
+
+use std::collections::BTreeMap;
+
+use apache_avro::Schema;
+use apache_avro::types::Value;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// `com.shop.OrderPlaced`.
+pub const ORDER_PLACED: &str = r#"{"type":"record","name":"OrderPlaced","namespace":"com.shop","fields":[
+  {"name":"order_id","type":"string"},
+  {"name":"customer","type":"string"},
+  {"name":"status","type":"string"},
+  {"name":"placed_at","type":{"type":"long","logicalType":"timestamp-millis"}},
+  {"name":"note","type":["null","string"],"default":null}
+]}"#;
+
+/// `com.shop.OrderUpdated`.
+pub const ORDER_UPDATED: &str = r#"{"type":"record","name":"OrderUpdated","namespace":"com.shop","fields":[
+  {"name":"order_id","type":"string"},
+  {"name":"status","type":"string"},
+  {"name":"address","type":["null","string"],"default":null}
+]}"#;
+
+/// `com.shop.ItemAdded`.
+pub const ITEM_ADDED: &str = r#"{"type":"record","name":"ItemAdded","namespace":"com.shop","fields":[
+  {"name":"order_id","type":"string"},
+  {"name":"sku","type":"string"},
+  {"name":"quantity","type":"int"},
+  {"name":"line_cents","type":"long"}
+]}"#;
+
+/// `com.shop.OrderCancelled`.
+pub const ORDER_CANCELLED: &str = r#"{"type":"record","name":"OrderCancelled","namespace":"com.shop","fields":[
+  {"name":"order_id","type":"string"},
+  {"name":"reason","type":"string"}
+]}"#;
+
+/// Which event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// Creates or replaces the order.
+    Placed,
+    /// Sets status and address.
+    Updated,
+    /// Adds to the counters.
+    ItemAdded,
+    /// Deletes the order.
+    Cancelled,
+}
+
+impl Kind {
+    /// All kinds, in schema order.
+    pub const ALL: [Kind; 4] = [
+        Kind::Placed,
+        Kind::Updated,
+        Kind::ItemAdded,
+        Kind::Cancelled,
+    ];
+
+    /// The Avro schema text.
+    pub fn schema_text(self) -> &'static str {
+        match self {
+            Kind::Placed => ORDER_PLACED,
+            Kind::Updated => ORDER_UPDATED,
+            Kind::ItemAdded => ITEM_ADDED,
+            Kind::Cancelled => ORDER_CANCELLED,
+        }
+    }
+
+    /// Parsed schema.
+    pub fn schema(self) -> Schema {
+        Schema::parse_str(self.schema_text()).expect("valid schema")
+    }
+}
+
+/// One generated event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShopEvent {
+    /// Order id (the Kafka key).
+    pub order_id: String,
+    /// Which event.
+    pub kind: Kind,
+    /// The Avro record.
+    pub value: Value,
+}
+
+/// One row of the expected `orders` read model.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OrderRow {
+    /// customer
+    pub customer: Option<String>,
+    /// status
+    pub status: Option<String>,
+    /// note
+    pub note: Option<String>,
+    /// address
+    pub address: Option<String>,
+    /// item_count
+    pub item_count: Option<i64>,
+    /// total_cents
+    pub total_cents: Option<i64>,
+}
+
+/// The expected table: order id → row.
+pub type Expected = BTreeMap<String, OrderRow>;
+
+/// A deterministic stream of `n` events over `keys` orders, mixing all four operations.
+/// Orders are placed before anything else happens to them; cancelled orders may be placed
+/// again (a replace of a fresh row).
+pub fn generate(n: usize, keys: usize, seed: u64) -> Vec<ShopEvent> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut live = vec![false; keys];
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let k = rng.random_range(0..keys);
+        let order_id = format!("order-{k:06}");
+        let kind = if !live[k] {
+            Kind::Placed
+        } else {
+            match rng.random_range(0..100) {
+                0..45 => Kind::ItemAdded,
+                45..75 => Kind::Updated,
+                75..88 => Kind::Cancelled,
+                _ => Kind::Placed,
+            }
+        };
+        live[k] = kind != Kind::Cancelled;
+        let s = |v: String| Value::String(v);
+        let value = match kind {
+            Kind::Placed => Value::Record(vec![
+                ("order_id".into(), s(order_id.clone())),
+                (
+                    "customer".into(),
+                    s(format!("customer-{}", rng.random_range(0..1000))),
+                ),
+                ("status".into(), s("placed".into())),
+                (
+                    "placed_at".into(),
+                    Value::TimestampMillis(1_700_000_000_000 + i as i64),
+                ),
+                (
+                    "note".into(),
+                    if rng.random_bool(0.5) {
+                        Value::Union(1, Box::new(s(format!("note {i}"))))
+                    } else {
+                        Value::Union(0, Box::new(Value::Null))
+                    },
+                ),
+            ]),
+            Kind::Updated => Value::Record(vec![
+                ("order_id".into(), s(order_id.clone())),
+                (
+                    "status".into(),
+                    s(["paid", "packed", "shipped"][rng.random_range(0..3)].into()),
+                ),
+                (
+                    "address".into(),
+                    Value::Union(
+                        1,
+                        Box::new(s(format!("{} Main St", rng.random_range(1..999)))),
+                    ),
+                ),
+            ]),
+            Kind::ItemAdded => {
+                let quantity = rng.random_range(1..5);
+                Value::Record(vec![
+                    ("order_id".into(), s(order_id.clone())),
+                    ("sku".into(), s(format!("sku-{}", rng.random_range(0..500)))),
+                    ("quantity".into(), Value::Int(quantity)),
+                    (
+                        "line_cents".into(),
+                        Value::Long(quantity as i64 * rng.random_range(100..10_000)),
+                    ),
+                ])
+            }
+            Kind::Cancelled => Value::Record(vec![
+                ("order_id".into(), s(order_id.clone())),
+                ("reason".into(), s("customer request".into())),
+            ]),
+        };
+        out.push(ShopEvent {
+            order_id,
+            kind,
+            value,
+        });
+    }
+    out
+}
+
+fn field<'a>(v: &'a Value, name: &str) -> &'a Value {
+    let Value::Record(fields) = v else {
+        panic!("not a record")
+    };
+    let v = &fields.iter().find(|(n, _)| n == name).expect("field").1;
+    match v {
+        Value::Union(_, inner) => inner,
+        other => other,
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The read model the events should produce, computed without sinkd: events applied in
+/// order, per the table in the module docs.
+pub fn expected(events: &[ShopEvent]) -> Expected {
+    let mut table = Expected::new();
+    for e in events {
+        match e.kind {
+            Kind::Placed => {
+                table.insert(
+                    e.order_id.clone(),
+                    OrderRow {
+                        customer: text(field(&e.value, "customer")),
+                        status: text(field(&e.value, "status")),
+                        note: text(field(&e.value, "note")),
+                        ..OrderRow::default()
+                    },
+                );
+            }
+            Kind::Updated => {
+                let row = table.entry(e.order_id.clone()).or_default();
+                row.status = text(field(&e.value, "status"));
+                row.address = text(field(&e.value, "address"));
+            }
+            Kind::ItemAdded => {
+                let row = table.entry(e.order_id.clone()).or_default();
+                let Value::Int(q) = field(&e.value, "quantity") else {
+                    unreachable!()
+                };
+                let Value::Long(c) = field(&e.value, "line_cents") else {
+                    unreachable!()
+                };
+                row.item_count = Some(row.item_count.unwrap_or(0) + *q as i64);
+                row.total_cents = Some(row.total_cents.unwrap_or(0) + c);
+            }
+            Kind::Cancelled => {
+                table.remove(&e.order_id);
+            }
+        }
+    }
+    table
+}
+
+/// The pipeline file for the shop, with placeholders `{name}`, `{topic}`, `{table}`,
+/// `{group}` and `{extra}` (extra top-level YAML).
+pub const PIPELINE_TEMPLATE: &str = r#"name: {name}
+source:
+  kafka:
+    bootstrap_servers: ${KAFKA_BROKERS:-127.0.0.1:9092}
+    topics: [{topic}]
+    group_id: {group}
+    properties:
+      session.timeout.ms: "6000"
+      heartbeat.interval.ms: "500"
+  registry:
+    url: ${SCHEMA_REGISTRY_URL:-http://127.0.0.1:8081}
+sink:
+  postgres:
+    url: ${POSTGRES_URL:-postgres://sinkd:sinkd@127.0.0.1:5432/sinkd}
+    table: {table}
+key:
+  from: kafka_key
+  columns: [order_id]
+events:
+  com.shop.OrderPlaced:
+    op: upsert
+  com.shop.OrderUpdated:
+    op: merge
+  com.shop.ItemAdded:
+    op: increment
+    columns:
+      item_count: quantity
+      total_cents: line_cents
+  com.shop.OrderCancelled:
+    op: delete
+{extra}"#;
+
+/// Fills [`PIPELINE_TEMPLATE`].
+pub fn pipeline_yaml(name: &str, topic: &str, table: &str, extra: &str) -> String {
+    PIPELINE_TEMPLATE
+        .replace("{name}", name)
+        .replace("{topic}", topic)
+        .replace("{table}", table)
+        .replace("{group}", &format!("sinkd-{name}"))
+        .replace("{extra}", extra)
+}
+
+/// Registers the four schemas under `<topic>-<record>` (TopicRecordNameStrategy: several
+/// event types share the topic) and returns their ids by kind.
+pub async fn register_schemas(topic: &str) -> BTreeMap<Kind, (u32, Schema)> {
+    let mut ids = BTreeMap::new();
+    for kind in Kind::ALL {
+        let schema = kind.schema();
+        let name = schema.name().expect("named").fullname(None);
+        let id = crate::stack::register(&format!("{topic}-{name}"), kind.schema_text()).await;
+        ids.insert(kind, (id, schema));
+    }
+    ids
+}
+
+/// Encodes events as Kafka records keyed by order id.
+pub fn records(
+    ids: &BTreeMap<Kind, (u32, Schema)>,
+    events: &[ShopEvent],
+) -> Vec<crate::stack::Record> {
+    events
+        .iter()
+        .map(|e| {
+            let (id, schema) = &ids[&e.kind];
+            crate::stack::Record {
+                key: e.order_id.clone().into_bytes(),
+                value: Some(crate::stack::encode(*id, schema, &e.value)),
+                headers: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+/// Registers the schemas and produces the events; returns the next offset per partition.
+pub async fn publish(topic: &str, events: &[ShopEvent]) -> std::collections::HashMap<i32, i64> {
+    let ids = register_schemas(topic).await;
+    crate::stack::produce(topic, records(&ids, events)).await
+}

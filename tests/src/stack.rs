@@ -1,0 +1,261 @@
+//! The real servers of the local stack (`docker/up`), from the test's side.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use apache_avro::Schema;
+use apache_avro::types::Value;
+use rand::Rng;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::shop::{Expected, OrderRow};
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// Kafka bootstrap servers.
+pub fn brokers() -> String {
+    env_or("KAFKA_BROKERS", "127.0.0.1:9092")
+}
+
+/// Schema registry URL.
+pub fn registry_url() -> String {
+    env_or("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081")
+}
+
+/// PostgreSQL URL.
+pub fn postgres_url() -> String {
+    env_or(
+        "POSTGRES_URL",
+        "postgres://sinkd:sinkd@127.0.0.1:5432/sinkd",
+    )
+}
+
+/// A name no other test uses: `prefix_` and 8 random hex digits (valid as topic and table).
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{:08x}", rand::rng().random::<u32>())
+}
+
+/// Creates a topic with `partitions` partitions.
+pub async fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let result = admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .expect("create_topics");
+    for r in result {
+        r.unwrap_or_else(|(t, e)| panic!("cannot create topic {t}: {e}"));
+    }
+}
+
+/// Creates a topic unless it exists (for the demo, which may run twice).
+pub async fn create_topic_if_absent(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let _ = admin.create_topics([&topic], &AdminOptions::new()).await;
+}
+
+/// Registers a schema under a subject; returns its id.
+pub async fn register(subject: &str, schema: &str) -> u32 {
+    let body = serde_json::json!({ "schema": schema });
+    let response = reqwest::Client::new()
+        .post(format!("{}/subjects/{subject}/versions", registry_url()))
+        .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("registry reachable");
+    let status = response.status();
+    let json: serde_json::Value = response.json().await.expect("registry JSON");
+    assert!(
+        status.is_success(),
+        "registering {subject}: {status} {json}"
+    );
+    json["id"].as_u64().expect("id") as u32
+}
+
+/// Confluent framing: magic byte, schema id, Avro datum.
+pub fn encode(id: u32, schema: &Schema, value: &Value) -> Vec<u8> {
+    let datum = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+        .build()
+        .expect("writer")
+        .write_value_to_vec(value.clone())
+        .expect("value matches schema");
+    let mut out = Vec::with_capacity(5 + datum.len());
+    out.push(0);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&datum);
+    out
+}
+
+/// An idempotent producer to the local broker.
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer")
+}
+
+/// One record to produce.
+pub struct Record {
+    /// Key bytes.
+    pub key: Vec<u8>,
+    /// Value bytes; `None` is a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Produces records in order (per key order is the partitioner's) and returns the next
+/// offset per partition, i.e. where a caught-up consumer stands.
+pub async fn produce(topic: &str, records: Vec<Record>) -> HashMap<i32, i64> {
+    let producer = producer();
+    let mut ends: HashMap<i32, i64> = HashMap::new();
+    // Bounded in flight: deliveries are awaited in windows.
+    for chunk in records.chunks(20_000) {
+        let mut inflight = Vec::with_capacity(chunk.len());
+        for r in chunk {
+            let mut headers = OwnedHeaders::new();
+            for (k, v) in &r.headers {
+                headers = headers.insert(rdkafka::message::Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
+            }
+            let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+                .key(&r.key)
+                .headers(headers);
+            if let Some(v) = &r.value {
+                record = record.payload(v);
+            }
+            loop {
+                match producer.send_result(record) {
+                    Ok(f) => {
+                        inflight.push(f);
+                        break;
+                    }
+                    Err((_, back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+        }
+        for f in inflight {
+            let delivery = f.await.expect("not cancelled").expect("delivered");
+            let end = ends.entry(delivery.partition).or_insert(0);
+            *end = (*end).max(delivery.offset + 1);
+        }
+    }
+    ends
+}
+
+/// A PostgreSQL client on the local server.
+pub async fn pg() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL reachable");
+    tokio::spawn(conn);
+    client
+}
+
+/// The `orders` read model as sinkd wrote it.
+pub async fn read_orders(client: &tokio_postgres::Client, table: &str) -> Expected {
+    let columns: Vec<String> = client
+        .query(
+            "SELECT column_name::text FROM information_schema.columns WHERE table_name = $1",
+            &[&table],
+        )
+        .await
+        .expect("columns")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let col = |name: &str, cast: &str| {
+        if columns.iter().any(|c| c == name) {
+            format!("{name}{cast}")
+        } else {
+            format!("NULL{cast}")
+        }
+    };
+    let sql = format!(
+        "SELECT order_id, {}, {}, {}, {}, {}, {} FROM \"{table}\"",
+        col("customer", "::text"),
+        col("status", "::text"),
+        col("note", "::text"),
+        col("address", "::text"),
+        col("item_count", "::bigint"),
+        col("total_cents", "::bigint"),
+    );
+    client
+        .query(&sql, &[])
+        .await
+        .expect("orders")
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, String>(0),
+                OrderRow {
+                    customer: r.get(1),
+                    status: r.get(2),
+                    note: r.get(3),
+                    address: r.get(4),
+                    item_count: r.get(5),
+                    total_cents: r.get(6),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The checkpoint of a pipeline: partition → next offset.
+pub async fn checkpoints(client: &tokio_postgres::Client, pipeline: &str) -> HashMap<i32, i64> {
+    match client
+        .query(
+            "SELECT partition, next_offset FROM sinkd_offsets WHERE pipeline = $1",
+            &[&pipeline],
+        )
+        .await
+    {
+        Ok(rows) => rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        Err(_) => HashMap::new(),
+    }
+}
+
+/// Waits until the pipeline's checkpoint reaches `ends` on every partition.
+pub async fn wait_caught_up(
+    client: &tokio_postgres::Client,
+    pipeline: &str,
+    ends: &HashMap<i32, i64>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        let stored = checkpoints(client, pipeline).await;
+        if ends.iter().all(|(p, end)| stored.get(p) == Some(end)) {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            return Err(format!(
+                "not caught up after {timeout:?}: stored {stored:?}, want {ends:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
