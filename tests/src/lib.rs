@@ -6,8 +6,10 @@
 //! - [`shop`]: the demo domain: Avro schemas, a deterministic event stream, and the
 //!   expected read model computed independently of sinkd.
 //! - [`stack`]: the servers: topic creation, producing, the registry, PostgreSQL.
+//! - [`conformance`]: scenarios every sink must pass, against the `Sink` trait.
 //! - [`daemon`]: running the real `sinkd` binary on a pipeline file.
 
+pub mod conformance;
 pub mod daemon;
 pub mod shop;
 pub mod stack;

@@ -209,6 +209,16 @@ impl Pipeline {
                 }
             };
             if let Err(stop) = step {
+                if matches!(stop, Stop::Failed(PipelineError::BadRecord { .. })) {
+                    // Write what came before the bad record, so the stored offset points
+                    // exactly at it and nothing good is read twice on restart.
+                    let (_tx, mut quick) = watch::channel(false);
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        self.flush(&mut pending, &mut partitions, &mut quick),
+                    )
+                    .await;
+                }
                 return self.finish(stop);
             }
             if pending.records.len() >= self.batch.max_events

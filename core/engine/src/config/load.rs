@@ -151,7 +151,18 @@ pub fn parse_str(
     text: &str,
     env: &HashMap<String, String>,
 ) -> Result<PipelineFile, ConfigError> {
-    let options = serde_saphyr::options! {}.with_properties(env.clone());
+    // Only the variables the file names are handed to the parser: the rest of the
+    // environment has no business in a config error (and would be redacted from it).
+    let referenced: HashMap<String, String> = env
+        .iter()
+        .filter(|(k, _)| {
+            text.contains(&format!("${{{k}}}"))
+                || text.contains(&format!("${{{k}:"))
+                || text.contains(&format!("${{{k}-"))
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let options = serde_saphyr::options! {}.with_properties(referenced);
     // serde_path_to_error knows the field; serde-saphyr knows the line. The path is kept
     // aside and the error handed back to serde-saphyr so it stays located.
     let mut field: Option<String> = None;
@@ -178,11 +189,17 @@ pub fn parse_str(
         f.push('.');
         f.push_str(&key);
     }
+    let mut message = first_line(&error.to_string());
+    // serde-saphyr hides key names in mappings that hold an interpolated value; the path
+    // tracker knows the key, and a key is never a secret.
+    if let Some(key) = field.as_deref().and_then(|f| f.rsplit('.').next()) {
+        message = message.replace("`an interpolated field`", &format!("`{key}`"));
+    }
     Err(ConfigError {
         file: path.to_path_buf(),
         line,
         field,
-        message: first_line(&error.to_string()),
+        message,
     })
 }
 

@@ -1,0 +1,69 @@
+//! `sinkd validate`: errors name the file, the line and the field.
+
+use std::process::Command;
+
+use sinkd_tests::daemon::{Workdir, binary};
+use sinkd_tests::shop;
+
+fn validate(dir: &Workdir, yaml: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let file = dir.file("p.yaml", yaml);
+    let mut cmd = Command::new(binary());
+    cmd.arg("validate").arg(&file).env_remove("KAFKA_BROKERS");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("sinkd runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_example_pipeline_is_valid() {
+    let out = Command::new(binary())
+        .args([
+            "validate",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../config/pipelines"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn config_errors_name_file_line_and_field() {
+    let dir = Workdir::new(&format!("cli-{}", std::process::id()));
+    let good = shop::pipeline_yaml("p", "t", "orders", "");
+    let (ok, err) = validate(&dir, &good, &[]);
+    assert!(ok, "{err}");
+
+    let typo = good.replace("    table: orders", "    table: orders\n    tabel: x");
+    let (ok, err) = validate(&dir, &typo, &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("p.yaml:16: field `sink.postgres.tabel`: unknown field `tabel`"),
+        "{err}"
+    );
+
+    let missing = good.replace("${KAFKA_BROKERS:-127.0.0.1:9092}", "${KAFKA_BROKERS}");
+    let (ok, err) = validate(&dir, &missing, &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("p.yaml:4: field `source.kafka.bootstrap_servers`")
+            && err.contains("KAFKA_BROKERS"),
+        "{err}"
+    );
+
+    let wrong_type = format!("{good}batch:\n  max_events: many\n");
+    let (ok, err) = validate(&dir, &wrong_type, &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("field `batch.max_events`") && err.contains("p.yaml:32:"),
+        "{err}"
+    );
+}

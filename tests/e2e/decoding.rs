@@ -1,0 +1,117 @@
+//! Decoding against the real registry: every malformed input is a typed error, never a
+//! panic; a registry that is down is retriable, not a bad record.
+
+use std::sync::Arc;
+
+use apache_avro::types::Value;
+use sinkd_core::config::{KeyFormat, RegistryConfig};
+use sinkd_core::decode::Decoder;
+use sinkd_core::error::{ErrorClass, RecordError};
+use sinkd_core::event::{RawRecord, SourcePosition};
+use sinkd_kafka::{AvroEventDecoder, Registry};
+use sinkd_tests::{shop, stack};
+
+fn registry(url: &str) -> Arc<Registry> {
+    let cfg: RegistryConfig =
+        serde_json::from_value(serde_json::json!({ "url": url, "timeout_ms": 2000 })).unwrap();
+    Arc::new(Registry::new(&cfg).unwrap())
+}
+
+fn raw(topic: &str, value: Option<Vec<u8>>) -> RawRecord {
+    RawRecord {
+        position: SourcePosition {
+            topic: Arc::from(topic),
+            partition: 0,
+            offset: 0,
+        },
+        timestamp_ms: None,
+        key: Some(b"order-1".to_vec()),
+        value,
+        headers: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_payloads_are_typed_errors() {
+    let topic = stack::unique("decode");
+    let ids = shop::register_schemas(&topic).await;
+    let decoder = AvroEventDecoder::new(registry(&stack::registry_url()), KeyFormat::String);
+    let (placed_id, _) = &ids[&shop::Kind::Placed];
+
+    let e = decoder
+        .decode(&raw(&topic, Some(vec![0, 0])))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RecordError::ShortPayload { len: 2 }), "{e}");
+
+    let e = decoder
+        .decode(&raw(&topic, Some(vec![7, 0, 0, 0, 1, 2])))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RecordError::WrongMagic { found: 7 }), "{e}");
+
+    let e = decoder
+        .decode(&raw(&topic, Some(vec![0, 0x7f, 0xff, 0xff, 0xf0, 2])))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            RecordError::UnknownSchemaId {
+                id: 0x7fff_fff0,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(e.class(), ErrorClass::BadRecord);
+
+    // A valid header on a datum that does not match the schema: a string whose length
+    // runs past the end.
+    let mut corrupt = vec![0];
+    corrupt.extend_from_slice(&placed_id.to_be_bytes());
+    corrupt.extend_from_slice(&[0x7e, b'x']);
+    let e = decoder
+        .decode(&raw(&topic, Some(corrupt)))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RecordError::CorruptDatum { .. }), "{e}");
+
+    // Random bytes after a valid header never panic.
+    for seed in 0..200u32 {
+        let mut bytes = vec![0];
+        bytes.extend_from_slice(&placed_id.to_be_bytes());
+        bytes.extend(
+            (0..(seed % 40))
+                .map(|i| (seed.wrapping_mul(2_654_435_761).rotate_left(i) & 0xff) as u8),
+        );
+        let _ = decoder.decode(&raw(&topic, Some(bytes))).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_good_record_decodes_with_type_version_and_key() {
+    let topic = stack::unique("decode");
+    let ids = shop::register_schemas(&topic).await;
+    let decoder = AvroEventDecoder::new(registry(&stack::registry_url()), KeyFormat::String);
+    let events = shop::generate(1, 1, 1);
+    let record = shop::records(&ids, &events).remove(0);
+    let event = decoder.decode(&raw(&topic, record.value)).await.unwrap();
+    assert_eq!(&*event.event_type, "com.shop.OrderPlaced");
+    assert_eq!(event.version, 1);
+    assert_eq!(event.key, Some(Value::String("order-1".into())));
+    assert!(event.schema.unwrap().field_type("placed_at").is_some());
+
+    let tombstone = decoder.decode(&raw(&topic, None)).await.unwrap();
+    assert!(tombstone.body.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_registry_is_retriable_not_a_bad_record() {
+    let decoder = AvroEventDecoder::new(registry("http://127.0.0.1:9"), KeyFormat::String);
+    let e = decoder
+        .decode(&raw("t", Some(vec![0, 0, 0, 0, 1, 2])))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Retriable, "{e}");
+}
