@@ -67,6 +67,24 @@ pub async fn create_topic_if_absent(name: &str, partitions: i32) {
     let _ = admin.create_topics([&topic], &AdminOptions::new()).await;
 }
 
+/// The sum of the partitions' end offsets, read as a consumer sees them (Tansu's
+/// ListOffsets can lag after batched produce, so this is a lower bound).
+pub fn topic_end(topic: &str, partitions: i32) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("consumer");
+    (0..partitions)
+        .filter_map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .ok()
+        })
+        .map(|(_, high)| high)
+        .sum()
+}
+
 /// Registers a schema under a subject; returns its id.
 pub async fn register(subject: &str, schema: &str) -> u32 {
     let body = serde_json::json!({ "schema": schema });

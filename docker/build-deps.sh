@@ -1,0 +1,21 @@
+# shellcheck shell=bash
+# Installs the Debian packages that building sinkd needs (librdkafka is built from the
+# rdkafka crate's bundled sources; TLS links OpenSSL). Sourced by ./demo and ./test.
+
+ensure_build_deps() {
+  local missing=()
+  for pkg in build-essential pkg-config libssl-dev zlib1g-dev python3-venv; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing build dependencies: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  command -v cargo >/dev/null || {
+    echo "cargo is not on PATH: install Rust (rustup) first" >&2
+    exit 1
+  }
+  # Two cores: two jobs, one shared target/.
+  export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+}
