@@ -272,3 +272,241 @@ async fn with_the_fail_policy_a_poisoned_record_stops_the_pipeline_and_says_wher
         shop::expected(&events[..50])
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_the_table_rejects_is_dead_lettered_and_the_rest_applied() {
+    let s = Setup::new(
+        "reject",
+        2,
+        "on_error: dead_letter\ndead_letter_topic: {dlq}\n",
+    )
+    .await;
+    let dlq = format!("{}.dlq", s.pipeline);
+    std::fs::write(
+        &s.file,
+        std::fs::read_to_string(&s.file)
+            .unwrap()
+            .replace("{dlq}", &dlq),
+    )
+    .unwrap();
+    stack::create_topic(&dlq, 1).await;
+    let events = shop::generate(1_000, 100, 21);
+    // A customer placed exactly once: the table refuses that row.
+    let mut placed_by: HashMap<String, usize> = HashMap::new();
+    for e in events.iter().filter(|e| e.kind == shop::Kind::Placed) {
+        let apache_avro::types::Value::Record(f) = &e.value else {
+            unreachable!()
+        };
+        let apache_avro::types::Value::String(c) = &f[1].1 else {
+            unreachable!()
+        };
+        *placed_by.entry(c.clone()).or_default() += 1;
+    }
+    // ...and whose row survives, so compaction cannot fold it away before the table sees it.
+    let survivors = shop::expected(&events);
+    let banned = survivors
+        .values()
+        .filter_map(|r| r.customer.clone())
+        .find(|c| placed_by.get(c) == Some(&1))
+        .expect("a surviving customer placed once");
+    let pg = stack::pg().await;
+    pg.batch_execute(&format!(
+        "CREATE TABLE \"{t}\" (order_id text PRIMARY KEY, customer text CHECK (customer <> '{banned}'))",
+        t = s.table
+    ))
+    .await
+    .unwrap();
+    let ends = shop::publish(&s.topic, &events).await;
+    let daemon = s.start();
+    s.caught_up(&pg, &ends, &daemon).await;
+    let kept: Vec<_> = events
+        .iter()
+        .filter(|e| {
+            let apache_avro::types::Value::Record(f) = &e.value else {
+                unreachable!()
+            };
+            !(e.kind == shop::Kind::Placed
+                && f[1].1 == apache_avro::types::Value::String(banned.clone()))
+        })
+        .cloned()
+        .collect();
+    assert_eq!(kept.len(), events.len() - 1);
+    assert_eq!(
+        stack::read_orders(&pg, &s.table).await,
+        shop::expected(&kept)
+    );
+    let letters = stack::read_topic(&dlq, 1, Duration::from_secs(30));
+    assert_eq!(letters.len(), 1);
+    let class = letters[0]
+        .headers()
+        .unwrap()
+        .iter()
+        .find(|h| h.key == "sinkd.errors.class")
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned());
+    assert_eq!(class.as_deref(), Some("rejected"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_fields_add_columns_and_a_type_change_stops_with_the_column_named() {
+    let s = Setup::new("evolve", 1, "").await;
+    let events = shop::generate(200, 20, 8);
+    let mut ends = shop::publish(&s.topic, &events).await;
+    let pg = stack::pg().await;
+    let mut daemon = s.start();
+    s.caught_up(&pg, &ends, &daemon).await;
+
+    // OrderPlaced v2 gains `channel` (BACKWARD compatible: it has a default).
+    let v2 = shop::ORDER_PLACED.replace(
+        r#"{"name":"note","#,
+        r#"{"name":"channel","type":"string","default":"web"},{"name":"note","#,
+    );
+    let subject = format!("{}-com.shop.OrderPlaced", s.topic);
+    let id = stack::register(&subject, &v2).await;
+    let schema = apache_avro::Schema::parse_str(&v2).unwrap();
+    let value = apache_avro::types::Value::Record(vec![
+        (
+            "order_id".into(),
+            apache_avro::types::Value::String("order-new".into()),
+        ),
+        (
+            "customer".into(),
+            apache_avro::types::Value::String("c".into()),
+        ),
+        (
+            "status".into(),
+            apache_avro::types::Value::String("placed".into()),
+        ),
+        (
+            "placed_at".into(),
+            apache_avro::types::Value::TimestampMillis(0),
+        ),
+        (
+            "channel".into(),
+            apache_avro::types::Value::String("app".into()),
+        ),
+        (
+            "note".into(),
+            apache_avro::types::Value::Union(0, Box::new(apache_avro::types::Value::Null)),
+        ),
+    ]);
+    merge_ends(
+        &mut ends,
+        stack::produce(
+            &s.topic,
+            vec![stack::Record {
+                key: b"order-new".to_vec(),
+                value: Some(stack::encode(id, &schema, &value)),
+                headers: vec![],
+            }],
+        )
+        .await,
+    );
+    s.caught_up(&pg, &ends, &daemon).await;
+    let channel: Option<String> = pg
+        .query_one(
+            &format!(
+                "SELECT channel FROM \"{}\" WHERE order_id = 'order-new'",
+                s.table
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(channel.as_deref(), Some("app"));
+
+    // OrderUpdated with `status` as an int cannot be merged into the text column status.
+    let updated_subject = format!("{}-com.shop.OrderUpdated", s.topic);
+    reqwest::Client::new()
+        .put(format!(
+            "{}/config/{updated_subject}",
+            stack::registry_url()
+        ))
+        .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        .body(r#"{"compatibility":"NONE"}"#)
+        .send()
+        .await
+        .unwrap();
+    let bad =
+        shop::ORDER_UPDATED.replace(r#""status","type":"string""#, r#""status","type":"int""#);
+    let id = stack::register(&updated_subject, &bad).await;
+    let schema = apache_avro::Schema::parse_str(&bad).unwrap();
+    let value = apache_avro::types::Value::Record(vec![
+        (
+            "order_id".into(),
+            apache_avro::types::Value::String("order-new".into()),
+        ),
+        ("status".into(), apache_avro::types::Value::Int(2)),
+        (
+            "address".into(),
+            apache_avro::types::Value::Union(0, Box::new(apache_avro::types::Value::Null)),
+        ),
+    ]);
+    stack::produce(
+        &s.topic,
+        vec![stack::Record {
+            key: b"order-new".to_vec(),
+            value: Some(stack::encode(id, &schema, &value)),
+            headers: vec![],
+        }],
+    )
+    .await;
+    assert_eq!(
+        daemon.wait(Duration::from_secs(60)),
+        Some(1),
+        "{}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("column `status`") && log.contains("never changes a column's type"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_share_the_partitions_and_one_takes_over_from_a_crashed_one() {
+    let s = Setup::new(
+        "shared",
+        8,
+        "batch:\n  max_events: 1000\n  max_wait_ms: 100\n",
+    )
+    .await;
+    let events = shop::generate(30_000, 1_000, 31);
+    let ids = shop::register_schemas(&s.topic).await;
+    let mut records = shop::records(&ids, &events);
+    let rest = records.split_off(10_000);
+    let mut ends = stack::produce(&s.topic, records).await;
+    let pg = stack::pg().await;
+    let mut a = s.start();
+    let b = Daemon::start(&s.file, &s.dir.0.join("sinkd-b.log"));
+    let assigned = |log: String| log.matches("partition assigned").count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while assigned(a.log()) + assigned(b.log()) < 8
+        || assigned(a.log()) == 0
+        || assigned(b.log()) == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no split\nA:\n{}\nB:\n{}",
+            a.log(),
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A dies; everything produced from now on in A's partitions must reach the table
+    // through B, which takes them over from the table's checkpoints.
+    a.kill9();
+    merge_ends(&mut ends, stack::produce(&s.topic, rest).await);
+    s.caught_up(&pg, &ends, &b).await;
+    assert_eq!(
+        stack::read_orders(&pg, &s.table).await,
+        shop::expected(&events)
+    );
+    let b_log = b.log();
+    assert!(
+        assigned(b_log.clone()) >= 8,
+        "B took over every partition\n{b_log}"
+    );
+}

@@ -125,6 +125,18 @@ impl Table {
             next.exists = true;
             return Ok((ddl, next));
         }
+        // A table created by someone else is adopted: it gains the row-guard columns.
+        for (name, pg) in guard_columns() {
+            if !self.columns.contains_key(name) {
+                ddl.push(format!(
+                    "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
+                    self.qualified(),
+                    ident(name),
+                    pg.ddl()
+                ));
+                next.columns.insert(name.to_owned(), pg);
+            }
+        }
         for (name, ty) in wanted {
             match self.columns.get(name) {
                 Some(existing) if existing.accepts(ty) => {}

@@ -254,3 +254,144 @@ fn primitive_type(v: &Value) -> ColumnType {
         _ => ColumnType::Json,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{EventSchema, FieldColumn};
+
+    fn pipeline(key: &str, events: &str) -> PipelineFile {
+        let yaml = format!(
+            "name: p\nsource:\n  kafka: {{bootstrap_servers: b, topics: [t]}}\n  registry: {{url: u}}\n\
+             sink:\n  postgres: {{url: x, table: t}}\n{key}\nevents:\n{events}"
+        );
+        crate::config::load::parse_str(std::path::Path::new("p.yaml"), &yaml, &Default::default())
+            .unwrap()
+    }
+
+    fn event(
+        event_type: &str,
+        key: Option<Value>,
+        fields: Vec<(&str, Value, ColumnType)>,
+    ) -> Event {
+        let schema = EventSchema {
+            full_name: Arc::from(event_type),
+            fields: fields
+                .iter()
+                .map(|(n, _, t)| FieldColumn {
+                    name: Arc::from(*n),
+                    ty: *t,
+                })
+                .collect(),
+        };
+        Event {
+            event_type: Arc::from(event_type),
+            version: 1,
+            key,
+            body: Some(Value::Record(
+                fields
+                    .into_iter()
+                    .map(|(n, v, _)| (n.to_owned(), v))
+                    .collect(),
+            )),
+            schema: Some(Arc::new(schema)),
+            position: SourcePosition {
+                topic: Arc::from("t"),
+                partition: 0,
+                offset: 9,
+            },
+            timestamp_ms: None,
+        }
+    }
+
+    fn s(v: &str) -> Value {
+        Value::String(v.into())
+    }
+
+    #[test]
+    fn upsert_takes_every_field_but_the_key() {
+        let p = Projector::new(&pipeline("key: {columns: [id]}", "  A: {op: upsert}\n"));
+        let op = p
+            .project(&event(
+                "A",
+                Some(s("k1")),
+                vec![
+                    ("id", s("k1"), ColumnType::String),
+                    ("name", s("n"), ColumnType::String),
+                ],
+            ))
+            .unwrap();
+        assert_eq!(op.kind, OpKind::Upsert);
+        assert_eq!(op.key[0].value, s("k1"));
+        assert_eq!(
+            op.cells.iter().map(|c| &*c.column).collect::<Vec<_>>(),
+            vec!["name"]
+        );
+    }
+
+    #[test]
+    fn increment_maps_columns_and_refuses_text() {
+        let p = Projector::new(&pipeline(
+            "key: {columns: [id]}",
+            "  A: {op: increment, columns: {count: qty}}\n  B: {op: increment, fields: [name]}\n",
+        ));
+        let op = p
+            .project(&event(
+                "A",
+                Some(s("k")),
+                vec![("qty", Value::Int(2), ColumnType::Int)],
+            ))
+            .unwrap();
+        assert_eq!(
+            (&*op.cells[0].column, &op.cells[0].value),
+            ("count", &Value::Int(2))
+        );
+        let e = p
+            .project(&event(
+                "B",
+                Some(s("k")),
+                vec![("name", s("x"), ColumnType::String)],
+            ))
+            .unwrap_err();
+        assert!(e.to_string().contains("needs a numeric field"), "{e}");
+    }
+
+    #[test]
+    fn key_from_fields_and_from_an_avro_record_key() {
+        let p = Projector::new(&pipeline(
+            "key: {from: fields, columns: [a, b]}",
+            "  A: {op: merge}\n",
+        ));
+        let op = p
+            .project(&event(
+                "A",
+                None,
+                vec![
+                    ("a", s("x"), ColumnType::String),
+                    ("b", Value::Long(3), ColumnType::Long),
+                    ("c", s("v"), ColumnType::String),
+                ],
+            ))
+            .unwrap();
+        assert_eq!(op.key.len(), 2);
+        assert_eq!(op.key[1].ty, ColumnType::Long);
+        assert_eq!(op.cells.len(), 1);
+
+        let p = Projector::new(&pipeline("key: {columns: [a, b]}", "  A: {op: delete}\n"));
+        let key = Value::Record(vec![("a".into(), s("x")), ("b".into(), Value::Long(3))]);
+        let op = p.project(&event("A", Some(key), vec![])).unwrap();
+        assert_eq!((op.kind, op.key.len()), (OpKind::Delete, 2));
+    }
+
+    #[test]
+    fn tombstones_delete_and_missing_keys_are_errors() {
+        let p = Projector::new(&pipeline("key: {columns: [id]}", "  A: {op: upsert}\n"));
+        let mut tomb = event("A", Some(s("k")), vec![]);
+        tomb.body = None;
+        assert_eq!(p.project(&tomb).unwrap().kind, OpKind::Delete);
+        let e = p.project(&event("A", None, vec![])).unwrap_err();
+        assert!(e.to_string().contains("no Kafka key"), "{e}");
+        let e = p.project(&event("Z", Some(s("k")), vec![])).unwrap_err();
+        assert!(matches!(e, RecordError::UnknownEventType { .. }));
+    }
+}
