@@ -118,3 +118,10 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+impl Daemon {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}

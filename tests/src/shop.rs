@@ -335,3 +335,30 @@ pub async fn publish(topic: &str, events: &[ShopEvent]) -> std::collections::Has
     let ids = register_schemas(topic).await;
     crate::stack::produce(topic, records(&ids, events)).await
 }
+
+/// Pads every event's free-text field so the encoded values average about `bytes` bytes
+/// (for benchmarks that state a record size).
+pub fn pad(events: &mut [ShopEvent], bytes: usize) {
+    for e in events {
+        let (field, base) = match e.kind {
+            Kind::Placed => ("note", 45),
+            Kind::Updated => ("address", 30),
+            Kind::ItemAdded => ("sku", 30),
+            Kind::Cancelled => ("reason", 20),
+        };
+        let Value::Record(fields) = &mut e.value else {
+            continue;
+        };
+        let filler = "x".repeat(bytes.saturating_sub(base));
+        for (name, v) in fields.iter_mut() {
+            if name == field {
+                *v = match e.kind {
+                    Kind::Placed | Kind::Updated => {
+                        Value::Union(1, Box::new(Value::String(filler.clone())))
+                    }
+                    _ => Value::String(filler.clone()),
+                };
+            }
+        }
+    }
+}
