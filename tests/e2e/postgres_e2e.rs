@@ -175,7 +175,7 @@ async fn a_poisoned_record_is_dead_lettered_and_the_rest_applied() {
     let s = Setup::new(
         "dlq",
         1,
-        "on_error: dead_letter\ndead_letter_topic: {dlq}\n",
+        "on_error: dead_letter\nunknown_events: dead_letter\ndead_letter_topic: {dlq}\n",
     )
     .await;
     let dlq = format!("{}.dlq", s.pipeline);
@@ -197,6 +197,22 @@ async fn a_poisoned_record_is_dead_lettered_and_the_rest_applied() {
         value: Some(poison.clone()),
         headers: vec![("trace".into(), "abc".into())],
     });
+    // An event type the pipeline does not declare.
+    let gift = r#"{"type":"record","name":"GiftWrapped","namespace":"com.shop","fields":[{"name":"order_id","type":"string"}]}"#;
+    let gift_id = stack::register(&format!("{}-com.shop.GiftWrapped", s.topic), gift).await;
+    let gift_value = stack::encode(
+        gift_id,
+        &apache_avro::Schema::parse_str(gift).unwrap(),
+        &apache_avro::types::Value::Record(vec![(
+            "order_id".into(),
+            apache_avro::types::Value::String("order-000001".into()),
+        )]),
+    );
+    records.push(stack::Record {
+        key: b"order-000001".to_vec(),
+        value: Some(gift_value.clone()),
+        headers: vec![],
+    });
     records.extend(shop::records(&ids, &events[200..]));
     // A tombstone deletes by key.
     let victim = shop::expected(&events).keys().next().unwrap().clone();
@@ -214,29 +230,36 @@ async fn a_poisoned_record_is_dead_lettered_and_the_rest_applied() {
     want.remove(&victim);
     assert_eq!(stack::read_orders(&pg, &s.table).await, want);
 
-    let letters = stack::read_topic(&dlq, 1, Duration::from_secs(30));
-    assert_eq!(letters.len(), 1, "one dead letter");
+    let letters = stack::read_topic(&dlq, 2, Duration::from_secs(30));
+    assert_eq!(letters.len(), 2, "two dead letters");
+    let headers = |m: &rdkafka::message::OwnedMessage| -> HashMap<String, String> {
+        m.headers()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h.key.to_owned(),
+                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                )
+            })
+            .collect()
+    };
     let letter = &letters[0];
     assert_eq!(letter.payload(), Some(&poison[..]));
     assert_eq!(letter.key(), Some(&b"order-poison"[..]));
-    let headers: HashMap<String, String> = letter
-        .headers()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            (
-                h.key.to_owned(),
-                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-            )
-        })
-        .collect();
-    assert_eq!(headers["trace"], "abc");
-    assert_eq!(headers["sinkd.errors.code"], "wrong_magic");
-    assert_eq!(headers["sinkd.errors.class"], "bad_record");
-    assert_eq!(headers["sinkd.errors.topic"], s.topic);
-    assert_eq!(headers["sinkd.errors.partition"], "0");
-    assert_eq!(headers["sinkd.errors.offset"], "200");
-    assert!(headers["sinkd.errors.message"].contains("magic byte"));
+    let h = headers(letter);
+    assert_eq!(h["trace"], "abc");
+    assert_eq!(h["sinkd.errors.code"], "wrong_magic");
+    assert_eq!(h["sinkd.errors.class"], "bad_record");
+    assert_eq!(h["sinkd.errors.topic"], s.topic);
+    assert_eq!(h["sinkd.errors.partition"], "0");
+    assert_eq!(h["sinkd.errors.offset"], "200");
+    assert!(h["sinkd.errors.message"].contains("magic byte"));
+    assert_eq!(letters[1].payload(), Some(&gift_value[..]));
+    let h = headers(&letters[1]);
+    assert_eq!(h["sinkd.errors.class"], "unknown_event_type");
+    assert_eq!(h["sinkd.errors.offset"], "201");
+    assert!(h["sinkd.errors.message"].contains("com.shop.GiftWrapped"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

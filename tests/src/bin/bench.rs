@@ -78,6 +78,8 @@ async fn main() {
     let sinkd_secs = start.elapsed().as_secs_f64();
     let rss = peak_rss_kib(pid).unwrap_or(0);
     daemon.terminate(Duration::from_secs(30));
+    let kept_log = std::env::temp_dir().join("sinkd-bench.log");
+    let _ = std::fs::copy(dir.0.join("sinkd.log"), &kept_log);
 
     let got = stack::read_orders(&pg, &name).await;
     let want = shop::expected(&events);
@@ -135,6 +137,7 @@ async fn main() {
         copied as f64 / copy_secs
     );
     println!("| PostgreSQL fsync | {fsync} |");
+    println!("\nsinkd's log: {}", kept_log.display());
     if !exact {
         eprintln!("the table differs from the expected state");
         std::process::exit(1);

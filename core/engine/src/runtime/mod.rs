@@ -1,0 +1,322 @@
+//! The pipeline loop: source → decode → project → compact → sink (with checkpoint) →
+//! advisory commit.
+//!
+//! Guarantees, and how they are kept:
+//! - Exactly-once effect: the sink stores each partition's next offset in the same
+//!   transaction as the batch (compare-and-set on the previous value); on assignment the
+//!   source starts from the stored offset; records below a partition's next offset are
+//!   dropped as redeliveries.
+//! - Never skip: a retriable failure (registry, broker, sink) retries the same batch with
+//!   backoff. A bad record is applied, dead-lettered (durably, before its offset advances)
+//!   or stops the pipeline, per policy.
+//! - Per-key order: records are folded in partition order; one operation per key per batch;
+//!   batches are written one at a time, in order.
+//! - Bounded memory: at most two batches are held (one being written, one being
+//!   collected), plus the source's bounded queue.
+//! - Hand-over: on revocation the batches in hand are written before the partition is
+//!   released.
+//!
+//! The next batch is decoded and projected while the previous one is being written
+//! ([`writer`]): the only overlap, and it keeps the checkpoint chain in order because a
+//! batch's expected offsets are computed after the previous write has settled.
+//!
+//! - [`records`]: what happens to one record (decode, identity, projection, policies).
+//! - [`writer`]: how a batch becomes durable (the write task, fencing, rejected rows).
+
+mod records;
+mod writer;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, watch};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::batch::Compactor;
+use crate::config::{BadRecordPolicy, BatchConfig, Locator, UnknownEventPolicy};
+use crate::decode::{DeadLetters, Decoder};
+use crate::error::{ErrorClass, PipelineError};
+use crate::event::RawRecord;
+use crate::projection::Projector;
+use crate::sink::{CheckpointReader, Sink, TopicPartition};
+use crate::source::{Source, SourceItem};
+use writer::InFlight;
+
+/// Counters of one pipeline, readable while it runs.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Records taken from the source (redeliveries below the checkpoint excluded).
+    pub consumed: AtomicU64,
+    /// Records whose effect is durably in the sink.
+    pub applied: AtomicU64,
+    /// Records of undeclared event types skipped by policy.
+    pub skipped: AtomicU64,
+    /// Records sent to the dead-letter topic.
+    pub dead_lettered: AtomicU64,
+    /// Sink transactions committed.
+    pub batches: AtomicU64,
+}
+
+/// The policies that decide what happens to records that cannot be applied.
+#[derive(Clone, Debug)]
+pub struct Policies {
+    /// Bad records (undecodable, projection failure, rejected by the sink).
+    pub on_error: BadRecordPolicy,
+    /// Event types not declared in the pipeline.
+    pub unknown_events: UnknownEventPolicy,
+    /// Where the event type is read from.
+    pub event_type: Locator,
+    /// Where the event version is read from.
+    pub event_version: Locator,
+}
+
+/// Everything a pipeline runs with.
+pub struct Pipeline {
+    /// Pipeline name, for messages.
+    pub name: String,
+    /// The record source.
+    pub source: Box<dyn Source>,
+    /// The record decoder.
+    pub decoder: Arc<dyn Decoder>,
+    /// Event → operation.
+    pub projector: Projector,
+    /// The read model.
+    pub sink: Box<dyn Sink>,
+    /// Where bad records go under a `dead_letter` policy.
+    pub dead_letters: Option<Arc<dyn DeadLetters>>,
+    /// Bad-record policies.
+    pub policies: Policies,
+    /// Batch bounds.
+    pub batch: BatchConfig,
+    /// Counters.
+    pub stats: Arc<PipelineStats>,
+}
+
+/// Why the loop ended early.
+enum Stop {
+    Shutdown,
+    Failed(PipelineError),
+}
+
+impl From<PipelineError> for Stop {
+    fn from(e: PipelineError) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+struct PartitionState {
+    /// The next offset stored in the sink, as this writer last saw it.
+    stored: Option<i64>,
+    /// The next offset to accept from the source; lower ones are redeliveries.
+    next: i64,
+}
+
+/// The batch being collected.
+#[derive(Default)]
+struct Pending {
+    compactor: Compactor,
+    /// Every record of the batch, and whether it produced an operation (kept for the
+    /// one-by-one fallback when the sink rejects a row).
+    records: Vec<(RawRecord, bool)>,
+    /// Next offset per partition after this batch.
+    advances: HashMap<TopicPartition, i64>,
+    started: Option<Instant>,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Exponential backoff from 100 ms to 30 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(Duration::from_millis(100))
+    }
+    fn next(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+        d
+    }
+}
+
+/// The running state of a pipeline.
+struct Runner {
+    name: String,
+    source: Box<dyn Source>,
+    decoder: Arc<dyn Decoder>,
+    projector: Projector,
+    /// Shared with the write task; only one write holds it at a time.
+    sink: Arc<Mutex<Box<dyn Sink>>>,
+    checkpoints: Arc<dyn CheckpointReader>,
+    dead_letters: Option<Arc<dyn DeadLetters>>,
+    policies: Policies,
+    batch: BatchConfig,
+    stats: Arc<PipelineStats>,
+    shutdown: watch::Receiver<bool>,
+    partitions: HashMap<TopicPartition, PartitionState>,
+    pending: Pending,
+    in_flight: Option<InFlight>,
+}
+
+impl Pipeline {
+    /// Runs until `shutdown` turns true (returns `Ok`) or the pipeline must stop (returns
+    /// why). On shutdown the batches in hand are written if the sink takes them promptly,
+    /// else abandoned; either way nothing is lost, as their offsets were not stored.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
+        let checkpoints = self.sink.checkpoint_reader();
+        let mut runner = Runner {
+            name: self.name,
+            source: self.source,
+            decoder: self.decoder,
+            projector: self.projector,
+            sink: Arc::new(Mutex::new(self.sink)),
+            checkpoints,
+            dead_letters: self.dead_letters,
+            policies: self.policies,
+            batch: self.batch,
+            stats: self.stats,
+            shutdown,
+            partitions: HashMap::new(),
+            pending: Pending::default(),
+            in_flight: None,
+        };
+        let result = runner.run().await;
+        match result {
+            Ok(()) | Err(Stop::Shutdown) => {
+                info!(pipeline = %runner.name, "stopped");
+                Ok(())
+            }
+            Err(Stop::Failed(e)) => Err(e),
+        }
+    }
+}
+
+impl Runner {
+    async fn run(&mut self) -> Result<(), Stop> {
+        self.open_sink().await?;
+        let max_wait = Duration::from_millis(self.batch.max_wait_ms);
+        info!(pipeline = %self.name, "pipeline running");
+        loop {
+            let deadline = self.pending.started.map(|s| s + max_wait);
+            let writing = self.in_flight.is_some();
+            tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => return self.shut_down().await,
+                outcome = writer::finished(&mut self.in_flight), if writing => {
+                    self.settle_finished(outcome).await?;
+                }
+                _ = sleep_until_opt(deadline) => self.flush().await?,
+                item = self.source.next() => {
+                    let item = item.map_err(|e| PipelineError::Source {
+                        pipeline: self.name.clone(),
+                        cause: e.0,
+                    })?;
+                    if let Err(stop) = self.handle(item).await {
+                        if matches!(stop, Stop::Failed(PipelineError::BadRecord { .. })) {
+                            // Write what came before the bad record, so the stored offset
+                            // points exactly at it and nothing good is read twice.
+                            self.drain_briefly().await;
+                        }
+                        return Err(stop);
+                    }
+                    if self.pending.records.len() >= self.batch.max_events {
+                        self.flush().await?;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, item: SourceItem) -> Result<(), Stop> {
+        match item {
+            SourceItem::Record(raw) => self.accept(raw).await,
+            SourceItem::Assigned(assigned) => {
+                for a in assigned {
+                    info!(pipeline = %self.name, topic = %a.partition.0, partition = a.partition.1,
+                          stored = ?a.stored, "partition assigned");
+                    self.partitions.insert(
+                        a.partition,
+                        PartitionState {
+                            stored: a.stored,
+                            next: a.stored.unwrap_or(0),
+                        },
+                    );
+                }
+                Ok(())
+            }
+            SourceItem::Revoked { partitions, done } => {
+                let drained = self.drain().await;
+                for tp in &partitions {
+                    info!(pipeline = %self.name, topic = %tp.0, partition = tp.1, "partition revoked");
+                    self.partitions.remove(tp);
+                }
+                let _ = done.send(());
+                drained
+            }
+        }
+    }
+
+    /// Shutdown: write what is in hand if the sink takes it within 10 s.
+    async fn shut_down(&mut self) -> Result<(), Stop> {
+        info!(pipeline = %self.name, "shutting down: writing the batches in hand");
+        if !self.drain_briefly().await {
+            warn!(pipeline = %self.name, "batch abandoned at shutdown; it will be read again on restart");
+        }
+        Ok(())
+    }
+
+    /// Writes everything in hand, retrying for at most 10 s regardless of shutdown.
+    /// Returns whether it all became durable.
+    async fn drain_briefly(&mut self) -> bool {
+        let (_keep, calm) = watch::channel(false);
+        let signal = std::mem::replace(&mut self.shutdown, calm);
+        let done = tokio::time::timeout(Duration::from_secs(10), self.drain()).await;
+        self.shutdown = signal;
+        matches!(done, Ok(Ok(())))
+    }
+
+    async fn open_sink(&mut self) -> Result<(), Stop> {
+        let mut backoff = Backoff::new();
+        loop {
+            let opened = self.sink.lock().await.open().await;
+            match opened {
+                Ok(()) => return Ok(()),
+                Err(e) if e.class() == ErrorClass::Retriable => {
+                    let wait = backoff.next();
+                    warn!(pipeline = %self.name, error = %e, retry_in = ?wait, "sink not ready");
+                    if sleep_or_shutdown(wait, &self.shutdown).await {
+                        return Err(Stop::Shutdown);
+                    }
+                }
+                Err(e) => {
+                    return Err(Stop::Failed(PipelineError::Fatal {
+                        pipeline: self.name.clone(),
+                        cause: e.to_string(),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps, or returns `true` early when shutdown is requested.
+async fn sleep_or_shutdown(d: Duration, shutdown: &watch::Receiver<bool>) -> bool {
+    let mut shutdown = shutdown.clone();
+    if *shutdown.borrow_and_update() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = shutdown.changed() => true,
+    }
+}

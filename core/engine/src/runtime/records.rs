@@ -1,0 +1,245 @@
+//! What happens to one record: redelivery filter, decode (retrying while the registry is
+//! unavailable), event identity overrides, projection, and the bad-record policies.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use apache_avro::types::Value;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::{Backoff, Runner, Stop, sleep_or_shutdown};
+use crate::config::{BadRecordPolicy, Locator, UnknownEventPolicy};
+use crate::decode::DeadLetterCause;
+use crate::error::{ErrorClass, PipelineError, RecordError};
+use crate::event::{Event, RawRecord};
+use crate::projection::Op;
+use crate::sink::TopicPartition;
+use crate::value::unwrap_union;
+
+impl Runner {
+    /// Takes one record into the batch, or drops it as a redelivery.
+    pub(super) async fn accept(&mut self, raw: RawRecord) -> Result<(), Stop> {
+        let tp: TopicPartition = (raw.position.topic.clone(), raw.position.partition);
+        let Some(state) = self.partitions.get_mut(&tp) else {
+            debug!(pipeline = %self.name, position = %raw.position, "record of a partition not assigned here; dropped");
+            return Ok(());
+        };
+        if raw.position.offset < state.next {
+            debug!(pipeline = %self.name, position = %raw.position, "redelivered record below the checkpoint; dropped");
+            return Ok(());
+        }
+        state.next = raw.position.offset + 1;
+        self.stats.consumed.fetch_add(1, Ordering::Relaxed);
+        let has_op = match self.to_op(&raw).await? {
+            Some(op) => match self.pending.compactor.push(op) {
+                Ok(()) => true,
+                Err(detail) => {
+                    let e = RecordError::Projection {
+                        event_type: "increment".into(),
+                        detail,
+                    };
+                    self.bad_record(&raw, &e, "bad_record").await?;
+                    false
+                }
+            },
+            None => false,
+        };
+        self.pending.advances.insert(tp, raw.position.offset + 1);
+        self.pending.started.get_or_insert_with(Instant::now);
+        self.pending.records.push((raw, has_op));
+        Ok(())
+    }
+
+    /// Decodes and projects one record, applying the policies. `None`: nothing to apply
+    /// (skipped or dead-lettered), but the offset advances.
+    pub(super) async fn to_op(&self, raw: &RawRecord) -> Result<Option<Op>, Stop> {
+        let mut backoff = Backoff::new();
+        let event = loop {
+            match self.decoder.decode(raw).await {
+                Ok(event) => break event,
+                Err(e) => match e.class() {
+                    ErrorClass::Retriable => {
+                        let wait = backoff.next();
+                        warn!(pipeline = %self.name, position = %raw.position, error = %e, retry_in = ?wait,
+                              "cannot decode yet; retrying the same record");
+                        if sleep_or_shutdown(wait, &self.shutdown).await {
+                            return Err(Stop::Shutdown);
+                        }
+                    }
+                    ErrorClass::Fatal => {
+                        return Err(Stop::Failed(PipelineError::Fatal {
+                            pipeline: self.name.clone(),
+                            cause: format!("at {}: {e}", raw.position),
+                        }));
+                    }
+                    ErrorClass::BadRecord => {
+                        self.bad_record(raw, &e, "bad_record").await?;
+                        return Ok(None);
+                    }
+                },
+            }
+        };
+        let event = match self.locate_identity(raw, event) {
+            Ok(event) => event,
+            Err(e) => {
+                self.bad_record(raw, &e, "bad_record").await?;
+                return Ok(None);
+            }
+        };
+        match self.projector.project(&event) {
+            Ok(op) => Ok(Some(op)),
+            Err(e @ RecordError::UnknownEventType { .. }) => match self.policies.unknown_events {
+                UnknownEventPolicy::Skip => {
+                    debug!(pipeline = %self.name, position = %raw.position, event_type = %event.event_type,
+                           "undeclared event type skipped");
+                    self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                    Ok(None)
+                }
+                UnknownEventPolicy::Fail => Err(self.stop_at(raw, &e)),
+                UnknownEventPolicy::DeadLetter => {
+                    self.dead_letter(raw, &e, "unknown_event_type").await?;
+                    Ok(None)
+                }
+            },
+            Err(e) => {
+                self.bad_record(raw, &e, "bad_record").await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Decodes and projects a record again, for the record-by-record fallback. Only
+    /// called for records that produced an operation the first time; decoding is
+    /// deterministic and cached.
+    pub(super) async fn reproject(&self, raw: &RawRecord) -> Option<Op> {
+        let decoded = self.decoder.decode(raw).await.ok()?;
+        let event = self.locate_identity(raw, decoded).ok()?;
+        self.projector.project(&event).ok()
+    }
+
+    /// Applies the `event_type` / `event_version` overrides.
+    fn locate_identity(&self, raw: &RawRecord, mut event: Event) -> Result<Event, RecordError> {
+        if event.body.is_none() {
+            return Ok(event);
+        }
+        let original_type = event.event_type.clone();
+        let fail = |what: &str, detail: String| RecordError::Projection {
+            event_type: original_type.to_string(),
+            detail: format!("{what}: {detail}"),
+        };
+        match &self.policies.event_type {
+            Locator::Schema => {}
+            Locator::Field(f) => match event.field(f) {
+                Some(Value::String(s)) | Some(Value::Enum(_, s)) => {
+                    event.event_type = Arc::from(s.as_str())
+                }
+                other => {
+                    return Err(fail(
+                        "event type",
+                        format!("field `{f}` is not a string: {other:?}"),
+                    ));
+                }
+            },
+            Locator::Header(h) => match raw.header(h).map(std::str::from_utf8) {
+                Some(Ok(s)) => event.event_type = Arc::from(s),
+                _ => {
+                    return Err(fail(
+                        "event type",
+                        format!("header `{h}` is missing or not UTF-8"),
+                    ));
+                }
+            },
+        }
+        match &self.policies.event_version {
+            Locator::Schema => {}
+            Locator::Field(f) => {
+                event.version = match event.field(f).map(unwrap_union) {
+                    Some(Value::Int(v)) if *v >= 0 => *v as u32,
+                    Some(Value::Long(v)) if *v >= 0 => *v as u32,
+                    Some(Value::String(s)) => s.parse().map_err(|_| {
+                        fail(
+                            "event version",
+                            format!("field `{f}` = `{s}` is not a number"),
+                        )
+                    })?,
+                    other => {
+                        return Err(fail(
+                            "event version",
+                            format!("field `{f}` is not a version: {other:?}"),
+                        ));
+                    }
+                }
+            }
+            Locator::Header(h) => {
+                event.version = raw
+                    .header(h)
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .and_then(|s| s.trim().parse().ok())
+                    .ok_or_else(|| {
+                        fail(
+                            "event version",
+                            format!("header `{h}` is missing or not a number"),
+                        )
+                    })?;
+            }
+        }
+        Ok(event)
+    }
+
+    pub(super) fn stop_at(&self, raw: &RawRecord, e: &dyn std::fmt::Display) -> Stop {
+        Stop::Failed(PipelineError::BadRecord {
+            pipeline: self.name.clone(),
+            position: raw.position.to_string(),
+            cause: e.to_string(),
+        })
+    }
+
+    /// Routes a bad record per the `on_error` policy.
+    pub(super) async fn bad_record(
+        &self,
+        raw: &RawRecord,
+        e: &RecordError,
+        class: &'static str,
+    ) -> Result<(), Stop> {
+        match self.policies.on_error {
+            BadRecordPolicy::Fail => Err(self.stop_at(raw, e)),
+            BadRecordPolicy::DeadLetter => self.dead_letter(raw, e, class).await,
+        }
+    }
+
+    /// Sends a record to the dead-letter topic, retrying until the broker has it.
+    async fn dead_letter(
+        &self,
+        raw: &RawRecord,
+        e: &RecordError,
+        class: &'static str,
+    ) -> Result<(), Stop> {
+        let Some(dlq) = &self.dead_letters else {
+            return Err(self.stop_at(raw, e));
+        };
+        let cause = DeadLetterCause {
+            class,
+            code: e.code(),
+            message: e.to_string(),
+        };
+        let mut backoff = Backoff::new();
+        loop {
+            match dlq.send(raw, &cause).await {
+                Ok(()) => {
+                    warn!(pipeline = %self.name, position = %raw.position, error = %e, "record dead-lettered");
+                    self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(err) => {
+                    let wait = backoff.next();
+                    warn!(pipeline = %self.name, position = %raw.position, error = %err, retry_in = ?wait,
+                          "dead-letter topic unavailable; retrying");
+                    if sleep_or_shutdown(wait, &self.shutdown).await {
+                        return Err(Stop::Shutdown);
+                    }
+                }
+            }
+        }
+    }
+}
