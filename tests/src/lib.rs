@@ -7,9 +7,14 @@
 //!   expected read model computed independently of sinkd.
 //! - [`stack`]: the servers: topic creation, producing, the registry, PostgreSQL.
 //! - [`conformance`]: scenarios every sink must pass, against the `Sink` trait.
+//! - [`target`]: a sink under test (PostgreSQL or MongoDB): its YAML and how to read it.
+//! - [`scenarios`]: the end-to-end scenarios every sink runs.
 //! - [`daemon`]: running the real `sinkd` binary on a pipeline file.
 
 pub mod conformance;
 pub mod daemon;
+pub mod mongod;
+pub mod scenarios;
 pub mod shop;
 pub mod stack;
+pub mod target;

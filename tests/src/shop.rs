@@ -255,8 +255,8 @@ pub fn expected(events: &[ShopEvent]) -> Expected {
     table
 }
 
-/// The pipeline file for the shop, with placeholders `{name}`, `{topic}`, `{table}`,
-/// `{group}` and `{extra}` (extra top-level YAML).
+/// The pipeline file for the shop, with placeholders `{name}`, `{topic}`, `{group}`,
+/// `{sink}` (the sink section) and `{extra}` (extra top-level YAML).
 pub const PIPELINE_TEMPLATE: &str = r#"name: {name}
 source:
   kafka:
@@ -268,11 +268,7 @@ source:
       heartbeat.interval.ms: "500"
   registry:
     url: ${SCHEMA_REGISTRY_URL:-http://127.0.0.1:8081}
-sink:
-  postgres:
-    url: ${POSTGRES_URL:-postgres://sinkd:sinkd@127.0.0.1:5432/sinkd}
-    table: {table}
-key:
+{sink}key:
   from: kafka_key
   columns: [order_id]
 events:
@@ -289,14 +285,24 @@ events:
     op: delete
 {extra}"#;
 
-/// Fills [`PIPELINE_TEMPLATE`].
-pub fn pipeline_yaml(name: &str, topic: &str, table: &str, extra: &str) -> String {
+/// Fills [`PIPELINE_TEMPLATE`] for a sink (see [`crate::target::Target::sink_yaml`]).
+pub fn pipeline_yaml_to(name: &str, topic: &str, sink: &str, extra: &str) -> String {
     PIPELINE_TEMPLATE
         .replace("{name}", name)
         .replace("{topic}", topic)
-        .replace("{table}", table)
+        .replace("{sink}", sink)
         .replace("{group}", &format!("sinkd-{name}"))
         .replace("{extra}", extra)
+}
+
+/// [`pipeline_yaml_to`] with a PostgreSQL table.
+pub fn pipeline_yaml(name: &str, topic: &str, table: &str, extra: &str) -> String {
+    pipeline_yaml_to(
+        name,
+        topic,
+        &crate::target::Target::Postgres.sink_yaml(table),
+        extra,
+    )
 }
 
 /// Registers the four schemas under `<topic>-<record>` (TopicRecordNameStrategy: several

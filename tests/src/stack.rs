@@ -36,6 +36,11 @@ pub fn postgres_url() -> String {
     )
 }
 
+/// MongoDB URL (the local replica set).
+pub fn mongo_url() -> String {
+    env_or("MONGODB_URL", "mongodb://127.0.0.1:27017/?replicaSet=rs0")
+}
+
 /// A name no other test uses: `prefix_` and 8 random hex digits (valid as topic and table).
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{:08x}", rand::rng().random::<u32>())

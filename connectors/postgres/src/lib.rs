@@ -34,9 +34,10 @@ pub fn classify(e: &tokio_postgres::Error) -> sinkd_core::error::SinkError {
     match &code.code()[..2] {
         // data exception, integrity constraint violation: one row's fault.
         "22" | "23" => SinkError::Rejected { detail },
-        // connection, transaction rollback (serialization, deadlock), resources, shutdown,
-        // lock not available, read-only standby.
-        "08" | "40" | "53" | "57" | "55" | "25" | "58" => SinkError::Unavailable(detail),
+        // serialization failure, deadlock: another transaction got there first.
+        "40" => SinkError::Conflict(detail),
+        // connection, resources, shutdown, lock not available, read-only standby.
+        "08" | "53" | "57" | "55" | "25" | "58" => SinkError::Unavailable(detail),
         "28" => SinkError::Config(detail),
         _ => SinkError::Incompatible(detail),
     }

@@ -9,12 +9,14 @@ use sinkd_core::projection::Projector;
 use sinkd_core::runtime::{Pipeline, PipelineStats, Policies};
 use sinkd_core::sink::Sink;
 use sinkd_kafka::{AvroEventDecoder, KafkaDeadLetters, KafkaSource, Registry};
+use sinkd_mongodb::MongoSink;
 use sinkd_postgres::PostgresSink;
 
 /// Connects the parts of a validated pipeline. Must run inside the tokio runtime.
 pub fn build(p: &PipelineFile) -> Result<Pipeline, String> {
     let sink: Box<dyn Sink> = match &p.sink {
         SinkConfig::Postgres(cfg) => Box::new(PostgresSink::new(cfg, &p.name, &p.key.columns)),
+        SinkConfig::Mongodb(cfg) => Box::new(MongoSink::new(cfg, &p.name)),
     };
     let registry = Arc::new(Registry::new(&p.source.registry)?);
     let decoder = Arc::new(AvroEventDecoder::new(registry, p.source.kafka.key_format));

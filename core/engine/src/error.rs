@@ -114,6 +114,11 @@ pub enum SinkError {
     /// The server is unavailable or the transaction failed for a transient reason.
     #[error("sink unavailable: {0}")]
     Unavailable(String),
+    /// Another transaction holds the rows or documents (a write conflict, a serialization
+    /// failure, or the open transaction of a crashed writer until the server reaps it):
+    /// retry soon and often rather than backing off.
+    #[error("write conflict: {0}")]
+    Conflict(String),
     /// Another writer advanced the checkpoint of this partition: this writer's view is
     /// stale (it is a zombie, or it lost a race at hand-over). Nothing was applied.
     #[error(
@@ -148,7 +153,9 @@ impl SinkError {
     /// How the runtime handles this error.
     pub fn class(&self) -> ErrorClass {
         match self {
-            SinkError::Unavailable(_) | SinkError::Fenced { .. } => ErrorClass::Retriable,
+            SinkError::Unavailable(_) | SinkError::Conflict(_) | SinkError::Fenced { .. } => {
+                ErrorClass::Retriable
+            }
             SinkError::Rejected { .. } => ErrorClass::BadRecord,
             SinkError::Incompatible(_) | SinkError::Config(_) => ErrorClass::Fatal,
         }

@@ -159,6 +159,32 @@ impl std::fmt::Debug for BasicAuth {
 pub enum SinkConfig {
     /// A PostgreSQL table.
     Postgres(PostgresSinkConfig),
+    /// A MongoDB collection.
+    Mongodb(MongoSinkConfig),
+}
+
+/// A MongoDB collection as the read model.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoSinkConfig {
+    /// Connection string, e.g. `mongodb://host:27017/?replicaSet=rs0`; the password is
+    /// never logged. On a replica set each batch and its checkpoint commit in one
+    /// transaction; on a standalone server row guards alone keep the effect exactly once.
+    pub url: String,
+    /// Database name.
+    pub database: String,
+    /// Collection name (created on first write).
+    pub collection: String,
+}
+
+impl std::fmt::Debug for MongoSinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoSinkConfig")
+            .field("url", &redact_url(&self.url))
+            .field("database", &self.database)
+            .field("collection", &self.collection)
+            .finish()
+    }
 }
 
 /// A PostgreSQL table as the read model.

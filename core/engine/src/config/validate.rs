@@ -78,13 +78,33 @@ pub fn validate(p: &PipelineFile) -> Result<(), Vec<(String, String)>> {
             );
         }
     }
-    let SinkConfig::Postgres(pg) = &p.sink;
-    for (name, value) in [
-        ("sink.postgres.table", &pg.table),
-        ("sink.postgres.schema", &pg.schema),
-    ] {
-        if value.is_empty() || value.len() > 63 {
-            problem(name, format!("`{value}` must be 1 to 63 characters"));
+    match &p.sink {
+        SinkConfig::Postgres(pg) => {
+            for (name, value) in [
+                ("sink.postgres.table", &pg.table),
+                ("sink.postgres.schema", &pg.schema),
+            ] {
+                if value.is_empty() || value.len() > 63 {
+                    problem(name, format!("`{value}` must be 1 to 63 characters"));
+                }
+            }
+        }
+        SinkConfig::Mongodb(m) => {
+            if m.database.is_empty() || m.database.contains(['/', '\\', '.', ' ', '"', '$']) {
+                problem(
+                    "sink.mongodb.database",
+                    format!("`{}` is not a valid database name", m.database),
+                );
+            }
+            if m.collection.is_empty()
+                || m.collection.starts_with("system.")
+                || m.collection.contains('$')
+            {
+                problem(
+                    "sink.mongodb.collection",
+                    format!("`{}` is not a valid collection name", m.collection),
+                );
+            }
         }
     }
     if problems.is_empty() {

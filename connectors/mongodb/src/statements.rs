@@ -1,0 +1,122 @@
+//! A compacted batch as `update` / `delete` command statements.
+//!
+//! Every document carries `_sinkd: {t, p, o}`, the source position of the last event
+//! applied to it. Each statement applies only if its event is newer (another topic or
+//! partition, or a greater offset). The condition is evaluated inside an
+//! aggregation-pipeline update (`$cond` on the stored position), not in the filter: a
+//! filtered-out upsert would try to insert a second document with the same `_id` and fail
+//! with E11000, which inside a transaction aborts the whole batch. So a stale statement is
+//! a no-op, and E11000 means only a real race between writers inserting the same new key.
+//!
+//! Upserts replace the document (`$replaceWith`); merges set fields; increments add to
+//! them (a missing field counts as zero); deletes remove the document.
+
+use mongodb::bson::{Bson, Document, doc};
+use sinkd_core::batch::{Compacted, Entry};
+use sinkd_core::projection::Cell;
+
+use crate::values::to_bson;
+
+/// The field holding the source position of the last applied event.
+pub const GUARD: &str = "_sinkd";
+
+/// Most statements in one command: well under the server's 100,000 and the 16 MiB
+/// command limit for documents of a few KiB.
+pub const CHUNK: usize = 1_000;
+
+/// `_id` of a key: the value itself for one key column, a sub-document (in key column
+/// order) for several.
+pub fn key_id(key: &[Cell]) -> Bson {
+    match key {
+        [one] => to_bson(&one.value, one.ty),
+        many => Bson::Document(
+            many.iter()
+                .map(|c| (c.column.to_string(), to_bson(&c.value, c.ty)))
+                .collect(),
+        ),
+    }
+}
+
+fn position(e: &Entry) -> Document {
+    doc! {
+        "t": e.position.topic.as_ref(),
+        "p": e.position.partition,
+        "o": e.position.offset,
+    }
+}
+
+/// The aggregation expression "the incoming event is newer than the stored document".
+fn newer(e: &Entry) -> Document {
+    doc! {
+        "$or": [
+            { "$eq": [ { "$type": "$_sinkd.o" }, "missing" ] },
+            { "$ne": [ "$_sinkd.t", { "$literal": e.position.topic.as_ref() } ] },
+            { "$ne": [ "$_sinkd.p", e.position.partition ] },
+            { "$lt": [ "$_sinkd.o", e.position.offset ] },
+        ]
+    }
+}
+
+fn literal(v: Bson) -> Document {
+    doc! { "$literal": v }
+}
+
+/// Update statements (with upsert) for every replace and patch of the batch, and delete
+/// statements for every delete, in entry order.
+pub fn for_batch(entries: &[Entry]) -> (Vec<Document>, Vec<Document>) {
+    let mut updates = Vec::new();
+    let mut deletes = Vec::new();
+    for e in entries {
+        let id = key_id(&e.key);
+        let newer = newer(e);
+        match &e.op {
+            Compacted::Delete => deletes.push(doc! {
+                "q": { "_id": id, "$expr": newer },
+                "limit": 1,
+            }),
+            Compacted::Replace(cells) => {
+                let mut replacement = doc! { "_id": id.clone() };
+                for c in cells.iter().filter(|c| &*c.column != "_id") {
+                    replacement.insert(c.column.to_string(), to_bson(&c.value, c.ty));
+                }
+                replacement.insert(GUARD, position(e));
+                updates.push(doc! {
+                    "q": { "_id": id },
+                    "u": [ { "$replaceWith": { "$cond": [ newer, literal(replacement.into()), "$$ROOT" ] } } ],
+                    "upsert": true,
+                });
+            }
+            Compacted::Patch { set, inc } => {
+                let mut stage = Document::new();
+                for c in set.iter().filter(|c| &*c.column != "_id") {
+                    let current = format!("${}", c.column);
+                    stage.insert(
+                        c.column.to_string(),
+                        doc! { "$cond": [ newer.clone(), literal(to_bson(&c.value, c.ty)), current ] },
+                    );
+                }
+                for c in inc.iter().filter(|c| &*c.column != "_id") {
+                    let current = format!("${}", c.column);
+                    stage.insert(
+                        c.column.to_string(),
+                        doc! { "$cond": [
+                            newer.clone(),
+                            { "$add": [ { "$ifNull": [ current.clone(), 0 ] }, literal(to_bson(&c.value, c.ty)) ] },
+                            current,
+                        ] },
+                    );
+                }
+                stage.insert(
+                    GUARD,
+                    doc! { "$cond": [ newer, literal(position(e).into()), "$_sinkd" ] },
+                );
+                updates.push(doc! {
+                    "q": { "_id": id },
+                    "u": [ { "$set": stage } ],
+                    "upsert": true,
+                });
+            }
+        }
+    }
+    (updates, deletes)
+}

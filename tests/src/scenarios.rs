@@ -1,0 +1,321 @@
+//! The end-to-end scenarios every sink runs, against the real servers and the real
+//! `sinkd` binary (STYLE.md item 10). Each sink's test file calls them with its
+//! [`Target`].
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rand::Rng;
+use rdkafka::message::{Headers, Message};
+
+use crate::daemon::{Daemon, Workdir};
+use crate::target::Target;
+use crate::{shop, stack};
+
+/// One scenario's topic, pipeline file and work folder.
+pub struct Setup {
+    /// The work folder (pipeline file, logs).
+    pub dir: Workdir,
+    /// Pipeline name (also the table or collection).
+    pub pipeline: String,
+    /// The topic.
+    pub topic: String,
+    /// Table or collection name.
+    pub table: String,
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// The sink.
+    pub target: Target,
+}
+
+impl Setup {
+    /// A topic with `partitions` partitions and a pipeline file for `target`, with `extra`
+    /// top-level YAML.
+    pub async fn new(target: &Target, name: &str, partitions: i32, extra: &str) -> Setup {
+        let pipeline = stack::unique(name);
+        let topic = format!("{pipeline}.orders");
+        let table = pipeline.clone();
+        stack::create_topic(&topic, partitions).await;
+        let dir = Workdir::new(&pipeline);
+        let file = dir.file(
+            "pipeline.yaml",
+            &shop::pipeline_yaml_to(&pipeline, &topic, &target.sink_yaml(&table), extra),
+        );
+        Setup {
+            dir,
+            pipeline,
+            topic,
+            table,
+            file,
+            target: target.clone(),
+        }
+    }
+
+    /// Starts sinkd on the pipeline file.
+    pub fn start(&self) -> Daemon {
+        Daemon::start(&self.file, &self.dir.0.join("sinkd.log"))
+    }
+
+    /// Waits until the checkpoint reaches `ends`; fails with the daemon's log.
+    pub async fn caught_up(&self, ends: &HashMap<i32, i64>, daemon: &Daemon) {
+        self.target
+            .wait_caught_up(&self.pipeline, ends, Duration::from_secs(180))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n--- sinkd log ---\n{}", daemon.log()));
+    }
+
+    /// The read model.
+    pub async fn orders(&self) -> shop::Expected {
+        self.target.read_orders(&self.table).await
+    }
+
+    /// The checkpoint.
+    pub async fn checkpoints(&self) -> HashMap<i32, i64> {
+        self.target.checkpoints(&self.pipeline).await
+    }
+
+    /// Replaces `{dlq}` in the pipeline file with a new dead-letter topic; returns its name.
+    pub async fn with_dead_letter_topic(&self) -> String {
+        let dlq = format!("{}.dlq", self.pipeline);
+        let text = std::fs::read_to_string(&self.file)
+            .unwrap()
+            .replace("{dlq}", &dlq);
+        std::fs::write(&self.file, text).unwrap();
+        stack::create_topic(&dlq, 1).await;
+        dlq
+    }
+}
+
+/// Merges partition ends (max per partition).
+pub fn merge_ends(a: &mut HashMap<i32, i64>, b: HashMap<i32, i64>) {
+    for (p, o) in b {
+        let e = a.entry(p).or_insert(0);
+        *e = (*e).max(o);
+    }
+}
+
+/// Scenario: ten thousand events over four partitions give the expected table.
+pub async fn ten_thousand_events_over_four_partitions_give_the_expected_table(target: &Target) {
+    let s = Setup::new(target, "e2e", 4, "").await;
+    let events = shop::generate(10_000, 500, 42);
+    let ends = shop::publish(&s.topic, &events).await;
+    let daemon = s.start();
+    s.caught_up(&ends, &daemon).await;
+    let got = s.orders().await;
+    let want = shop::expected(&events);
+    assert!(want.len() > 100, "the stream keeps a good share of orders");
+    assert_eq!(got, want);
+}
+
+/// Scenario: kill dash nine six times during a run leaves an exact table.
+pub async fn kill_dash_nine_six_times_during_a_run_leaves_an_exact_table(target: &Target) {
+    let s = Setup::new(
+        target,
+        "crash",
+        8,
+        "batch:\n  max_events: 2000\n  max_wait_ms: 100\n",
+    )
+    .await;
+    let events = shop::generate(50_000, 2_000, 7);
+    let ids = shop::register_schemas(&s.topic).await;
+    let records = shop::records(&ids, &events);
+    // Produce while the daemon is being killed: ten slices, a second apart.
+    let topic = s.topic.clone();
+    let producer = tokio::spawn(async move {
+        let mut ends = HashMap::new();
+        let mut records = records;
+        while !records.is_empty() {
+            let rest = records.split_off(records.len().min(5_000));
+            merge_ends(&mut ends, stack::produce(&topic, records).await);
+            records = rest;
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
+        ends
+    });
+    let mut kills = 0;
+    let mut last_progress = 0i64;
+    let mut daemon = s.start();
+    while kills < 6 {
+        // Wait for progress, then kill at a random moment of the next stretch of work.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let done: i64 = s.checkpoints().await.values().sum();
+            if done > last_progress {
+                last_progress = done;
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no progress\n{}",
+                daemon.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..400))).await;
+        daemon.kill9();
+        kills += 1;
+        daemon = s.start();
+    }
+    let ends = producer.await.unwrap();
+    s.caught_up(&ends, &daemon).await;
+    assert_eq!(ends.values().sum::<i64>(), 50_000);
+    let got = s.orders().await;
+    assert_eq!(got, shop::expected(&events), "after {kills} kills");
+}
+
+/// Scenario: moving the group offsets back does not reapply anything.
+pub async fn moving_the_group_offsets_back_does_not_reapply_anything(target: &Target) {
+    let s = Setup::new(target, "redeliver", 4, "").await;
+    let first = shop::generate(3_000, 300, 11);
+    let mut ends = shop::publish(&s.topic, &first).await;
+    let mut daemon = s.start();
+    s.caught_up(&ends, &daemon).await;
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+    let before = s.orders().await;
+    assert_eq!(before, shop::expected(&first));
+
+    // Behind the daemon's back: the group's committed offsets go back to the start.
+    let group = format!("sinkd-{}", s.pipeline);
+    let zeros: HashMap<i32, i64> = (0..4).map(|p| (p, 0)).collect();
+    stack::commit_group_offsets(&group, &s.topic, &zeros);
+    assert_eq!(stack::group_offsets(&group, &s.topic, 4), zeros);
+
+    let daemon = s.start();
+    // New events after the restart prove the daemon ran; the old ones must not count twice.
+    let second = shop::generate(500, 300, 12);
+    let ids = shop::register_schemas(&s.topic).await;
+    merge_ends(
+        &mut ends,
+        stack::produce(&s.topic, shop::records(&ids, &second)).await,
+    );
+    s.caught_up(&ends, &daemon).await;
+    let all: Vec<_> = first.iter().chain(&second).cloned().collect();
+    assert_eq!(s.orders().await, shop::expected(&all));
+}
+
+/// Scenario: a poisoned record is dead lettered and the rest applied.
+pub async fn a_poisoned_record_is_dead_lettered_and_the_rest_applied(target: &Target) {
+    let s = Setup::new(
+        target,
+        "dlq",
+        1,
+        "on_error: dead_letter\nunknown_events: dead_letter\ndead_letter_topic: {dlq}\n",
+    )
+    .await;
+    let dlq = format!("{}.dlq", s.pipeline);
+    std::fs::write(
+        &s.file,
+        std::fs::read_to_string(&s.file)
+            .unwrap()
+            .replace("{dlq}", &dlq),
+    )
+    .unwrap();
+    stack::create_topic(&dlq, 1).await;
+
+    let events = shop::generate(400, 40, 3);
+    let ids = shop::register_schemas(&s.topic).await;
+    let mut records = shop::records(&ids, &events[..200]);
+    let poison = vec![1u8, 0, 0, 0, 1, 42, 42];
+    records.push(stack::Record {
+        key: b"order-poison".to_vec(),
+        value: Some(poison.clone()),
+        headers: vec![("trace".into(), "abc".into())],
+    });
+    // An event type the pipeline does not declare.
+    let gift = r#"{"type":"record","name":"GiftWrapped","namespace":"com.shop","fields":[{"name":"order_id","type":"string"}]}"#;
+    let gift_id = stack::register(&format!("{}-com.shop.GiftWrapped", s.topic), gift).await;
+    let gift_value = stack::encode(
+        gift_id,
+        &apache_avro::Schema::parse_str(gift).unwrap(),
+        &apache_avro::types::Value::Record(vec![(
+            "order_id".into(),
+            apache_avro::types::Value::String("order-000001".into()),
+        )]),
+    );
+    records.push(stack::Record {
+        key: b"order-000001".to_vec(),
+        value: Some(gift_value.clone()),
+        headers: vec![],
+    });
+    records.extend(shop::records(&ids, &events[200..]));
+    // A tombstone deletes by key.
+    let victim = shop::expected(&events).keys().next().unwrap().clone();
+    records.push(stack::Record {
+        key: victim.clone().into_bytes(),
+        value: None,
+        headers: vec![],
+    });
+    let ends = stack::produce(&s.topic, records).await;
+    let daemon = s.start();
+    s.caught_up(&ends, &daemon).await;
+
+    let mut want = shop::expected(&events);
+    want.remove(&victim);
+    assert_eq!(s.orders().await, want);
+
+    let letters = stack::read_topic(&dlq, 2, Duration::from_secs(30));
+    assert_eq!(letters.len(), 2, "two dead letters");
+    let headers = |m: &rdkafka::message::OwnedMessage| -> HashMap<String, String> {
+        m.headers()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h.key.to_owned(),
+                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                )
+            })
+            .collect()
+    };
+    let letter = &letters[0];
+    assert_eq!(letter.payload(), Some(&poison[..]));
+    assert_eq!(letter.key(), Some(&b"order-poison"[..]));
+    let h = headers(letter);
+    assert_eq!(h["trace"], "abc");
+    assert_eq!(h["sinkd.errors.code"], "wrong_magic");
+    assert_eq!(h["sinkd.errors.class"], "bad_record");
+    assert_eq!(h["sinkd.errors.topic"], s.topic);
+    assert_eq!(h["sinkd.errors.partition"], "0");
+    assert_eq!(h["sinkd.errors.offset"], "200");
+    assert!(h["sinkd.errors.message"].contains("magic byte"));
+    assert_eq!(letters[1].payload(), Some(&gift_value[..]));
+    let h = headers(&letters[1]);
+    assert_eq!(h["sinkd.errors.class"], "unknown_event_type");
+    assert_eq!(h["sinkd.errors.offset"], "201");
+    assert!(h["sinkd.errors.message"].contains("com.shop.GiftWrapped"));
+}
+
+/// Scenario: with the fail policy a poisoned record stops the pipeline and says where.
+pub async fn with_the_fail_policy_a_poisoned_record_stops_the_pipeline_and_says_where(
+    target: &Target,
+) {
+    let s = Setup::new(target, "fail", 1, "").await;
+    let events = shop::generate(100, 10, 5);
+    let ids = shop::register_schemas(&s.topic).await;
+    let mut records = shop::records(&ids, &events[..50]);
+    records.push(stack::Record {
+        key: b"k".to_vec(),
+        value: Some(vec![0, 0, 0]),
+        headers: vec![],
+    });
+    records.extend(shop::records(&ids, &events[50..]));
+    stack::produce(&s.topic, records).await;
+    let mut daemon = s.start();
+    let code = daemon.wait(Duration::from_secs(60));
+    let log = daemon.log();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains(&format!("topic {} partition 0 offset 50", s.topic))
+            && log.contains("shorter than the 5-byte Confluent header"),
+        "{log}"
+    );
+    // Everything before the bad record is applied and checkpointed; nothing after it.
+    assert_eq!(s.checkpoints().await.get(&0), Some(&50));
+    assert_eq!(s.orders().await, shop::expected(&events[..50]));
+}

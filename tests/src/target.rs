@@ -1,0 +1,163 @@
+//! Where a test pipeline writes: the same scenarios run against every sink through this.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use mongodb::bson::{Bson, Document, doc};
+
+use crate::shop::{Expected, OrderRow};
+use crate::stack;
+
+/// The database the MongoDB tests write to.
+pub const MONGO_DATABASE: &str = "sinkd_test";
+
+/// A sink under test.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// The local PostgreSQL.
+    Postgres,
+    /// A MongoDB server at this URL.
+    Mongo(String),
+}
+
+impl Target {
+    /// The local stack's MongoDB replica set.
+    pub fn mongo() -> Target {
+        Target::Mongo(stack::mongo_url())
+    }
+
+    /// The `sink:` section of a pipeline writing to table or collection `name`.
+    pub fn sink_yaml(&self, name: &str) -> String {
+        match self {
+            Target::Postgres => format!(
+                "sink:\n  postgres:\n    url: ${{POSTGRES_URL:-{}}}\n    table: {name}\n",
+                stack::postgres_url()
+            ),
+            Target::Mongo(url) => format!(
+                "sink:\n  mongodb:\n    url: \"{url}\"\n    database: {MONGO_DATABASE}\n    collection: {name}\n"
+            ),
+        }
+    }
+
+    async fn mongo_db(url: &str) -> mongodb::Database {
+        mongodb::Client::with_uri_str(url)
+            .await
+            .expect("MongoDB URL")
+            .database(MONGO_DATABASE)
+    }
+
+    /// The orders read model as the sink holds it.
+    pub async fn read_orders(&self, name: &str) -> Expected {
+        match self {
+            Target::Postgres => stack::read_orders(&stack::pg().await, name).await,
+            Target::Mongo(url) => {
+                let docs: Vec<Document> = Self::mongo_db(url)
+                    .await
+                    .collection::<Document>(name)
+                    .find(doc! {})
+                    .await
+                    .expect("find")
+                    .try_collect()
+                    .await
+                    .expect("documents");
+                let text = |d: &Document, k: &str| d.get_str(k).ok().map(str::to_owned);
+                let int = |d: &Document, k: &str| match d.get(k) {
+                    Some(Bson::Int32(i)) => Some(*i as i64),
+                    Some(Bson::Int64(i)) => Some(*i),
+                    _ => None,
+                };
+                docs.iter()
+                    .map(|d| {
+                        (
+                            d.get_str("_id").expect("string _id").to_owned(),
+                            OrderRow {
+                                customer: text(d, "customer"),
+                                status: text(d, "status"),
+                                note: text(d, "note"),
+                                address: text(d, "address"),
+                                item_count: int(d, "item_count"),
+                                total_cents: int(d, "total_cents"),
+                            },
+                        )
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The pipeline's checkpoint: partition → next offset.
+    pub async fn checkpoints(&self, pipeline: &str) -> HashMap<i32, i64> {
+        match self {
+            Target::Postgres => stack::checkpoints(&stack::pg().await, pipeline).await,
+            Target::Mongo(url) => {
+                let Ok(cursor) = Self::mongo_db(url)
+                    .await
+                    .collection::<Document>("sinkd_offsets")
+                    .find(doc! { "_id.pipeline": pipeline })
+                    .await
+                else {
+                    return HashMap::new();
+                };
+                let docs: Vec<Document> = cursor.try_collect().await.unwrap_or_default();
+                docs.iter()
+                    .filter_map(|d| {
+                        let p = d.get_document("_id").ok()?.get_i32("partition").ok()?;
+                        Some((p, d.get_i64("next").ok()?))
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Waits until the pipeline's checkpoint reaches `ends` on every partition.
+    pub async fn wait_caught_up(
+        &self,
+        pipeline: &str,
+        ends: &HashMap<i32, i64>,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            let stored = self.checkpoints(pipeline).await;
+            if ends.iter().all(|(p, end)| stored.get(p) == Some(end)) {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(format!(
+                    "not caught up after {timeout:?}: stored {stored:?}, want {ends:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The `counter` field/column of key `key` in `name` (for the conformance scenarios).
+    pub async fn counter(&self, name: &str, key: &str) -> Option<i64> {
+        match self {
+            Target::Postgres => stack::pg()
+                .await
+                .query_opt(
+                    &format!("SELECT counter FROM \"{name}\" WHERE id = $1"),
+                    &[&key],
+                )
+                .await
+                .ok()
+                .flatten()
+                .and_then(|r| r.get::<_, Option<i64>>(0)),
+            Target::Mongo(url) => {
+                let d = Self::mongo_db(url)
+                    .await
+                    .collection::<Document>(name)
+                    .find_one(doc! { "_id": key })
+                    .await
+                    .ok()??;
+                match d.get("counter") {
+                    Some(Bson::Int64(i)) => Some(*i),
+                    Some(Bson::Int32(i)) => Some(*i as i64),
+                    _ => None,
+                }
+            }
+        }
+    }
+}
