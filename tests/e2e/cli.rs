@@ -20,19 +20,18 @@ fn validate(dir: &Workdir, yaml: &str, env: &[(&str, &str)]) -> (bool, String) {
 }
 
 #[test]
-fn the_example_pipeline_is_valid() {
-    let out = Command::new(binary())
-        .args([
-            "validate",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../config/pipelines"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn the_example_pipelines_are_valid() {
+    for dir in ["/../config/pipelines", "/../config/examples"] {
+        let out = Command::new(binary())
+            .args(["validate", &format!("{}{dir}", env!("CARGO_MANIFEST_DIR"))])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{dir}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]

@@ -146,3 +146,56 @@ async fn a_standalone_server_gets_the_exact_result_after_kills_and_redelivery() 
         "a full replay changed nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_document_the_validator_rejects_is_dead_lettered_and_the_rest_applied() {
+    let target = Target::mongo();
+    let s = Setup::new(
+        &target,
+        "validate",
+        2,
+        "on_error: dead_letter\ndead_letter_topic: {dlq}\n",
+    )
+    .await;
+    let dlq = s.with_dead_letter_topic().await;
+    let events = shop::generate(1_000, 100, 21);
+    // A customer placed exactly once whose document survives: the validator refuses it.
+    let customer_of = |e: &shop::ShopEvent| match &e.value {
+        apache_avro::types::Value::Record(f) => match &f[1].1 {
+            apache_avro::types::Value::String(c) => c.clone(),
+            _ => unreachable!(),
+        },
+        _ => unreachable!(),
+    };
+    let placed: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind == shop::Kind::Placed)
+        .map(customer_of)
+        .collect();
+    let banned = shop::expected(&events)
+        .values()
+        .filter_map(|r| r.customer.clone())
+        .find(|c| placed.iter().filter(|p| *p == c).count() == 1)
+        .expect("a surviving customer placed once");
+    let client = mongodb::Client::with_uri_str(stack::mongo_url())
+        .await
+        .unwrap();
+    client
+        .database(sinkd_tests::target::MONGO_DATABASE)
+        .create_collection(&s.table)
+        .validator(mongodb::bson::doc! { "customer": { "$ne": &banned } })
+        .await
+        .unwrap();
+    let ends = shop::publish(&s.topic, &events).await;
+    let daemon = s.start();
+    s.caught_up(&ends, &daemon).await;
+    let kept: Vec<_> = events
+        .iter()
+        .filter(|e| !(e.kind == shop::Kind::Placed && customer_of(e) == banned))
+        .cloned()
+        .collect();
+    assert_eq!(kept.len(), events.len() - 1);
+    assert_eq!(s.orders().await, shop::expected(&kept));
+    let letters = stack::read_topic(&dlq, 1, Duration::from_secs(30));
+    assert_eq!(letters.len(), 1, "{}", daemon.log());
+}

@@ -5,6 +5,7 @@
 //! so at start-up, writes the statements and then the checkpoint, and relies on the
 //! per-document guards, so a crash between the two or a redelivery re-applies nothing.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,14 +13,14 @@ use async_trait::async_trait;
 use mongodb::bson::{Document, doc};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, ClientSession, Database};
-use sinkd_core::batch::Entry;
+use sinkd_core::batch::{Compacted, Entry};
 use sinkd_core::config::{MongoSinkConfig, redact_url};
 use sinkd_core::error::SinkError;
 use sinkd_core::sink::{CheckpointAdvance, CheckpointReader, Sink};
 use tracing::{debug, info, warn};
 
 use crate::checkpoint::{self, MongoCheckpointReader, run, write_errors};
-use crate::statements::{CHUNK, for_batch};
+use crate::statements::{CHUNK, statement};
 use crate::{classify, classify_code, codes};
 
 /// A MongoDB collection as a read model.
@@ -57,27 +58,31 @@ impl MongoSink {
             .database(&self.cfg.database)
     }
 
-    /// Sends statements in chunks; returns the indexes of duplicate-key failures, and
-    /// fails on any other write error.
+    /// Sends the statements of `entries` in chunks, skipping those in `skip`; returns the
+    /// indexes (into `entries`) of duplicate-key failures, and fails on any other write
+    /// error.
     async fn send(
         &self,
         db: &Database,
         kind: &str,
         field: &str,
-        statements: &[Document],
+        entries: &[&Entry],
+        skip: &HashSet<usize>,
         mut session: Option<&mut ClientSession>,
     ) -> Result<Vec<usize>, SinkError> {
+        let live: Vec<usize> = (0..entries.len()).filter(|i| !skip.contains(i)).collect();
         let mut duplicates = Vec::new();
-        for (c, chunk) in statements.chunks(CHUNK).enumerate() {
+        for chunk in live.chunks(CHUNK) {
+            let statements: Vec<Document> = chunk.iter().map(|&i| statement(entries[i])).collect();
             let reply = run(
                 db,
-                doc! { kind: &self.cfg.collection, field: chunk, "ordered": false },
+                doc! { kind: &self.cfg.collection, field: statements, "ordered": false },
                 session.as_deref_mut(),
             )
             .await?;
             for e in write_errors(&reply) {
                 if e.code == codes::DUPLICATE_KEY {
-                    duplicates.push(c * CHUNK + e.index);
+                    duplicates.push(chunk[e.index.min(chunk.len() - 1)]);
                 } else {
                     return Err(classify_code(e.code, &e.message));
                 }
@@ -88,15 +93,20 @@ impl MongoSink {
 
     async fn attempt(
         &self,
-        updates: &[Document],
-        deletes: &[Document],
+        updates: &[&Entry],
+        deletes: &[&Entry],
+        stale: &HashSet<usize>,
         advances: &[CheckpointAdvance],
     ) -> Result<Attempt, SinkError> {
+        let none = HashSet::new();
         let db = self.db();
         let client = self.client.as_ref().expect("opened");
         if !self.transactions {
-            let duplicates = self.send(&db, "update", "updates", updates, None).await?;
-            self.send(&db, "delete", "deletes", deletes, None).await?;
+            let duplicates = self
+                .send(&db, "update", "updates", updates, stale, None)
+                .await?;
+            self.send(&db, "delete", "deletes", deletes, &none, None)
+                .await?;
             if !duplicates.is_empty() {
                 return Ok(Attempt::DuplicateKeys(duplicates));
             }
@@ -110,12 +120,12 @@ impl MongoSink {
             .map_err(|e| classify(&e))?;
         let result = async {
             let duplicates = self
-                .send(&db, "update", "updates", updates, Some(&mut session))
+                .send(&db, "update", "updates", updates, stale, Some(&mut session))
                 .await?;
             if !duplicates.is_empty() {
                 return Ok(Attempt::DuplicateKeys(duplicates));
             }
-            self.send(&db, "delete", "deletes", deletes, Some(&mut session))
+            self.send(&db, "delete", "deletes", deletes, &none, Some(&mut session))
                 .await?;
             checkpoint::advance(
                 &db,
@@ -188,24 +198,24 @@ impl Sink for MongoSink {
         if self.client.is_none() {
             self.open().await?;
         }
-        let (mut updates, deletes) = for_batch(entries);
-        // Statements that already lost a duplicate-key race once.
-        let mut raced: Vec<Document> = Vec::new();
+        let (deletes, updates): (Vec<&Entry>, Vec<&Entry>) = entries
+            .iter()
+            .partition(|e| matches!(e.op, Compacted::Delete));
+        // Statements that lost a duplicate-key race once, and those found stale after a
+        // second loss.
+        let mut raced: HashSet<usize> = HashSet::new();
+        let mut stale: HashSet<usize> = HashSet::new();
         loop {
-            match self.attempt(&updates, &deletes, advances).await? {
+            match self.attempt(&updates, &deletes, &stale, advances).await? {
                 Attempt::Done => return Ok(()),
                 Attempt::DuplicateKeys(indexes) => {
-                    let failed: Vec<Document> = indexes
-                        .iter()
-                        .filter_map(|&i| updates.get(i).cloned())
-                        .collect();
-                    let (stale, first): (Vec<Document>, Vec<Document>) =
-                        failed.into_iter().partition(|d| raced.contains(d));
-                    if !stale.is_empty() {
-                        warn!(pipeline = %self.pipeline, count = stale.len(),
+                    let (again, first): (Vec<usize>, Vec<usize>) =
+                        indexes.into_iter().partition(|i| raced.contains(i));
+                    if !again.is_empty() {
+                        warn!(pipeline = %self.pipeline, count = again.len(),
                               "duplicate key again: another writer inserted these keys with newer \
                                events; treated as stale");
-                        updates.retain(|u| !stale.contains(u));
+                        stale.extend(again);
                     }
                     if !first.is_empty() {
                         debug!(pipeline = %self.pipeline, count = first.len(),

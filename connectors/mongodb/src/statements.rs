@@ -61,62 +61,65 @@ fn literal(v: Bson) -> Document {
     doc! { "$literal": v }
 }
 
-/// Update statements (with upsert) for every replace and patch of the batch, and delete
-/// statements for every delete, in entry order.
-pub fn for_batch(entries: &[Entry]) -> (Vec<Document>, Vec<Document>) {
-    let mut updates = Vec::new();
-    let mut deletes = Vec::new();
-    for e in entries {
-        let id = key_id(&e.key);
-        let newer = newer(e);
-        match &e.op {
-            Compacted::Delete => deletes.push(doc! {
-                "q": { "_id": id, "$expr": newer },
-                "limit": 1,
-            }),
-            Compacted::Replace(cells) => {
-                let mut replacement = doc! { "_id": id.clone() };
-                for c in cells.iter().filter(|c| &*c.column != "_id") {
-                    replacement.insert(c.column.to_string(), to_bson(&c.value, c.ty));
-                }
-                replacement.insert(GUARD, position(e));
-                updates.push(doc! {
-                    "q": { "_id": id },
-                    "u": [ { "$replaceWith": { "$cond": [ newer, literal(replacement.into()), "$$ROOT" ] } } ],
-                    "upsert": true,
-                });
+/// The field a patch pipeline computes first, so the guard is evaluated once per document.
+const NEWER_FIELD: &str = "_sinkd_newer";
+
+/// The statement of one entry: a `delete` statement for a delete, an `update` statement
+/// (with upsert) for a replace or a patch. Built per chunk just before sending, so a
+/// batch's statements never all sit in memory at once.
+pub fn statement(e: &Entry) -> Document {
+    let id = key_id(&e.key);
+    match &e.op {
+        Compacted::Delete => doc! {
+            "q": { "_id": id, "$expr": newer(e) },
+            "limit": 1,
+        },
+        Compacted::Replace(cells) => {
+            let mut replacement = doc! { "_id": id.clone() };
+            for c in cells.iter().filter(|c| &*c.column != "_id") {
+                replacement.insert(c.column.to_string(), to_bson(&c.value, c.ty));
             }
-            Compacted::Patch { set, inc } => {
-                let mut stage = Document::new();
-                for c in set.iter().filter(|c| &*c.column != "_id") {
-                    let current = format!("${}", c.column);
-                    stage.insert(
-                        c.column.to_string(),
-                        doc! { "$cond": [ newer.clone(), literal(to_bson(&c.value, c.ty)), current ] },
-                    );
-                }
-                for c in inc.iter().filter(|c| &*c.column != "_id") {
-                    let current = format!("${}", c.column);
-                    stage.insert(
-                        c.column.to_string(),
-                        doc! { "$cond": [
-                            newer.clone(),
-                            { "$add": [ { "$ifNull": [ current.clone(), 0 ] }, literal(to_bson(&c.value, c.ty)) ] },
-                            current,
-                        ] },
-                    );
-                }
+            replacement.insert(GUARD, position(e));
+            doc! {
+                "q": { "_id": id },
+                "u": [ { "$replaceWith": { "$cond": [ newer(e), literal(replacement.into()), "$$ROOT" ] } } ],
+                "upsert": true,
+            }
+        }
+        Compacted::Patch { set, inc } => {
+            let flag = format!("${NEWER_FIELD}");
+            let mut stage = Document::new();
+            for c in set.iter().filter(|c| &*c.column != "_id") {
+                let current = format!("${}", c.column);
                 stage.insert(
-                    GUARD,
-                    doc! { "$cond": [ newer, literal(position(e).into()), "$_sinkd" ] },
+                    c.column.to_string(),
+                    doc! { "$cond": [ &flag, literal(to_bson(&c.value, c.ty)), current ] },
                 );
-                updates.push(doc! {
-                    "q": { "_id": id },
-                    "u": [ { "$set": stage } ],
-                    "upsert": true,
-                });
+            }
+            for c in inc.iter().filter(|c| &*c.column != "_id") {
+                let current = format!("${}", c.column);
+                stage.insert(
+                    c.column.to_string(),
+                    doc! { "$cond": [
+                        &flag,
+                        { "$add": [ { "$ifNull": [ current.clone(), 0 ] }, literal(to_bson(&c.value, c.ty)) ] },
+                        current,
+                    ] },
+                );
+            }
+            stage.insert(
+                GUARD,
+                doc! { "$cond": [ &flag, literal(position(e).into()), "$_sinkd" ] },
+            );
+            doc! {
+                "q": { "_id": id },
+                "u": [
+                    { "$set": { NEWER_FIELD: newer(e) } },
+                    { "$set": stage },
+                    { "$unset": NEWER_FIELD },
+                ],
+                "upsert": true,
             }
         }
     }
-    (updates, deletes)
 }

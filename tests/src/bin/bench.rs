@@ -1,12 +1,14 @@
-//! The PostgreSQL benchmark: 1M shop events (~200 bytes, 100k keys, 8 partitions) through
-//! the real `sinkd` binary into PostgreSQL, beside a COPY of the same final rows into an
-//! empty table on the same server. Run it with `./bench` (release build, durable server).
+//! The sink benchmark: 1M shop events (~200 bytes, 100k keys, 8 partitions) through the
+//! real `sinkd` binary into a sink, beside the fastest plain load of the same final rows on
+//! the same server: COPY into an empty table for PostgreSQL, an unordered bulk upsert
+//! through the driver for MongoDB. Run it with `./bench [--sink mongodb]` (release build).
 
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use futures::{SinkExt, StreamExt};
+use futures::{SinkExt, StreamExt, TryStreamExt};
 use sinkd_tests::daemon::{Daemon, Workdir};
+use sinkd_tests::target::{MONGO_DATABASE, Target};
 use sinkd_tests::{shop, stack};
 
 #[derive(Parser)]
@@ -26,6 +28,12 @@ struct Args {
     /// Events per batch (sink transaction).
     #[arg(long, default_value_t = 5_000)]
     batch: usize,
+    /// librdkafka `queued.max.messages.kbytes` (prefetch bound), when set.
+    #[arg(long)]
+    queue_kb: Option<u32>,
+    /// The sink: postgres or mongodb.
+    #[arg(long, default_value = "postgres")]
+    sink: String,
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
@@ -39,9 +47,22 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// What the plain load of the final rows measured.
+struct Baseline {
+    what: &'static str,
+    rows: u64,
+    secs: f64,
+    server: String,
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    let target = match args.sink.as_str() {
+        "postgres" => Target::Postgres,
+        "mongodb" => Target::mongo(),
+        other => panic!("unknown sink {other}: postgres or mongodb"),
+    };
     let name = stack::unique("bench");
     let topic = format!("{name}.orders");
     stack::create_topic(&topic, args.partitions).await;
@@ -63,16 +84,22 @@ async fn main() {
 
     let dir = Workdir::new(&name);
     let extra = format!("batch:\n  max_events: {}\n  max_wait_ms: 200\n", args.batch);
-    let file = dir.file(
-        "pipeline.yaml",
-        &shop::pipeline_yaml(&name, &topic, &name, &extra),
-    );
-    let pg = stack::pg().await;
-    eprintln!("running sinkd…");
+    let mut yaml = shop::pipeline_yaml_to(&name, &topic, &target.sink_yaml(&name), &extra);
+    if let Some(kb) = args.queue_kb {
+        yaml = yaml.replace(
+            "      heartbeat.interval.ms: \"500\"\n",
+            &format!(
+                "      heartbeat.interval.ms: \"500\"\n      queued.max.messages.kbytes: \"{kb}\"\n"
+            ),
+        );
+    }
+    let file = dir.file("pipeline.yaml", &yaml);
+    eprintln!("running sinkd into {}…", args.sink);
     let start = Instant::now();
     let mut daemon = Daemon::start(&file, &dir.0.join("sinkd.log"));
     let pid = daemon.pid();
-    stack::wait_caught_up(&pg, &name, &ends, Duration::from_secs(1800))
+    target
+        .wait_caught_up(&name, &ends, Duration::from_secs(1800))
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
     let sinkd_secs = start.elapsed().as_secs_f64();
@@ -81,11 +108,51 @@ async fn main() {
     let kept_log = std::env::temp_dir().join("sinkd-bench.log");
     let _ = std::fs::copy(dir.0.join("sinkd.log"), &kept_log);
 
-    let got = stack::read_orders(&pg, &name).await;
-    let want = shop::expected(&events);
-    let exact = got == want;
+    let got = target.read_orders(&name).await;
+    let exact = got == shop::expected(&events);
+    let baseline = match &target {
+        Target::Postgres => copy_rows(&name).await,
+        Target::Mongo(url) => bulk_upsert(url, &name).await,
+    };
 
-    // COPY the same final rows into an empty table of the same shape.
+    let sinkd_rate = args.events as f64 / sinkd_secs;
+    let baseline_rate = baseline.rows as f64 / baseline.secs;
+    println!();
+    println!("| measure ({}) | value |", args.sink);
+    println!("|---|---|");
+    println!("| events (avg value bytes) | {} ({avg}) |", args.events);
+    println!(
+        "| keys / partitions / batch | {} / {} / {} |",
+        args.keys, args.partitions, args.batch
+    );
+    println!(
+        "| produce rate (broker, for context) | {:.0} events/s |",
+        args.events as f64 / produce_secs
+    );
+    println!(
+        "| **sinkd end to end** | **{sinkd_rate:.0} events/s** ({sinkd_secs:.1} s, incl. group join) |"
+    );
+    println!("| sinkd peak RSS | {:.1} MiB |", rss as f64 / 1024.0);
+    println!("| final rows (exact: {exact}) | {} |", got.len());
+    println!(
+        "| {} of the final rows | {baseline_rate:.0} rows/s ({} in {:.2} s) |",
+        baseline.what, baseline.rows, baseline.secs
+    );
+    println!(
+        "| sinkd events/s ÷ baseline rows/s | {:.2} |",
+        sinkd_rate / baseline_rate
+    );
+    println!("| server | {} |", baseline.server);
+    println!("\nsinkd's log: {}", kept_log.display());
+    if !exact {
+        eprintln!("the read model differs from the expected state");
+        std::process::exit(1);
+    }
+}
+
+/// COPY of the sink table's rows into an empty table of the same shape.
+async fn copy_rows(name: &str) -> Baseline {
+    let pg = stack::pg().await;
     let copy_table = format!("{name}_copy");
     pg.batch_execute(&format!(
         "CREATE TABLE \"{copy_table}\" (LIKE \"{name}\" INCLUDING ALL)"
@@ -101,7 +168,7 @@ async fn main() {
     while let Some(chunk) = out.next().await {
         dump.push(chunk.expect("chunk"));
     }
-    let copy_start = Instant::now();
+    let start = Instant::now();
     let sink = pg
         .copy_in::<_, bytes::Bytes>(&format!("COPY \"{copy_table}\" FROM STDIN (FORMAT binary)"))
         .await
@@ -110,41 +177,63 @@ async fn main() {
     for chunk in dump {
         sink.send(chunk).await.expect("send");
     }
-    let copied = sink.finish().await.expect("copy finished");
-    let copy_secs = copy_start.elapsed().as_secs_f64();
-
+    let rows = sink.finish().await.expect("copy finished");
+    let secs = start.elapsed().as_secs_f64();
     let fsync: String = pg.query_one("SHOW fsync", &[]).await.unwrap().get(0);
-    println!();
-    println!("| measure | value |");
-    println!("|---|---|");
-    println!("| events (avg value bytes) | {} ({avg}) |", args.events);
-    println!(
-        "| keys / partitions / batch | {} / {} / {} |",
-        args.keys, args.partitions, args.batch
-    );
-    println!(
-        "| produce rate (broker, for context) | {:.0} events/s |",
-        args.events as f64 / produce_secs
-    );
-    println!(
-        "| **sinkd end to end** | **{:.0} events/s** ({sinkd_secs:.1} s, incl. group join) |",
-        args.events as f64 / sinkd_secs
-    );
-    println!("| sinkd peak RSS | {:.1} MiB |", rss as f64 / 1024.0);
-    println!("| final rows (table exact: {exact}) | {} |", got.len());
-    println!(
-        "| COPY of the final rows into an empty table | {:.0} rows/s ({copied} rows in {copy_secs:.2} s) |",
-        copied as f64 / copy_secs
-    );
-    println!("| PostgreSQL fsync | {fsync} |");
-    println!("\nsinkd's log: {}", kept_log.display());
-    if !exact {
-        eprintln!("the table differs from the expected state");
-        std::process::exit(1);
-    }
     pg.batch_execute(&format!(
         "DROP TABLE \"{name}\"; DROP TABLE \"{copy_table}\""
     ))
     .await
     .ok();
+    Baseline {
+        what: "COPY into an empty table",
+        rows,
+        secs,
+        server: format!("PostgreSQL 15, fsync {fsync}"),
+    }
+}
+
+/// The same final documents upserted into an empty collection with unordered `update`
+/// commands of 1,000 statements through the driver (what a hand-written loader does).
+async fn bulk_upsert(url: &str, name: &str) -> Baseline {
+    use mongodb::bson::{Document, doc};
+    let client = mongodb::Client::with_uri_str(url).await.expect("client");
+    let db = client.database(MONGO_DATABASE);
+    let docs: Vec<Document> = db
+        .collection::<Document>(name)
+        .find(doc! {})
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("docs");
+    let copy = format!("{name}_bulk");
+    let start = Instant::now();
+    for chunk in docs.chunks(1_000) {
+        let updates: Vec<Document> = chunk
+            .iter()
+            .map(|d| doc! { "q": { "_id": d.get("_id").unwrap().clone() }, "u": d.clone(), "upsert": true })
+            .collect();
+        let reply = db
+            .run_command(doc! { "update": &copy, "updates": updates, "ordered": false })
+            .await
+            .expect("bulk upsert");
+        assert!(!reply.contains_key("writeErrors"), "{reply}");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let version = client
+        .database("admin")
+        .run_command(doc! { "buildInfo": 1 })
+        .await
+        .ok()
+        .and_then(|b| b.get_str("version").ok().map(str::to_owned))
+        .unwrap_or_default();
+    let _ = db.collection::<Document>(name).drop().await;
+    let _ = db.collection::<Document>(&copy).drop().await;
+    Baseline {
+        what: "unordered bulk upsert (driver)",
+        rows: docs.len() as u64,
+        secs,
+        server: format!("mongod {version}, replica set, data on /dev/shm"),
+    }
 }
