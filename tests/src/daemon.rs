@@ -54,8 +54,14 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `sinkd run --config <config>`, logging to `<log>`.
+    /// Starts `sinkd run --config <config>`, logging to `<log>`, with its HTTP API on an
+    /// ephemeral port (tests run many daemons at once).
     pub fn start(config: &Path, log: &Path) -> Daemon {
+        Daemon::start_listening(config, log, "127.0.0.1:0")
+    }
+
+    /// Like [`Daemon::start`], with the HTTP API on `listen`.
+    pub fn start_listening(config: &Path, log: &Path, listen: &str) -> Daemon {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -65,6 +71,7 @@ impl Daemon {
             .arg("run")
             .arg("--config")
             .arg(config)
+            .args(["--listen", listen])
             .env(
                 "RUST_LOG",
                 std::env::var("SINKD_TEST_LOG").unwrap_or_else(|_| "info".into()),

@@ -37,6 +37,9 @@ impl Setup {
         let topic = format!("{pipeline}.orders");
         let table = pipeline.clone();
         stack::create_topic(&topic, partitions).await;
+        if let Target::Tantivy(base) = target {
+            std::fs::create_dir_all(base).expect("index base folder");
+        }
         let dir = Workdir::new(&pipeline);
         let file = dir.file(
             "pipeline.yaml",

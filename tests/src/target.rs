@@ -12,6 +12,17 @@ use crate::stack;
 /// The database the MongoDB tests write to.
 pub const MONGO_DATABASE: &str = "sinkd_test";
 
+/// The shop's index fields.
+pub const TANTIVY_FIELDS: &str = "      - { name: order_id, type: string }
+      - { name: customer, type: text }
+      - { name: status, type: string, fast: true }
+      - { name: note, type: text, tokenizer: en_stem }
+      - { name: address, type: text }
+      - { name: item_count, type: i64, fast: true }
+      - { name: total_cents, type: i64, fast: true }
+      - { name: placed_at, type: date, fast: true }
+";
+
 /// A sink under test.
 #[derive(Clone, Debug)]
 pub enum Target {
@@ -19,6 +30,8 @@ pub enum Target {
     Postgres,
     /// A MongoDB server at this URL.
     Mongo(String),
+    /// Tantivy indexes under this folder (one directory per pipeline).
+    Tantivy(std::path::PathBuf),
 }
 
 impl Target {
@@ -37,6 +50,11 @@ impl Target {
             Target::Mongo(url) => format!(
                 "sink:\n  mongodb:\n    url: \"{url}\"\n    database: {MONGO_DATABASE}\n    collection: {name}\n"
             ),
+            Target::Tantivy(base) => format!(
+                "sink:\n  tantivy:\n    path: {}\n    key: order_id\n    fields:\n{}",
+                base.join(name).display(),
+                TANTIVY_FIELDS
+            ),
         }
     }
 
@@ -50,6 +68,7 @@ impl Target {
     /// The orders read model as the sink holds it.
     pub async fn read_orders(&self, name: &str) -> Expected {
         match self {
+            Target::Tantivy(base) => read_index(&base.join(name)),
             Target::Postgres => stack::read_orders(&stack::pg().await, name).await,
             Target::Mongo(url) => {
                 let docs: Vec<Document> = Self::mongo_db(url)
@@ -89,6 +108,20 @@ impl Target {
     /// The pipeline's checkpoint: partition → next offset.
     pub async fn checkpoints(&self, pipeline: &str) -> HashMap<i32, i64> {
         match self {
+            Target::Tantivy(base) => {
+                let dir = base.join(pipeline);
+                if !dir.join("meta.json").exists() {
+                    return HashMap::new();
+                }
+                let Ok(index) = tantivy::Index::open_in_dir(&dir) else {
+                    return HashMap::new();
+                };
+                sinkd_tantivy::checkpoint::read(&index, pipeline)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|((_, p), n)| (p, n))
+                    .collect()
+            }
             Target::Postgres => stack::checkpoints(&stack::pg().await, pipeline).await,
             Target::Mongo(url) => {
                 let Ok(cursor) = Self::mongo_db(url)
@@ -135,6 +168,27 @@ impl Target {
     /// The `counter` field/column of key `key` in `name` (for the conformance scenarios).
     pub async fn counter(&self, name: &str, key: &str) -> Option<i64> {
         match self {
+            Target::Tantivy(base) => {
+                use tantivy::collector::TopDocs;
+                use tantivy::query::TermQuery;
+                use tantivy::schema::{IndexRecordOption, Value};
+                let index = tantivy::Index::open_in_dir(base.join(name)).ok()?;
+                let schema = index.schema();
+                let (id, counter) = (
+                    schema.get_field("id").ok()?,
+                    schema.get_field("counter").ok()?,
+                );
+                let searcher = index.reader().ok()?.searcher();
+                let query = TermQuery::new(
+                    tantivy::Term::from_field_text(id, key),
+                    IndexRecordOption::Basic,
+                );
+                let top = searcher
+                    .search(&query, &TopDocs::with_limit(1).order_by_score())
+                    .ok()?;
+                let doc: tantivy::TantivyDocument = searcher.doc(top.first()?.1).ok()?;
+                doc.get_first(counter).and_then(|v| v.as_i64())
+            }
             Target::Postgres => stack::pg()
                 .await
                 .query_opt(
@@ -160,4 +214,43 @@ impl Target {
             }
         }
     }
+}
+
+/// Every document of a shop index, opened read-only as an application in the same pod
+/// would.
+fn read_index(dir: &std::path::Path) -> Expected {
+    use tantivy::collector::DocSetCollector;
+    use tantivy::query::AllQuery;
+    use tantivy::schema::Value;
+    let index = tantivy::Index::open_in_dir(dir).expect("index");
+    let schema = index.schema();
+    let reader = index.reader().expect("reader");
+    let searcher = reader.searcher();
+    let field = |n: &str| schema.get_field(n).expect("field");
+    let mut out = Expected::new();
+    for address in searcher
+        .search(&AllQuery, &DocSetCollector)
+        .expect("all docs")
+    {
+        let doc: tantivy::TantivyDocument = searcher.doc(address).expect("doc");
+        let text = |n: &str| {
+            doc.get_first(field(n))
+                .and_then(|v| v.as_str().map(str::to_owned))
+        };
+        let int = |n: &str| doc.get_first(field(n)).and_then(|v| v.as_i64());
+        let key = text("order_id").expect("key");
+        let row = OrderRow {
+            customer: text("customer"),
+            status: text("status"),
+            note: text("note"),
+            address: text("address"),
+            item_count: int("item_count"),
+            total_cents: int("total_cents"),
+        };
+        assert!(
+            out.insert(key.clone(), row).is_none(),
+            "two documents for key {key}"
+        );
+    }
+    out
 }

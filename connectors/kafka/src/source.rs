@@ -200,7 +200,8 @@ impl KafkaSource {
         let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
         // Replica mode assigns every partition itself, on the polling thread (loading
         // checkpoints blocks, which must not happen on the async runtime).
-        let replica_partitions = match cfg.mode {
+        let mode = cfg.mode.unwrap_or(SourceMode::Shared);
+        let replica_partitions = match mode {
             SourceMode::Shared => {
                 consumer
                     .subscribe(&topics)
@@ -209,7 +210,7 @@ impl KafkaSource {
             }
             SourceMode::Replica => Some(all_partitions(&consumer, &cfg.topics)?),
         };
-        info!(pipeline, group_id, mode = ?cfg.mode, topics = ?cfg.topics, "Kafka source started");
+        info!(pipeline, group_id, mode = ?mode, topics = ?cfg.topics, "Kafka source started");
         let thread = {
             let consumer = consumer.clone();
             let stop = stop.clone();
@@ -235,7 +236,7 @@ impl KafkaSource {
             rx,
             stop,
             thread: Some(thread),
-            advisory_commits: cfg.mode == SourceMode::Shared,
+            advisory_commits: mode == SourceMode::Shared,
         })
     }
 }

@@ -3,6 +3,7 @@
 //! - `sinkd run --config PATH…`: runs every pipeline found in the files or folders.
 //! - `sinkd validate FILE…`: checks pipeline files without connecting to anything.
 
+mod http;
 mod wiring;
 
 use std::path::PathBuf;
@@ -40,6 +41,9 @@ enum Command {
         /// A pipeline file or a folder of `*.yaml` files; repeatable.
         #[arg(long = "config", short = 'c', required = true, env = "SINKD_CONFIG")]
         config: Vec<PathBuf>,
+        /// Address of the HTTP API (health, search).
+        #[arg(long, env = "SINKD_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
     },
     /// Check pipeline files (syntax, unknown keys, variables, consistency) without I/O.
     Validate {
@@ -62,7 +66,7 @@ fn main() -> ExitCode {
             }
             Err(errors) => report(&errors),
         },
-        Command::Run { config } => {
+        Command::Run { config, listen } => {
             let pipelines = match load_paths(&config) {
                 Ok(p) => p,
                 Err(errors) => return report(&errors),
@@ -71,7 +75,7 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            runtime.block_on(run(pipelines))
+            runtime.block_on(run(pipelines, listen))
         }
     }
 }
@@ -83,20 +87,39 @@ fn report(errors: &[ConfigError]) -> ExitCode {
     ExitCode::from(2)
 }
 
-async fn run(pipelines: Vec<sinkd_core::config::LoadedPipeline>) -> ExitCode {
+async fn run(pipelines: Vec<sinkd_core::config::LoadedPipeline>, listen: String) -> ExitCode {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    let mut searches = std::collections::HashMap::new();
     for loaded in pipelines {
         let name = loaded.pipeline.name.clone();
         match wiring::build(&loaded.pipeline) {
-            Ok(pipeline) => {
+            Ok(built) => {
+                if let Some(search) = built.search {
+                    searches.insert(name.clone(), search);
+                }
                 let stop = stop_rx.clone();
-                tasks.push((name, tokio::spawn(pipeline.run(stop))));
+                tasks.push((name, tokio::spawn(built.pipeline.run(stop))));
             }
             Err(e) => {
                 error!(pipeline = %name, file = %loaded.path.display(), error = %e, "cannot start the pipeline");
                 return ExitCode::from(2);
             }
+        }
+    }
+    match tokio::net::TcpListener::bind(&listen).await {
+        Ok(listener) => {
+            info!(%listen, "HTTP API listening");
+            let app = http::router(std::sync::Arc::new(searches));
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    error!(error = %e, "HTTP API stopped");
+                }
+            });
+        }
+        Err(e) => {
+            error!(%listen, error = %e, "cannot listen for the HTTP API (set --listen / SINKD_LISTEN)");
+            return ExitCode::from(2);
         }
     }
     tokio::spawn(async move {

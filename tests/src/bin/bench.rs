@@ -31,7 +31,7 @@ struct Args {
     /// librdkafka `queued.max.messages.kbytes` (prefetch bound), when set.
     #[arg(long)]
     queue_kb: Option<u32>,
-    /// The sink: postgres or mongodb.
+    /// The sink: postgres, mongodb or tantivy.
     #[arg(long, default_value = "postgres")]
     sink: String,
 }
@@ -61,8 +61,12 @@ async fn main() {
     let target = match args.sink.as_str() {
         "postgres" => Target::Postgres,
         "mongodb" => Target::mongo(),
-        other => panic!("unknown sink {other}: postgres or mongodb"),
+        "tantivy" => Target::Tantivy(std::env::temp_dir().join("sinkd-bench-index")),
+        other => panic!("unknown sink {other}: postgres, mongodb or tantivy"),
     };
+    if let Target::Tantivy(base) = &target {
+        std::fs::create_dir_all(base).expect("index base folder");
+    }
     let name = stack::unique("bench");
     let topic = format!("{name}.orders");
     stack::create_topic(&topic, args.partitions).await;
@@ -113,6 +117,7 @@ async fn main() {
     let baseline = match &target {
         Target::Postgres => copy_rows(&name).await,
         Target::Mongo(url) => bulk_upsert(url, &name).await,
+        Target::Tantivy(base) => raw_index(&base.join(&name)),
     };
 
     let sinkd_rate = args.events as f64 / sinkd_secs;
@@ -235,5 +240,58 @@ async fn bulk_upsert(url: &str, name: &str) -> Baseline {
         rows: docs.len() as u64,
         secs,
         server: format!("mongod {version}, replica set, data on /dev/shm"),
+    }
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The same final documents indexed by plain Tantivy into a new directory: one writer,
+/// the same 64 MiB heap, one commit.
+fn raw_index(dir: &std::path::Path) -> Baseline {
+    use tantivy::collector::DocSetCollector;
+    use tantivy::query::AllQuery;
+    let index = tantivy::Index::open_in_dir(dir).expect("sinkd's index");
+    let searcher = index.reader().expect("reader").searcher();
+    let docs: Vec<tantivy::TantivyDocument> = searcher
+        .search(&AllQuery, &DocSetCollector)
+        .expect("all docs")
+        .into_iter()
+        .map(|a| searcher.doc(a).expect("doc"))
+        .collect();
+    let raw_dir = dir.with_extension("raw");
+    let _ = std::fs::remove_dir_all(&raw_dir);
+    std::fs::create_dir_all(&raw_dir).unwrap();
+    let raw = tantivy::Index::create_in_dir(&raw_dir, index.schema()).expect("raw index");
+    let start = Instant::now();
+    let mut writer: tantivy::IndexWriter<tantivy::TantivyDocument> = raw
+        .writer_with_num_threads(1, 64 * 1024 * 1024)
+        .expect("writer");
+    for d in &docs {
+        writer.add_document(d.clone()).expect("add");
+    }
+    writer.commit().expect("commit");
+    writer.wait_merging_threads().expect("merges");
+    let secs = start.elapsed().as_secs_f64();
+    let server = format!(
+        "index size: sinkd {:.1} MiB, raw {:.1} MiB",
+        dir_size(dir) as f64 / 1048576.0,
+        dir_size(&raw_dir) as f64 / 1048576.0
+    );
+    let _ = std::fs::remove_dir_all(&raw_dir);
+    let _ = std::fs::remove_dir_all(dir);
+    Baseline {
+        what: "raw Tantivy indexing (one writer, 64 MiB heap)",
+        rows: docs.len() as u64,
+        secs,
+        server,
     }
 }

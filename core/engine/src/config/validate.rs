@@ -89,6 +89,58 @@ pub fn validate(p: &PipelineFile) -> Result<(), Vec<(String, String)>> {
                 }
             }
         }
+        SinkConfig::Tantivy(t) => {
+            match t.fields.iter().find(|f| f.name == t.key) {
+                Some(f) if f.kind == IndexFieldKind::String && f.indexed && f.stored => {}
+                Some(_) => problem(
+                    "sink.tantivy.key",
+                    format!(
+                        "key field `{}` must be a stored, indexed `string` field",
+                        t.key
+                    ),
+                ),
+                None => problem(
+                    "sink.tantivy.key",
+                    format!(
+                        "key field `{}` is not declared in sink.tantivy.fields",
+                        t.key
+                    ),
+                ),
+            }
+            for f in &t.fields {
+                if f.name.starts_with("_sinkd") {
+                    problem(
+                        "sink.tantivy.fields",
+                        format!("`{}`: names starting with `_sinkd` are reserved", f.name),
+                    );
+                }
+                match (&f.tokenizer, f.kind) {
+                    (None, _) => {}
+                    (Some(tk), IndexFieldKind::Text)
+                        if ["default", "raw", "en_stem"].contains(&tk.as_str()) => {}
+                    (Some(tk), IndexFieldKind::Text) => problem(
+                        "sink.tantivy.fields",
+                        format!(
+                            "`{}`: tokenizer `{tk}` is not one of default, raw, en_stem",
+                            f.name
+                        ),
+                    ),
+                    (Some(_), _) => problem(
+                        "sink.tantivy.fields",
+                        format!("`{}`: only `text` fields take a tokenizer", f.name),
+                    ),
+                }
+            }
+            if p.key.columns.len() != 1 || p.key.columns[0] != t.key {
+                problem(
+                    "key.columns",
+                    format!(
+                        "a Tantivy index has one key: set key.columns to [{}]",
+                        t.key
+                    ),
+                );
+            }
+        }
         SinkConfig::Mongodb(m) => {
             if m.database.is_empty() || m.database.contains(['/', '\\', '.', ' ', '"', '$']) {
                 problem(

@@ -1,0 +1,23 @@
+//! The Tantivy sink of sinkd: the sidecar's local search index.
+//!
+//! - [`index`]: the schema from the pipeline file, and opening or creating the directory
+//!   (a corrupt or foreign directory is an error, never a silent empty index).
+//! - [`values`]: Avro values → Tantivy values by declared field type.
+//! - [`checkpoint`]: the checkpoint in each commit's payload, and a reader for the source.
+//! - [`sink`]: [`TantivySink`]: upsert = delete by key term + add, merges and increments
+//!   from the stored previous document, one commit per batch.
+//! - [`search`]: queries for the REST API (total hits, stored fields, scores).
+
+pub mod checkpoint;
+pub mod index;
+pub mod search;
+pub mod sink;
+pub mod values;
+
+pub use search::SearchHandle;
+pub use sink::TantivySink;
+
+/// Wraps a Tantivy error for a sink error message.
+pub(crate) fn fatal(what: &str, e: impl std::fmt::Display) -> sinkd_core::error::SinkError {
+    sinkd_core::error::SinkError::Incompatible(format!("{what}: {e}"))
+}

@@ -1,0 +1,287 @@
+//! [`TantivySink`]: one commit per batch, with the checkpoint in the commit's payload.
+//!
+//! An upsert deletes the key's term and adds the new document in the same commit. Merges
+//! and increments start from the stored previous document (fields that are not stored
+//! cannot be carried over). Every document keeps the position of its last event; an
+//! operation whose event is not newer is skipped, so replays change nothing. Tantivy
+//! allows one writer per directory: a second process fails to open it, which is the
+//! fencing here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sinkd_core::batch::{Compacted, Entry};
+use sinkd_core::config::{IndexFieldKind, TantivySinkConfig};
+use sinkd_core::error::SinkError;
+use sinkd_core::projection::Cell;
+use sinkd_core::sink::{CheckpointAdvance, CheckpointReader, Sink};
+use sinkd_core::value::{to_json, unwrap_union};
+use tantivy::collector::TopDocs;
+use tantivy::query::TermQuery;
+use tantivy::schema::{Field, IndexRecordOption, OwnedValue, Value};
+use tantivy::{IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
+use tracing::info;
+
+use crate::checkpoint::{self, Offset, Payload, TantivyCheckpointReader};
+use crate::index::{self, GUARD_OFFSET, GUARD_PARTITION, GUARD_TOPIC};
+use crate::search::{SearchHandle, Searchable};
+use crate::{fatal, values};
+
+struct Open {
+    writer: IndexWriter<TantivyDocument>,
+    reader: IndexReader,
+    key: Field,
+    fields: HashMap<String, (Field, IndexFieldKind)>,
+    guard: (Field, Field, Field),
+}
+
+/// An embedded Tantivy index as a read model.
+pub struct TantivySink {
+    cfg: TantivySinkConfig,
+    pipeline: String,
+    open: Option<Open>,
+    offsets: HashMap<(String, i32), i64>,
+    search: SearchHandle,
+    reader: Arc<TantivyCheckpointReader>,
+}
+
+impl TantivySink {
+    /// A sink for one pipeline; opens the index on [`Sink::open`].
+    pub fn new(cfg: &TantivySinkConfig, pipeline: &str) -> TantivySink {
+        TantivySink {
+            reader: TantivyCheckpointReader::new(&cfg.path, pipeline),
+            cfg: cfg.clone(),
+            pipeline: pipeline.to_owned(),
+            open: None,
+            offsets: HashMap::new(),
+            search: SearchHandle::default(),
+        }
+    }
+
+    /// The handle the REST API searches through.
+    pub fn search_handle(&self) -> SearchHandle {
+        self.search.clone()
+    }
+
+    fn open_sync(&mut self) -> Result<(), SinkError> {
+        let index = index::open(&self.cfg)?;
+        let writer = index
+            .writer_with_num_threads(1, self.cfg.heap_mb.max(15) * 1024 * 1024)
+            .map_err(|e| match e {
+                tantivy::TantivyError::LockFailure(..) => SinkError::Config(format!(
+                    "another process is writing the index in {} (its lock is held); one \
+                     sinkd writes an index directory",
+                    self.cfg.path
+                )),
+                other => fatal("cannot open the index writer", other),
+            })?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(|e| fatal("cannot open an index reader", e))?;
+        let schema = index.schema();
+        let field = |name: &str| schema.get_field(name).map_err(|e| fatal("index field", e));
+        let fields = self
+            .cfg
+            .fields
+            .iter()
+            .map(|f| Ok((f.name.clone(), (field(&f.name)?, f.kind))))
+            .collect::<Result<HashMap<_, _>, SinkError>>()?;
+        let open = Open {
+            key: field(&self.cfg.key)?,
+            guard: (
+                field(GUARD_TOPIC)?,
+                field(GUARD_PARTITION)?,
+                field(GUARD_OFFSET)?,
+            ),
+            fields,
+            reader: reader.clone(),
+            writer,
+        };
+        self.offsets = checkpoint::read(&index, &self.pipeline)?;
+        *self.search.inner.write().expect("lock") = Some(Searchable { index, reader });
+        self.open = Some(open);
+        info!(pipeline = %self.pipeline, path = %self.cfg.path, "Tantivy index ready");
+        Ok(())
+    }
+
+    fn write_sync(
+        &mut self,
+        entries: &[Entry],
+        advances: &[CheckpointAdvance],
+    ) -> Result<(), SinkError> {
+        if self.open.is_none() {
+            self.open_sync()?;
+        }
+        for a in advances {
+            let stored = self
+                .offsets
+                .get(&(a.topic.to_string(), a.partition))
+                .copied();
+            if stored != a.expected {
+                return Err(SinkError::Fenced {
+                    topic: a.topic.to_string(),
+                    partition: a.partition,
+                    expected: a.expected,
+                });
+            }
+        }
+        let open = self.open.as_mut().expect("opened");
+        let searcher = open.reader.searcher();
+        let applied = entries.iter().try_for_each(|e| apply(open, &searcher, e));
+        if let Err(detail) = applied {
+            let _ = open.writer.rollback();
+            return Err(SinkError::Rejected { detail });
+        }
+        let mut offsets = self.offsets.clone();
+        for a in advances {
+            offsets.insert((a.topic.to_string(), a.partition), a.next);
+        }
+        let payload = Payload {
+            pipeline: self.pipeline.clone(),
+            offsets: offsets
+                .iter()
+                .map(|((topic, partition), next)| Offset {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    next: *next,
+                })
+                .collect(),
+        };
+        let mut prepared = open
+            .writer
+            .prepare_commit()
+            .map_err(|e| fatal("prepare commit", e))?;
+        prepared.set_payload(&serde_json::to_string(&payload).expect("payload serializes"));
+        prepared.commit().map_err(|e| fatal("commit", e))?;
+        open.reader
+            .reload()
+            .map_err(|e| fatal("reload the reader", e))?;
+        self.offsets = offsets;
+        Ok(())
+    }
+}
+
+fn key_text(key: &[Cell]) -> String {
+    match key.first().map(|c| unwrap_union(&c.value)) {
+        Some(apache_avro::types::Value::String(s)) => s.clone(),
+        Some(other) => match to_json(other) {
+            serde_json::Value::String(s) => s,
+            json => json.to_string(),
+        },
+        None => String::new(),
+    }
+}
+
+/// The stored document of a key, if any.
+fn previous(searcher: &Searcher, term: &Term) -> Result<Option<TantivyDocument>, String> {
+    let query = TermQuery::new(term.clone(), IndexRecordOption::Basic);
+    let top = searcher
+        .search(&query, &TopDocs::with_limit(1).order_by_score())
+        .map_err(|e| e.to_string())?;
+    match top.first() {
+        Some((_, address)) => searcher.doc(*address).map(Some).map_err(|e| e.to_string()),
+        None => Ok(None),
+    }
+}
+
+/// Whether the stored document already reflects an event at or after this one.
+fn stale(open: &Open, prev: &TantivyDocument, e: &Entry) -> bool {
+    let (t, p, o) = open.guard;
+    let same_topic = prev
+        .get_first(t)
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .as_deref()
+        == Some(&*e.position.topic);
+    let same_partition =
+        prev.get_first(p).and_then(|v| v.as_i64()) == Some(e.position.partition as i64);
+    let offset = prev.get_first(o).and_then(|v| v.as_i64());
+    same_topic && same_partition && offset.is_some_and(|o| o >= e.position.offset)
+}
+
+fn apply(open: &mut Open, searcher: &Searcher, e: &Entry) -> Result<(), String> {
+    let key = key_text(&e.key);
+    let term = Term::from_field_text(open.key, &key);
+    let prev = previous(searcher, &term)?;
+    if prev.as_ref().is_some_and(|p| stale(open, p, e)) {
+        return Ok(());
+    }
+    let (set, inc): (&[Cell], &[Cell]) = match &e.op {
+        Compacted::Delete => {
+            open.writer.delete_term(term);
+            return Ok(());
+        }
+        Compacted::Replace(cells) => (cells, &[]),
+        Compacted::Patch { set, inc } => (set, inc),
+    };
+    let touched = |name: &str| set.iter().chain(inc).any(|c| &*c.column == name);
+    let mut doc = TantivyDocument::default();
+    // A patch keeps every stored field it does not touch; a replace starts empty.
+    if let (Some(prev), Compacted::Patch { .. }) = (&prev, &e.op) {
+        for (name, (field, _)) in &open.fields {
+            if *field != open.key && !touched(name) {
+                for v in prev.get_all(*field) {
+                    doc.add_field_value(*field, v);
+                }
+            }
+        }
+    }
+    for c in set {
+        if let Some((field, kind)) = open.fields.get(&*c.column).copied() {
+            if field == open.key {
+                continue;
+            }
+            if let Some(v) =
+                values::convert(&c.value, kind).map_err(|m| format!("field `{}`: {m}", c.column))?
+            {
+                doc.add_field_value(field, &v);
+            }
+        }
+    }
+    for c in inc {
+        if let Some((field, kind)) = open.fields.get(&*c.column).copied() {
+            let Some(v) = values::convert(&c.value, kind)
+                .map_err(|m| format!("field `{}`: {m}", c.column))?
+            else {
+                continue;
+            };
+            let before: Option<OwnedValue> = prev
+                .as_ref()
+                .and_then(|p| p.get_first(field))
+                .map(OwnedValue::from);
+            let sum = values::add(before.as_ref(), &v)
+                .map_err(|m| format!("field `{}`: {m}", c.column))?;
+            doc.add_field_value(field, &sum);
+        }
+    }
+    doc.add_text(open.key, &key);
+    let (t, p, o) = open.guard;
+    doc.add_text(t, &*e.position.topic);
+    doc.add_i64(p, e.position.partition as i64);
+    doc.add_i64(o, e.position.offset);
+    open.writer.delete_term(term);
+    open.writer.add_document(doc).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+#[async_trait]
+impl Sink for TantivySink {
+    async fn open(&mut self) -> Result<(), SinkError> {
+        tokio::task::block_in_place(|| self.open_sync())
+    }
+
+    fn checkpoint_reader(&self) -> Arc<dyn CheckpointReader> {
+        self.reader.clone()
+    }
+
+    async fn write(
+        &mut self,
+        entries: &[Entry],
+        advances: &[CheckpointAdvance],
+    ) -> Result<(), SinkError> {
+        // Indexing and committing are CPU and disk work: off the async workers' hands.
+        tokio::task::block_in_place(|| self.write_sync(entries, advances))
+    }
+}

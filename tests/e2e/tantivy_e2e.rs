@@ -1,0 +1,185 @@
+//! End to end into an embedded Tantivy index with the real `sinkd` binary: the shared
+//! scenarios (replica mode: no consumer group), search over REST, and what happens to a
+//! corrupt or foreign index directory.
+
+use std::time::Duration;
+
+use sinkd_tests::daemon::Daemon;
+use sinkd_tests::scenarios::{self, Setup};
+use sinkd_tests::shop;
+use sinkd_tests::target::Target;
+
+fn target() -> Target {
+    Target::Tantivy(std::env::temp_dir().join("sinkd-test-indexes"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_thousand_events_over_four_partitions_give_the_expected_table() {
+    scenarios::ten_thousand_events_over_four_partitions_give_the_expected_table(&target()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_dash_nine_six_times_during_a_run_leaves_an_exact_table() {
+    scenarios::kill_dash_nine_six_times_during_a_run_leaves_an_exact_table(&target()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn moving_the_group_offsets_back_does_not_reapply_anything() {
+    scenarios::moving_the_group_offsets_back_does_not_reapply_anything(&target()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poisoned_record_is_dead_lettered_and_the_rest_applied() {
+    scenarios::a_poisoned_record_is_dead_lettered_and_the_rest_applied(&target()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_fail_policy_a_poisoned_record_stops_the_pipeline_and_says_where() {
+    scenarios::with_the_fail_policy_a_poisoned_record_stops_the_pipeline_and_says_where(&target())
+        .await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn search(port: u16, pipeline: &str, q: &str) -> serde_json::Value {
+    let response = reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{port}/pipelines/{pipeline}/search"
+        ))
+        .query(&[("q", q), ("limit", "1000")])
+        .send()
+        .await
+        .expect("search answers");
+    assert!(response.status().is_success(), "{q}: {}", response.status());
+    response.json().await.expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn search_over_rest_answers_term_phrase_and_range_queries() {
+    let t = target();
+    let s = Setup::new(&t, "search", 2, "").await;
+    let events = shop::generate(2_000, 200, 4);
+    let ends = shop::publish(&s.topic, &events).await;
+    let port = free_port();
+    let daemon = Daemon::start_listening(
+        &s.file,
+        &s.dir.0.join("sinkd.log"),
+        &format!("127.0.0.1:{port}"),
+    );
+    s.caught_up(&ends, &daemon).await;
+    let want = shop::expected(&events);
+    let total = |v: &serde_json::Value| v["total"].as_u64().unwrap() as usize;
+
+    // Term, on a raw string field.
+    let shipped = want
+        .values()
+        .filter(|r| r.status.as_deref() == Some("shipped"))
+        .count();
+    let got = search(port, &s.pipeline, "status:shipped").await;
+    assert_eq!(total(&got), shipped);
+    assert!(got["hits"][0]["score"].as_f64().is_some());
+    assert_eq!(got["hits"][0]["doc"]["status"], "shipped");
+    // Phrase, on a tokenized text field.
+    let (key, row) = want.iter().find(|(_, r)| r.address.is_some()).unwrap();
+    let street = row.address.clone().unwrap();
+    let got = search(port, &s.pipeline, &format!("address:\"{street}\"")).await;
+    let same = want
+        .values()
+        .filter(|r| r.address.as_deref() == Some(&street))
+        .count();
+    assert_eq!(total(&got), same, "{street}");
+    assert!(
+        got["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["doc"]["order_id"] == key.as_str())
+    );
+    // Range, on a fast i64 field.
+    let in_range = want
+        .values()
+        .filter(|r| r.item_count.is_some_and(|n| (3..=5).contains(&n)))
+        .count();
+    let got = search(port, &s.pipeline, "item_count:[3 TO 5]").await;
+    assert_eq!(total(&got), in_range);
+    // A bad query is a 400 with the parser's message.
+    let bad = reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{port}/pipelines/{}/search?q=item_count:[3 TO",
+            s.pipeline
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_or_foreign_index_directory_is_a_clear_error() {
+    let t = target();
+    // Foreign: a non-empty directory without an index.
+    let s = Setup::new(&t, "foreign", 1, "").await;
+    let Target::Tantivy(base) = &t else {
+        unreachable!()
+    };
+    let dir = base.join(&s.table);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+    let mut daemon = s.start();
+    assert_eq!(
+        daemon.wait(Duration::from_secs(60)),
+        Some(1),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        daemon.log().contains("holds no Tantivy index"),
+        "{}",
+        daemon.log()
+    );
+
+    // Corrupt: a real index whose meta.json is damaged.
+    let s = Setup::new(&t, "corrupt", 1, "").await;
+    let events = shop::generate(100, 10, 1);
+    let ends = shop::publish(&s.topic, &events).await;
+    let mut daemon = s.start();
+    s.caught_up(&ends, &daemon).await;
+    daemon.terminate(Duration::from_secs(30));
+    let dir = base.join(&s.table);
+    std::fs::write(dir.join("meta.json"), "{ not json").unwrap();
+    let mut daemon = s.start();
+    assert_eq!(
+        daemon.wait(Duration::from_secs(60)),
+        Some(1),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        daemon.log().contains("cannot be opened"),
+        "{}",
+        daemon.log()
+    );
+
+    // Missing: the directory and its parent are gone (an unmounted volume).
+    let gone = Target::Tantivy(base.join("unmounted-volume"));
+    let s = Setup::new(&gone, "missing", 1, "").await;
+    std::fs::remove_dir_all(base.join("unmounted-volume")).unwrap();
+    let mut daemon = s.start();
+    assert_eq!(
+        daemon.wait(Duration::from_secs(60)),
+        Some(1),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        daemon.log().contains("is the volume mounted"),
+        "{}",
+        daemon.log()
+    );
+}
