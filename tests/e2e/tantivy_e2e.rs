@@ -183,3 +183,59 @@ async fn a_corrupt_or_foreign_index_directory_is_a_clear_error() {
         daemon.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redelivery_from_offset_zero_changes_nothing() {
+    let t = target();
+    let s = Setup::new(&t, "replay", 4, "").await;
+    let events = shop::generate(5_000, 300, 17);
+    let ends = shop::publish(&s.topic, &events).await;
+    let mut daemon = s.start();
+    s.caught_up(&ends, &daemon).await;
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+    let before = s.orders().await;
+    assert_eq!(before, shop::expected(&events));
+
+    // The same index under another pipeline name has no checkpoint: it reads every
+    // partition from offset 0 again. The documents' positions make every event a no-op.
+    let again = format!("{}-again", s.pipeline);
+    let text = std::fs::read_to_string(&s.file).unwrap().replacen(
+        &format!("name: {}", s.pipeline),
+        &format!("name: {again}"),
+        1,
+    );
+    let file = s.dir.file("again.yaml", &text);
+    let daemon = Daemon::start(&file, &s.dir.0.join("again.log"));
+    // Its checkpoint lives in the same directory, under its own name.
+    let Target::Tantivy(base) = &t else {
+        unreachable!()
+    };
+    let dir = base.join(&s.table);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let index = tantivy::Index::open_in_dir(&dir).unwrap();
+        let stored = sinkd_tantivy::checkpoint::read(&index, &again).unwrap();
+        if ends
+            .iter()
+            .all(|(p, end)| stored.get(&(s.topic.clone(), *p)) == Some(end))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not caught up: {stored:?}\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        s.orders().await,
+        before,
+        "a full redelivery changed the index"
+    );
+}
