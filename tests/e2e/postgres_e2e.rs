@@ -49,15 +49,7 @@ async fn a_row_the_table_rejects_is_dead_lettered_and_the_rest_applied() {
         "on_error: dead_letter\ndead_letter_topic: {dlq}\n",
     )
     .await;
-    let dlq = format!("{}.dlq", s.pipeline);
-    std::fs::write(
-        &s.file,
-        std::fs::read_to_string(&s.file)
-            .unwrap()
-            .replace("{dlq}", &dlq),
-    )
-    .unwrap();
-    stack::create_topic(&dlq, 1).await;
+    let dlq = s.with_dead_letter_topic().await;
     let events = shop::generate(1_000, 100, 21);
     // A customer placed exactly once: the table refuses that row.
     let mut placed_by: HashMap<String, usize> = HashMap::new();

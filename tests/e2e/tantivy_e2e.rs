@@ -39,14 +39,6 @@ async fn with_the_fail_policy_a_poisoned_record_stops_the_pipeline_and_says_wher
         .await;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn search(port: u16, pipeline: &str, q: &str) -> serde_json::Value {
     let response = reqwest::Client::new()
         .get(format!(
@@ -66,7 +58,7 @@ async fn search_over_rest_answers_term_phrase_and_range_queries() {
     let s = Setup::new(&t, "search", 2, "").await;
     let events = shop::generate(2_000, 200, 4);
     let ends = shop::publish(&s.topic, &events).await;
-    let port = free_port();
+    let port = sinkd_tests::stack::free_port();
     let daemon = Daemon::start_listening(
         &s.file,
         &s.dir.0.join("sinkd.log"),

@@ -27,18 +27,10 @@ fn binary() -> PathBuf {
         .expect("mongod installed by docker/up")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Mongod {
     /// Starts a mongod: a single-node replica set when `replica`, else standalone.
     pub async fn start(replica: bool) -> Mongod {
-        let port = free_port();
+        let port = crate::stack::free_port();
         let dbpath = std::env::temp_dir().join(format!("sinkd-mongod-{port}"));
         let _ = std::fs::remove_dir_all(&dbpath);
         std::fs::create_dir_all(&dbpath).unwrap();

@@ -211,15 +211,7 @@ pub async fn a_poisoned_record_is_dead_lettered_and_the_rest_applied(target: &Ta
         "on_error: dead_letter\nunknown_events: dead_letter\ndead_letter_topic: {dlq}\n",
     )
     .await;
-    let dlq = format!("{}.dlq", s.pipeline);
-    std::fs::write(
-        &s.file,
-        std::fs::read_to_string(&s.file)
-            .unwrap()
-            .replace("{dlq}", &dlq),
-    )
-    .unwrap();
-    stack::create_topic(&dlq, 1).await;
+    let dlq = s.with_dead_letter_topic().await;
 
     let events = shop::generate(400, 40, 3);
     let ids = shop::register_schemas(&s.topic).await;

@@ -41,6 +41,15 @@ pub fn mongo_url() -> String {
     env_or("MONGODB_URL", "mongodb://127.0.0.1:27017/?replicaSet=rs0")
 }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port()
+}
+
 /// A name no other test uses: `prefix_` and 8 random hex digits (valid as topic and table).
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{:08x}", rand::rng().random::<u32>())
@@ -258,28 +267,6 @@ pub async fn checkpoints(client: &tokio_postgres::Client, pipeline: &str) -> Has
     {
         Ok(rows) => rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
         Err(_) => HashMap::new(),
-    }
-}
-
-/// Waits until the pipeline's checkpoint reaches `ends` on every partition.
-pub async fn wait_caught_up(
-    client: &tokio_postgres::Client,
-    pipeline: &str,
-    ends: &HashMap<i32, i64>,
-    timeout: Duration,
-) -> Result<(), String> {
-    let start = Instant::now();
-    loop {
-        let stored = checkpoints(client, pipeline).await;
-        if ends.iter().all(|(p, end)| stored.get(p) == Some(end)) {
-            return Ok(());
-        }
-        if start.elapsed() > timeout {
-            return Err(format!(
-                "not caught up after {timeout:?}: stored {stored:?}, want {ends:?}"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
