@@ -204,27 +204,9 @@ async fn redelivery_from_offset_zero_changes_nothing() {
     let file = s.dir.file("again.yaml", &text);
     let daemon = Daemon::start(&file, &s.dir.0.join("again.log"));
     // Its checkpoint lives in the same directory, under its own name.
-    let Target::Tantivy(base) = &t else {
-        unreachable!()
-    };
-    let dir = base.join(&s.table);
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let index = tantivy::Index::open_in_dir(&dir).unwrap();
-        let stored = sinkd_tantivy::checkpoint::read(&index, &again).unwrap();
-        if ends
-            .iter()
-            .all(|(p, end)| stored.get(&(s.topic.clone(), *p)) == Some(end))
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not caught up: {stored:?}\n{}",
-            daemon.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    t.wait_caught_up_in(&s.table, &again, &ends, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
     assert_eq!(
         s.orders().await,
         before,

@@ -105,11 +105,18 @@ impl Target {
         }
     }
 
-    /// The pipeline's checkpoint: partition → next offset.
+    /// The pipeline's checkpoint: partition → next offset (its table or index named like
+    /// the pipeline).
     pub async fn checkpoints(&self, pipeline: &str) -> HashMap<i32, i64> {
+        self.checkpoints_in(pipeline, pipeline).await
+    }
+
+    /// The checkpoint of `pipeline` stored with table, collection or index `table` (only
+    /// an index keeps its checkpoint inside the target itself).
+    pub async fn checkpoints_in(&self, table: &str, pipeline: &str) -> HashMap<i32, i64> {
         match self {
             Target::Tantivy(base) => {
-                let dir = base.join(pipeline);
+                let dir = base.join(table);
                 if !dir.join("meta.json").exists() {
                     return HashMap::new();
                 }
@@ -150,9 +157,21 @@ impl Target {
         ends: &HashMap<i32, i64>,
         timeout: Duration,
     ) -> Result<(), String> {
+        self.wait_caught_up_in(pipeline, pipeline, ends, timeout)
+            .await
+    }
+
+    /// [`Target::wait_caught_up`] for a pipeline writing to target `table`.
+    pub async fn wait_caught_up_in(
+        &self,
+        table: &str,
+        pipeline: &str,
+        ends: &HashMap<i32, i64>,
+        timeout: Duration,
+    ) -> Result<(), String> {
         let start = Instant::now();
         loop {
-            let stored = self.checkpoints(pipeline).await;
+            let stored = self.checkpoints_in(table, pipeline).await;
             if ends.iter().all(|(p, end)| stored.get(p) == Some(end)) {
                 return Ok(());
             }

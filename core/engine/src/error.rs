@@ -3,8 +3,6 @@
 //! Every error the data path can produce answers [`ErrorClass`]: retry the same batch,
 //! route the record per the bad-record policy, or stop the pipeline.
 
-use std::fmt;
-
 /// What the runtime does with an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorClass {
@@ -192,13 +190,4 @@ pub enum PipelineError {
         /// Why.
         cause: String,
     },
-}
-
-/// Wraps a displayable position for error messages: `topic/partition@offset`.
-pub struct At<'a>(pub &'a str, pub i32, pub i64);
-
-impl fmt::Display for At<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "topic {} partition {} offset {}", self.0, self.1, self.2)
-    }
 }

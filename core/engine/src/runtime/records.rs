@@ -54,30 +54,17 @@ impl Runner {
     /// Decodes and projects one record, applying the policies. `None`: nothing to apply
     /// (skipped or dead-lettered), but the offset advances.
     pub(super) async fn to_op(&self, raw: &RawRecord) -> Result<Option<Op>, Stop> {
-        let mut backoff = Backoff::new();
-        let event = loop {
-            match self.decoder.decode(raw).await {
-                Ok(event) => break event,
-                Err(e) => match e.class() {
-                    ErrorClass::Retriable => {
-                        let wait = backoff.next();
-                        warn!(pipeline = %self.name, position = %raw.position, error = %e, retry_in = ?wait,
-                              "cannot decode yet; retrying the same record");
-                        if sleep_or_shutdown(wait, &self.shutdown).await {
-                            return Err(Stop::Shutdown);
-                        }
-                    }
-                    ErrorClass::Fatal => {
-                        return Err(Stop::Failed(PipelineError::Fatal {
-                            pipeline: self.name.clone(),
-                            cause: format!("at {}: {e}", raw.position),
-                        }));
-                    }
-                    ErrorClass::BadRecord => {
-                        self.bad_record(raw, &e, "bad_record").await?;
-                        return Ok(None);
-                    }
-                },
+        let event = match self.decode_waiting(raw).await? {
+            Ok(event) => event,
+            Err(e) if e.class() == ErrorClass::Fatal => {
+                return Err(Stop::Failed(PipelineError::Fatal {
+                    pipeline: self.name.clone(),
+                    cause: format!("at {}: {e}", raw.position),
+                }));
+            }
+            Err(e) => {
+                self.bad_record(raw, &e, "bad_record").await?;
+                return Ok(None);
             }
         };
         let event = match self.locate_identity(raw, event) {
@@ -110,12 +97,47 @@ impl Runner {
     }
 
     /// Decodes and projects a record again, for the record-by-record fallback. Only
-    /// called for records that produced an operation the first time; decoding is
-    /// deterministic and cached.
-    pub(super) async fn reproject(&self, raw: &RawRecord) -> Option<Op> {
-        let decoded = self.decoder.decode(raw).await.ok()?;
-        let event = self.locate_identity(raw, decoded).ok()?;
-        self.projector.project(&event).ok()
+    /// called for records that produced an operation the first time, so decoding and
+    /// projection are deterministic; a registry that is briefly unavailable is waited
+    /// for, as on the first pass. Any other failure stops the pipeline: applying nothing
+    /// and moving the offset on would lose the record.
+    pub(super) async fn reproject(&self, raw: &RawRecord) -> Result<Op, Stop> {
+        let decoded = self
+            .decode_waiting(raw)
+            .await?
+            .map_err(|e| self.changed_on_second_pass(raw, &e))?;
+        self.locate_identity(raw, decoded)
+            .and_then(|event| self.projector.project(&event))
+            .map_err(|e| self.changed_on_second_pass(raw, &e))
+    }
+
+    /// Decodes a record, waiting out a registry that is unavailable (never skipping the
+    /// record). Returns the first error that retrying cannot cure, for the caller to route.
+    async fn decode_waiting(&self, raw: &RawRecord) -> Result<Result<Event, RecordError>, Stop> {
+        let mut backoff = Backoff::new();
+        loop {
+            match self.decoder.decode(raw).await {
+                Err(e) if e.class() == ErrorClass::Retriable => {
+                    let wait = backoff.next();
+                    warn!(pipeline = %self.name, position = %raw.position, error = %e, retry_in = ?wait,
+                          "cannot decode yet; retrying the same record");
+                    if sleep_or_shutdown(wait, &self.shutdown).await {
+                        return Err(Stop::Shutdown);
+                    }
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    fn changed_on_second_pass(&self, raw: &RawRecord, e: &RecordError) -> Stop {
+        Stop::Failed(PipelineError::Fatal {
+            pipeline: self.name.clone(),
+            cause: format!(
+                "at {}: the record decoded the first time but not when written alone: {e}",
+                raw.position
+            ),
+        })
     }
 
     /// Applies the `event_type` / `event_version` overrides.

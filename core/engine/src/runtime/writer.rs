@@ -239,8 +239,12 @@ impl Runner {
                 next: raw.position.offset + 1,
             }];
             let mut compactor = Compactor::new();
-            if has_op && let Some(op) = self.reproject(&raw).await {
-                let _ = compactor.push(op);
+            if has_op {
+                let op = self.reproject(&raw).await?;
+                // One operation into an empty batch: folding cannot fail.
+                compactor
+                    .push(op)
+                    .expect("a single operation always compacts");
             }
             let mut entries = compactor.into_entries();
             let mut backoff = Backoff::new();
