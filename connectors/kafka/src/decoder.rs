@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use apache_avro::Schema;
 use apache_avro::types::Value;
 use async_trait::async_trait;
 use sinkd_core::config::KeyFormat;
@@ -14,6 +15,7 @@ use sinkd_core::decode::Decoder;
 use sinkd_core::error::RecordError;
 use sinkd_core::event::{Event, RawRecord};
 use sinkd_core::schema::EventSchema;
+use sinkd_core::upcast::reader::resolve_to_reader;
 
 use crate::registry::Registry;
 
@@ -29,10 +31,22 @@ pub fn split_frame(bytes: &[u8]) -> Result<(u32, &[u8]), RecordError> {
     Ok((id, &bytes[5..]))
 }
 
-/// What one writer schema means for a topic: its column view and its version.
+/// What one writer schema means for a topic: its event type, version and column view,
+/// and the reader schema its values are resolved to, if one is declared.
 struct SchemaInfo {
+    event_type: Arc<str>,
     schema: Arc<EventSchema>,
     version: u32,
+    reader: Option<Arc<Schema>>,
+}
+
+/// A declared reader schema of an event type.
+#[derive(Clone, Debug)]
+pub enum ReaderSchema {
+    /// Parsed at start-up (from a file).
+    Parsed(Arc<Schema>),
+    /// A registry subject at a version (`None`: the latest), fetched on first use.
+    Subject(String, Option<u32>),
 }
 
 /// Schema facts by `(schema id, topic)`: the version depends on the topic's subject.
@@ -43,6 +57,7 @@ pub struct AvroEventDecoder {
     registry: Arc<Registry>,
     key_format: KeyFormat,
     infos: SchemaCache,
+    readers: HashMap<String, ReaderSchema>,
 }
 
 impl AvroEventDecoder {
@@ -52,6 +67,32 @@ impl AvroEventDecoder {
             registry,
             key_format,
             infos: RwLock::new(HashMap::new()),
+            readers: HashMap::new(),
+        }
+    }
+
+    /// Declares reader schemas by event type (the writer record's full name).
+    pub fn with_readers(mut self, readers: HashMap<String, ReaderSchema>) -> AvroEventDecoder {
+        self.readers = readers;
+        self
+    }
+
+    /// The reader schema of an event type, fetched from the registry if need be.
+    async fn reader(&self, event_type: &str) -> Result<Option<Arc<Schema>>, RecordError> {
+        match self.readers.get(event_type) {
+            None => Ok(None),
+            Some(ReaderSchema::Parsed(s)) => Ok(Some(s.clone())),
+            Some(ReaderSchema::Subject(subject, version)) => {
+                let found = self.registry.subject_schema(subject, *version).await?;
+                let schema = Schema::parse_str(&found.schema).map_err(|e| {
+                    RecordError::RegistryRefused(format!(
+                        "reader schema of {event_type} (subject {subject} v{}) does not parse: {e}",
+                        found.version
+                    ))
+                })?;
+                tracing::info!(%event_type, %subject, version = found.version, "reader schema loaded from the registry");
+                Ok(Some(Arc::new(schema)))
+            }
         }
     }
 
@@ -69,9 +110,21 @@ impl AvroEventDecoder {
             })?;
         let registered = self.registry.subject_versions(id).await?;
         let version = pick_version(&registered, topic, &schema.full_name);
+        let event_type = schema.full_name.clone();
+        let reader = self.reader(&event_type).await?;
+        let schema = match &reader {
+            Some(r) => EventSchema::from_avro(r).ok_or_else(|| {
+                RecordError::RegistryRefused(format!(
+                    "the reader schema of {event_type} is not a record"
+                ))
+            })?,
+            None => schema,
+        };
         let info = Arc::new(SchemaInfo {
+            event_type,
             schema: Arc::new(schema),
             version,
+            reader,
         });
         self.infos
             .write()
@@ -150,8 +203,17 @@ impl Decoder for AvroEventDecoder {
                 });
             }
         };
+        let decoded = match &info.reader {
+            Some(reader) => {
+                resolve_to_reader(decoded, reader).map_err(|detail| RecordError::ReaderSchema {
+                    event_type: info.event_type.to_string(),
+                    detail,
+                })?
+            }
+            None => decoded,
+        };
         Ok(Event {
-            event_type: info.schema.full_name.clone(),
+            event_type: info.event_type.clone(),
             version: info.version,
             key,
             body: Some(decoded),

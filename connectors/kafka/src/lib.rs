@@ -14,6 +14,6 @@ pub mod registry;
 pub mod source;
 
 pub use dead_letter::KafkaDeadLetters;
-pub use decoder::AvroEventDecoder;
-pub use registry::Registry;
+pub use decoder::{AvroEventDecoder, ReaderSchema};
+pub use registry::{Registry, SubjectSchema};
 pub use source::KafkaSource;

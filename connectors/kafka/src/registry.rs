@@ -42,6 +42,17 @@ pub struct SubjectVersion {
     pub version: u32,
 }
 
+/// A schema registered under a subject.
+#[derive(Clone, Debug, Deserialize)]
+pub struct SubjectSchema {
+    /// Version within the subject.
+    pub version: u32,
+    /// Global id.
+    pub id: u32,
+    /// The schema text.
+    pub schema: String,
+}
+
 impl Registry {
     /// A client for the configured registry.
     pub fn new(cfg: &RegistryConfig) -> Result<Registry, String> {
@@ -98,9 +109,39 @@ impl Registry {
         if let Some(v) = self.versions.read().expect("lock poisoned").get(&id) {
             return Ok(v.clone());
         }
-        let request = self
-            .http
-            .get(format!("{}/schemas/ids/{id}/versions", self.url));
+        let versions = self
+            .get_json::<Vec<SubjectVersion>>(&format!("/schemas/ids/{id}/versions"))
+            .await?
+            .unwrap_or_default();
+        let versions = Arc::new(versions);
+        self.versions
+            .write()
+            .expect("lock poisoned")
+            .insert(id, versions.clone());
+        Ok(versions)
+    }
+
+    /// A registered schema by subject and version (`None`: the latest), as text with its
+    /// version. Not cached here: callers ask once per schema.
+    pub async fn subject_schema(
+        &self,
+        subject: &str,
+        version: Option<u32>,
+    ) -> Result<SubjectSchema, RecordError> {
+        let v = version.map_or("latest".to_owned(), |v| v.to_string());
+        let path = format!("/subjects/{subject}/versions/{v}");
+        self.get_json::<SubjectSchema>(&path).await?.ok_or_else(|| {
+            RecordError::RegistryRefused(format!("GET {path}: no such subject or version"))
+        })
+    }
+
+    /// `GET` a registry path as JSON. `Ok(None)` when the registry answers 4xx (other than
+    /// 401/403): the thing asked for does not exist.
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>, RecordError> {
+        let request = self.http.get(format!("{}{path}", self.url));
         let request = match &self.auth {
             Auth::None => request,
             Auth::Basic(u, p) => request.basic_auth(u, Some(p)),
@@ -110,33 +151,25 @@ impl Registry {
             .header("Accept", "application/vnd.schemaregistry.v1+json")
             .send()
             .await
-            .map_err(|e| {
-                RecordError::RegistryUnavailable(format!("GET /schemas/ids/{id}/versions: {e}"))
-            })?;
+            .map_err(|e| RecordError::RegistryUnavailable(format!("GET {path}: {e}")))?;
         let status = response.status();
-        let versions = if status.is_success() {
-            response.json::<Vec<SubjectVersion>>().await.map_err(|e| {
-                RecordError::RegistryUnavailable(format!(
-                    "GET /schemas/ids/{id}/versions: bad body: {e}"
-                ))
-            })?
+        if status.is_success() {
+            response
+                .json::<T>()
+                .await
+                .map(Some)
+                .map_err(|e| RecordError::RegistryUnavailable(format!("GET {path}: bad body: {e}")))
         } else if status.as_u16() == 401 || status.as_u16() == 403 {
-            return Err(RecordError::RegistryRefused(format!(
-                "GET /schemas/ids/{id}/versions answered {status}"
-            )));
+            Err(RecordError::RegistryRefused(format!(
+                "GET {path} answered {status}"
+            )))
         } else if status.is_server_error() {
-            return Err(RecordError::RegistryUnavailable(format!(
-                "GET /schemas/ids/{id}/versions answered {status}"
-            )));
+            Err(RecordError::RegistryUnavailable(format!(
+                "GET {path} answered {status}"
+            )))
         } else {
-            Vec::new()
-        };
-        let versions = Arc::new(versions);
-        self.versions
-            .write()
-            .expect("lock poisoned")
-            .insert(id, versions.clone());
-        Ok(versions)
+            Ok(None)
+        }
     }
 
     fn classify(&self, id: u32, e: SRCError) -> RecordError {

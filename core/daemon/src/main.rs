@@ -2,8 +2,11 @@
 //!
 //! - `sinkd run --config PATH…`: runs every pipeline found in the files or folders.
 //! - `sinkd validate FILE…`: checks pipeline files without connecting to anything.
+//! - `sinkd upcast --config FILE INPUT`: a pipeline's upcasters and projection over sample
+//!   events, offline.
 
 mod http;
+mod upcast_cmd;
 mod wiring;
 
 use std::path::PathBuf;
@@ -51,6 +54,26 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Show what a pipeline does to sample events, offline: the upcast event and the
+    /// operation, one JSON document per input line. Touches no broker and no sink.
+    Upcast {
+        /// The pipeline file.
+        #[arg(long = "config", short = 'c')]
+        config: PathBuf,
+        /// Events, one per line; `-` reads standard input.
+        input: PathBuf,
+        /// `json`: {"type","version","key","value"} per line; `confluent`: base64 of the
+        /// Confluent-framed value, optionally `key<TAB>` first (needs the registry).
+        #[arg(long, value_enum, default_value = "json")]
+        format: upcast_cmd::InputFormat,
+        /// Writer schemas for JSON input, as DIR/<type>/v<version>.avsc. Without it they
+        /// come from the pipeline's registry.
+        #[arg(long)]
+        schemas: Option<PathBuf>,
+        /// Topic used for subject names (default: the pipeline's first topic).
+        #[arg(long)]
+        topic: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,6 +89,45 @@ fn main() -> ExitCode {
             }
             Err(errors) => report(&errors),
         },
+        Command::Upcast {
+            config,
+            input,
+            format,
+            schemas,
+            topic,
+        } => {
+            let pipeline = match load_paths(std::slice::from_ref(&config)) {
+                Ok(mut p) if p.len() == 1 => p.remove(0),
+                Ok(_) => {
+                    eprintln!("error: {}: give one pipeline file", config.display());
+                    return ExitCode::from(2);
+                }
+                Err(errors) => return report(&errors),
+            };
+            let args = upcast_cmd::Args {
+                pipeline,
+                input,
+                format,
+                schemas,
+                topic,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let mut out = std::io::stdout().lock();
+            match runtime.block_on(upcast_cmd::run(args, &mut out)) {
+                Ok(0) => ExitCode::SUCCESS,
+                Ok(n) => {
+                    eprintln!("error: {n} event(s) failed; see the \"error\" lines");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Run { config, listen } => {
             let pipelines = match load_paths(&config) {
                 Ok(p) => p,
@@ -93,7 +155,7 @@ async fn run(pipelines: Vec<sinkd_core::config::LoadedPipeline>, listen: String)
     let mut searches = std::collections::HashMap::new();
     for loaded in pipelines {
         let name = loaded.pipeline.name.clone();
-        match wiring::build(&loaded.pipeline) {
+        match wiring::build(&loaded.pipeline, &loaded.path) {
             Ok(built) => {
                 if let Some(search) = built.search {
                     searches.insert(name.clone(), search);

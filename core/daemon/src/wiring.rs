@@ -1,14 +1,17 @@
 //! Builds a runnable pipeline from its file: the one place where connectors are chosen.
 //! Adding a sink means one new match arm here.
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
-use sinkd_core::config::{PipelineFile, SinkConfig, SourceMode};
+use apache_avro::Schema;
+use sinkd_core::config::{PipelineFile, ReaderSchemaConfig, SinkConfig, SourceMode};
 use sinkd_core::decode::DeadLetters;
-use sinkd_core::projection::Projector;
 use sinkd_core::runtime::{Pipeline, PipelineStats, Policies};
 use sinkd_core::sink::Sink;
-use sinkd_kafka::{AvroEventDecoder, KafkaDeadLetters, KafkaSource, Registry};
+use sinkd_core::transform::Transform;
+use sinkd_kafka::{AvroEventDecoder, KafkaDeadLetters, KafkaSource, ReaderSchema, Registry};
 use sinkd_mongodb::MongoSink;
 use sinkd_postgres::PostgresSink;
 use sinkd_tantivy::{SearchHandle, TantivySink};
@@ -21,8 +24,9 @@ pub struct Built {
     pub search: Option<SearchHandle>,
 }
 
-/// Connects the parts of a validated pipeline. Must run inside the tokio runtime.
-pub fn build(p: &PipelineFile) -> Result<Built, String> {
+/// Connects the parts of a validated pipeline read from `file`. Must run inside the tokio
+/// runtime.
+pub fn build(p: &PipelineFile, file: &Path) -> Result<Built, String> {
     let mut search = None;
     let (sink, default_mode): (Box<dyn Sink>, SourceMode) = match &p.sink {
         SinkConfig::Postgres(cfg) => (
@@ -40,7 +44,10 @@ pub fn build(p: &PipelineFile) -> Result<Built, String> {
     let mut kafka = p.source.kafka.clone();
     kafka.mode.get_or_insert(default_mode);
     let registry = Arc::new(Registry::new(&p.source.registry)?);
-    let decoder = Arc::new(AvroEventDecoder::new(registry, p.source.kafka.key_format));
+    let decoder = Arc::new(
+        AvroEventDecoder::new(registry, p.source.kafka.key_format)
+            .with_readers(reader_schemas(p, file)?),
+    );
     let dead_letters: Option<Arc<dyn DeadLetters>> = match &p.dead_letter_topic {
         Some(topic) => Some(Arc::new(KafkaDeadLetters::new(
             &p.source.kafka,
@@ -57,17 +64,56 @@ pub fn build(p: &PipelineFile) -> Result<Built, String> {
         name: p.name.clone(),
         source: Box::new(source),
         decoder,
-        projector: Projector::new(p),
+        transform: Transform::new(p).map_err(|problems| {
+            problems
+                .into_iter()
+                .map(|(field, message)| format!("{field}: {message}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?,
         sink,
         dead_letters,
         policies: Policies {
             on_error: p.on_error,
             unknown_events: p.unknown_events,
-            event_type: p.event_type.clone(),
-            event_version: p.event_version.clone(),
         },
         batch: p.batch.clone(),
         stats: Arc::new(PipelineStats::default()),
     };
     Ok(Built { pipeline, search })
+}
+
+/// The declared reader schemas: files are read and parsed now (relative to the pipeline
+/// file's folder), registry subjects on first use.
+pub fn reader_schemas(
+    p: &PipelineFile,
+    file: &Path,
+) -> Result<HashMap<String, ReaderSchema>, String> {
+    let mut readers = HashMap::new();
+    for (event_type, u) in &p.upcasters {
+        let reader = match &u.reader_schema {
+            None => continue,
+            Some(ReaderSchemaConfig::Subject(s)) => {
+                ReaderSchema::Subject(s.name.clone(), s.version)
+            }
+            Some(ReaderSchemaConfig::File(f)) => {
+                let path = file.parent().unwrap_or(Path::new(".")).join(f);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    format!(
+                        "upcasters.{event_type}.reader_schema: cannot read {}: {e}",
+                        path.display()
+                    )
+                })?;
+                let schema = Schema::parse_str(&text).map_err(|e| {
+                    format!(
+                        "upcasters.{event_type}.reader_schema: {} is not an Avro schema: {e}",
+                        path.display()
+                    )
+                })?;
+                ReaderSchema::Parsed(Arc::new(schema))
+            }
+        };
+        readers.insert(event_type.clone(), reader);
+    }
+    Ok(readers)
 }

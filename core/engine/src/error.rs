@@ -71,6 +71,24 @@ pub enum RecordError {
         /// What went wrong.
         detail: String,
     },
+    /// An upcaster could not bring the event to the newest version.
+    #[error("upcasting {event_type} v{version} failed: {detail}")]
+    Upcast {
+        /// The event's type before upcasting.
+        event_type: String,
+        /// The event's version before upcasting.
+        version: u32,
+        /// Which step, and what went wrong.
+        detail: String,
+    },
+    /// The value does not resolve to the declared reader schema.
+    #[error("{event_type}: the value {detail}")]
+    ReaderSchema {
+        /// The writer record's full name.
+        event_type: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// The schema registry could not be reached; retry, do not skip.
     #[error("schema registry unavailable: {0}")]
     RegistryUnavailable(String),
@@ -99,6 +117,8 @@ impl RecordError {
             RecordError::BadKey { .. } => "bad_key",
             RecordError::UnknownEventType { .. } => "unknown_event_type",
             RecordError::Projection { .. } => "projection",
+            RecordError::Upcast { .. } => "upcast",
+            RecordError::ReaderSchema { .. } => "reader_schema",
             RecordError::RegistryUnavailable(_) => "registry_unavailable",
             RecordError::RegistryRefused(_) => "registry_refused",
         }

@@ -4,9 +4,12 @@
 //! - [`config`]: pipeline files (YAML), environment interpolation, validation without I/O.
 //! - [`event`]: the decoded event and its source position.
 //! - [`schema`]: column types derived from Avro writer schemas.
+//! - [`upcast`]: upcasters that bring old event versions to the newest one.
 //! - [`projection`]: event → operation on a read model (upsert, merge, increment, delete).
 //! - [`batch`]: per-key compaction of operations, order kept per key.
 //! - [`sink`], [`source`], [`decode`]: the traits connectors implement.
+//! - [`transform`]: identity overrides, upcasting and projection of one event, shared by
+//!   the runtime and `sinkd upcast`.
 //! - [`runtime`]: the pipeline loop that ties them together with exactly-once effect.
 //! - [`error`]: errors that classify themselves as retriable, bad record or fatal.
 
@@ -20,4 +23,6 @@ pub mod runtime;
 pub mod schema;
 pub mod sink;
 pub mod source;
+pub mod transform;
+pub mod upcast;
 pub mod value;

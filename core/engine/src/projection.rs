@@ -283,6 +283,7 @@ mod tests {
                     ty: *t,
                 })
                 .collect(),
+            avro: Arc::new(apache_avro::Schema::Null),
         };
         Event {
             event_type: Arc::from(event_type),

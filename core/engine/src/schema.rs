@@ -83,6 +83,8 @@ pub struct EventSchema {
     pub full_name: Arc<str>,
     /// Top-level fields in schema order.
     pub fields: Vec<FieldColumn>,
+    /// The Avro schema itself, for upcasters that reshape it.
+    pub avro: Arc<Schema>,
 }
 
 impl EventSchema {
@@ -105,6 +107,7 @@ impl EventSchema {
         Some(EventSchema {
             full_name: Arc::from(record.name.fullname(None).as_str()),
             fields,
+            avro: Arc::new(schema.clone()),
         })
     }
 

@@ -3,7 +3,9 @@
 
 pub mod load;
 pub mod model;
+pub mod upcast;
 pub mod validate;
 
 pub use load::{ConfigError, LoadedPipeline, load_path, load_paths};
 pub use model::*;
+pub use upcast::*;

@@ -19,6 +19,9 @@ pub struct PipelineFile {
     pub key: KeyConfig,
     /// What each event type does to the read model, by event type name.
     pub events: BTreeMap<String, EventConfig>,
+    /// Upcasters by event type: the steps that bring old versions to the newest one.
+    #[serde(default)]
+    pub upcasters: BTreeMap<String, super::upcast::UpcasterConfig>,
     /// What happens to an event type not listed in `events`.
     #[serde(default)]
     pub unknown_events: UnknownEventPolicy,

@@ -78,6 +78,11 @@ pub fn validate(p: &PipelineFile) -> Result<(), Vec<(String, String)>> {
             );
         }
     }
+    if let Err(upcast_problems) = crate::upcast::Upcasters::new(&p.upcasters) {
+        for (field, message) in upcast_problems {
+            problem(&field, message);
+        }
+    }
     match &p.sink {
         SinkConfig::Postgres(pg) => {
             for (name, value) in [

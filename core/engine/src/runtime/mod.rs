@@ -36,13 +36,13 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::batch::Compactor;
-use crate::config::{BadRecordPolicy, BatchConfig, Locator, UnknownEventPolicy};
+use crate::config::{BadRecordPolicy, BatchConfig, UnknownEventPolicy};
 use crate::decode::{DeadLetters, Decoder};
 use crate::error::{ErrorClass, PipelineError};
 use crate::event::RawRecord;
-use crate::projection::Projector;
 use crate::sink::{CheckpointReader, Sink, TopicPartition};
 use crate::source::{Source, SourceItem};
+use crate::transform::Transform;
 use writer::InFlight;
 
 /// Counters of one pipeline, readable while it runs.
@@ -67,10 +67,6 @@ pub struct Policies {
     pub on_error: BadRecordPolicy,
     /// Event types not declared in the pipeline.
     pub unknown_events: UnknownEventPolicy,
-    /// Where the event type is read from.
-    pub event_type: Locator,
-    /// Where the event version is read from.
-    pub event_version: Locator,
 }
 
 /// Everything a pipeline runs with.
@@ -81,8 +77,8 @@ pub struct Pipeline {
     pub source: Box<dyn Source>,
     /// The record decoder.
     pub decoder: Arc<dyn Decoder>,
-    /// Event → operation.
-    pub projector: Projector,
+    /// Event → operation: identity, upcasters, projection.
+    pub transform: Transform,
     /// The read model.
     pub sink: Box<dyn Sink>,
     /// Where bad records go under a `dead_letter` policy.
@@ -147,7 +143,7 @@ struct Runner {
     name: String,
     source: Box<dyn Source>,
     decoder: Arc<dyn Decoder>,
-    projector: Projector,
+    transform: Transform,
     /// Shared with the write task; only one write holds it at a time.
     sink: Arc<Mutex<Box<dyn Sink>>>,
     checkpoints: Arc<dyn CheckpointReader>,
@@ -171,7 +167,7 @@ impl Pipeline {
             name: self.name,
             source: self.source,
             decoder: self.decoder,
-            projector: self.projector,
+            transform: self.transform,
             sink: Arc::new(Mutex::new(self.sink)),
             checkpoints,
             dead_letters: self.dead_letters,

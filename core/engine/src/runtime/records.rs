@@ -1,21 +1,19 @@
 //! What happens to one record: redelivery filter, decode (retrying while the registry is
-//! unavailable), event identity overrides, projection, and the bad-record policies.
+//! unavailable), identity, upcasting and projection (see `transform`), and the bad-record
+//! policies.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use apache_avro::types::Value;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::{Backoff, Runner, Stop, sleep_or_shutdown};
-use crate::config::{BadRecordPolicy, Locator, UnknownEventPolicy};
+use crate::config::{BadRecordPolicy, UnknownEventPolicy};
 use crate::decode::DeadLetterCause;
 use crate::error::{ErrorClass, PipelineError, RecordError};
 use crate::event::{Event, RawRecord};
 use crate::projection::Op;
 use crate::sink::TopicPartition;
-use crate::value::unwrap_union;
 
 impl Runner {
     /// Takes one record into the batch, or drops it as a redelivery.
@@ -67,14 +65,14 @@ impl Runner {
                 return Ok(None);
             }
         };
-        let event = match self.locate_identity(raw, event) {
+        let event = match self.transform.prepare(raw, event) {
             Ok(event) => event,
             Err(e) => {
                 self.bad_record(raw, &e, "bad_record").await?;
                 return Ok(None);
             }
         };
-        match self.projector.project(&event) {
+        match self.transform.project(&event) {
             Ok(op) => Ok(Some(op)),
             Err(e @ RecordError::UnknownEventType { .. }) => match self.policies.unknown_events {
                 UnknownEventPolicy::Skip => {
@@ -106,8 +104,9 @@ impl Runner {
             .decode_waiting(raw)
             .await?
             .map_err(|e| self.changed_on_second_pass(raw, &e))?;
-        self.locate_identity(raw, decoded)
-            .and_then(|event| self.projector.project(&event))
+        self.transform
+            .prepare(raw, decoded)
+            .and_then(|event| self.transform.project(&event))
             .map_err(|e| self.changed_on_second_pass(raw, &e))
     }
 
@@ -138,75 +137,6 @@ impl Runner {
                 raw.position
             ),
         })
-    }
-
-    /// Applies the `event_type` / `event_version` overrides.
-    fn locate_identity(&self, raw: &RawRecord, mut event: Event) -> Result<Event, RecordError> {
-        if event.body.is_none() {
-            return Ok(event);
-        }
-        let original_type = event.event_type.clone();
-        let fail = |what: &str, detail: String| RecordError::Projection {
-            event_type: original_type.to_string(),
-            detail: format!("{what}: {detail}"),
-        };
-        match &self.policies.event_type {
-            Locator::Schema => {}
-            Locator::Field(f) => match event.field(f) {
-                Some(Value::String(s)) | Some(Value::Enum(_, s)) => {
-                    event.event_type = Arc::from(s.as_str())
-                }
-                other => {
-                    return Err(fail(
-                        "event type",
-                        format!("field `{f}` is not a string: {other:?}"),
-                    ));
-                }
-            },
-            Locator::Header(h) => match raw.header(h).map(std::str::from_utf8) {
-                Some(Ok(s)) => event.event_type = Arc::from(s),
-                _ => {
-                    return Err(fail(
-                        "event type",
-                        format!("header `{h}` is missing or not UTF-8"),
-                    ));
-                }
-            },
-        }
-        match &self.policies.event_version {
-            Locator::Schema => {}
-            Locator::Field(f) => {
-                event.version = match event.field(f).map(unwrap_union) {
-                    Some(Value::Int(v)) if *v >= 0 => *v as u32,
-                    Some(Value::Long(v)) if *v >= 0 => *v as u32,
-                    Some(Value::String(s)) => s.parse().map_err(|_| {
-                        fail(
-                            "event version",
-                            format!("field `{f}` = `{s}` is not a number"),
-                        )
-                    })?,
-                    other => {
-                        return Err(fail(
-                            "event version",
-                            format!("field `{f}` is not a version: {other:?}"),
-                        ));
-                    }
-                }
-            }
-            Locator::Header(h) => {
-                event.version = raw
-                    .header(h)
-                    .and_then(|b| std::str::from_utf8(b).ok())
-                    .and_then(|s| s.trim().parse().ok())
-                    .ok_or_else(|| {
-                        fail(
-                            "event version",
-                            format!("header `{h}` is missing or not a number"),
-                        )
-                    })?;
-            }
-        }
-        Ok(event)
     }
 
     pub(super) fn stop_at(&self, raw: &RawRecord, e: &dyn std::fmt::Display) -> Stop {

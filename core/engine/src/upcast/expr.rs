@@ -1,0 +1,212 @@
+//! Computed values: CEL expressions, compiled once, evaluated per event.
+//!
+//! CEL (the Common Expression Language of Kubernetes validation rules, Envoy and Google
+//! Cloud IAM) through the `cel` crate. It was chosen over jq (`jaq`) after measuring both
+//! on this machine: a jq filter sees the whole event as its input, so every evaluation
+//! first converts every field (≈1.1 µs for a six-field record) and then runs (≈1.2 µs);
+//! a CEL program names its inputs, so only the fields it references are bound (≈0.4 µs
+//! in all). CEL is also typed (int, uint, double stay apart), cannot loop, and always
+//! terminates, which suits a per-event expression.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use apache_avro::types::Value;
+use cel::objects::{Key, Map};
+use cel::{Context, Env, Program, Value as Cel};
+use chrono::{DateTime, FixedOffset, TimeZone, Utc};
+
+use crate::config::ValueType;
+
+/// Names CEL resolves as function namespaces, not variables.
+const NAMESPACES: [&str; 3] = ["math", "strings", "base64"];
+
+/// The environment every expression is compiled in: the standard library plus the math
+/// and string extensions.
+pub fn environment() -> Arc<Env> {
+    let mut env = Env::stdlib();
+    // Both extensions only add functions; a failure would be a bug in the crate.
+    let _ = cel::extensions::math(&mut env);
+    let _ = cel::extensions::strings(&mut env);
+    Arc::new(env)
+}
+
+/// A compiled expression and the event fields it reads.
+pub struct Expression {
+    env: Arc<Env>,
+    program: Program,
+    /// Top-level fields the expression reads, bound per evaluation.
+    pub inputs: Vec<String>,
+    source: String,
+}
+
+impl std::fmt::Debug for Expression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Expression({:?})", self.source)
+    }
+}
+
+impl Expression {
+    /// Compiles an expression. The error is the parser's message.
+    pub fn compile(env: &Arc<Env>, source: &str) -> Result<Expression, String> {
+        let program = env.compile(source).map_err(|e| e.to_string())?;
+        let mut inputs: Vec<String> = program
+            .references()
+            .variables()
+            .into_iter()
+            .filter(|v| !NAMESPACES.contains(v))
+            .map(str::to_owned)
+            .collect();
+        inputs.sort();
+        Ok(Expression {
+            env: env.clone(),
+            program,
+            inputs,
+            source: source.to_owned(),
+        })
+    }
+
+    /// Evaluates over a record's top-level fields and converts the result to `ty`.
+    pub fn eval(&self, fields: &[(String, Value)], ty: ValueType) -> Result<Value, String> {
+        let mut ctx = Context::with_env(self.env.clone());
+        for name in &self.inputs {
+            if let Some((_, v)) = fields.iter().find(|(n, _)| n == name) {
+                ctx.add_variable_from_value(name.as_str(), to_cel(v)?);
+            }
+        }
+        let out = self
+            .program
+            .execute(&ctx)
+            .map_err(|e| format!("`{}` failed: {e}", self.source))?;
+        from_cel(out, ty).map_err(|e| format!("`{}` {e}", self.source))
+    }
+}
+
+/// Avro → CEL. Decimals are refused before any event is seen (see the plan).
+fn to_cel(v: &Value) -> Result<Cel, String> {
+    Ok(match v {
+        Value::Null => Cel::Null,
+        Value::Boolean(b) => Cel::Bool(*b),
+        Value::Int(i) | Value::Date(i) | Value::TimeMillis(i) => Cel::Int(*i as i64),
+        Value::Long(i) | Value::TimeMicros(i) => Cel::Int(*i),
+        Value::TimestampMillis(ms) | Value::LocalTimestampMillis(ms) => {
+            Cel::Timestamp(timestamp(Utc.timestamp_millis_opt(*ms).single(), *ms)?)
+        }
+        Value::TimestampMicros(us) | Value::LocalTimestampMicros(us) => {
+            Cel::Timestamp(timestamp(DateTime::from_timestamp_micros(*us), *us)?)
+        }
+        Value::TimestampNanos(ns) | Value::LocalTimestampNanos(ns) => {
+            Cel::Timestamp(DateTime::from_timestamp_nanos(*ns).fixed_offset())
+        }
+        Value::Float(f) => Cel::Float(*f as f64),
+        Value::Double(f) => Cel::Float(*f),
+        Value::String(s) | Value::Enum(_, s) => Cel::String(Arc::new(s.clone())),
+        Value::Uuid(u) => Cel::String(Arc::new(u.to_string())),
+        Value::Bytes(b) | Value::Fixed(_, b) => Cel::Bytes(Arc::new(b.clone())),
+        Value::Union(_, inner) => to_cel(inner)?,
+        Value::Array(items) => Cel::List(Arc::new(
+            items.iter().map(to_cel).collect::<Result<_, _>>()?,
+        )),
+        Value::Map(m) => map(m.iter().map(|(k, v)| (k.as_str(), v)))?,
+        Value::Record(fields) => map(fields.iter().map(|(k, v)| (k.as_str(), v)))?,
+        Value::Decimal(_) | Value::BigDecimal(_) | Value::Duration(_) => {
+            return Err("decimal and duration fields cannot be read by expressions".into());
+        }
+    })
+}
+
+fn timestamp(t: Option<DateTime<Utc>>, raw: i64) -> Result<DateTime<FixedOffset>, String> {
+    t.map(|t| t.fixed_offset())
+        .ok_or_else(|| format!("timestamp {raw} is out of range"))
+}
+
+fn map<'a>(entries: impl Iterator<Item = (&'a str, &'a Value)>) -> Result<Cel, String> {
+    let mut out = HashMap::new();
+    for (k, v) in entries {
+        out.insert(Key::String(Arc::new(k.to_owned())), to_cel(v)?);
+    }
+    Ok(Cel::Map(Map { map: Arc::new(out) }))
+}
+
+/// CEL → Avro of the declared type. Integers widen to wider numbers; nothing narrows
+/// silently: a double for an integer field is an error that says to round it.
+fn from_cel(v: Cel, ty: ValueType) -> Result<Value, String> {
+    use ValueType as T;
+    let int = |i: i64| -> Result<Value, String> {
+        Ok(match ty {
+            T::Int => Value::Int(
+                i32::try_from(i).map_err(|_| format!("gave {i}, which does not fit an int"))?,
+            ),
+            T::Long => Value::Long(i),
+            T::TimestampMillis => Value::TimestampMillis(i),
+            T::Float => Value::Float(i as f32),
+            T::Double => Value::Double(i as f64),
+            _ => return Err(format!("gave the integer {i} for a {ty:?} field")),
+        })
+    };
+    match (v, ty) {
+        (Cel::Null, _) => Ok(Value::Null),
+        (Cel::Bool(b), T::Boolean) => Ok(Value::Boolean(b)),
+        (Cel::Int(i), _) => int(i),
+        (Cel::UInt(u), _) => int(i64::try_from(u).map_err(|_| format!("gave {u}, too large"))?),
+        (Cel::Float(f), T::Double) => Ok(Value::Double(f)),
+        (Cel::Float(f), T::Float) => Ok(Value::Float(f as f32)),
+        (Cel::Float(f), T::Int | T::Long) => Err(format!(
+            "gave the double {f} for an integer field: convert it with int(math.round(…))"
+        )),
+        (Cel::String(s), T::String) => Ok(Value::String((*s).clone())),
+        (Cel::Timestamp(t), T::TimestampMillis) => Ok(Value::TimestampMillis(t.timestamp_millis())),
+        (other, ty) => Err(format!("gave {other:?}, which is not a {ty:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields() -> Vec<(String, Value)> {
+        vec![
+            ("amount_eur".into(), Value::Double(12.345)),
+            ("status".into(), Value::String("new".into())),
+            ("qty".into(), Value::Int(3)),
+            ("at".into(), Value::TimestampMillis(1_700_000_000_000)),
+        ]
+    }
+
+    #[test]
+    fn binds_only_referenced_fields_and_types_the_result() {
+        let env = environment();
+        let e = Expression::compile(&env, "int(math.round(amount_eur * 100.0))").unwrap();
+        assert_eq!(e.inputs, vec!["amount_eur".to_owned()]);
+        assert_eq!(
+            e.eval(&fields(), ValueType::Long).unwrap(),
+            Value::Long(1235)
+        );
+        let e = Expression::compile(&env, "status == 'new' ? 'placed' : status").unwrap();
+        assert_eq!(
+            e.eval(&fields(), ValueType::String).unwrap(),
+            Value::String("placed".into())
+        );
+        let e = Expression::compile(&env, "at + duration('1s')").unwrap();
+        assert_eq!(
+            e.eval(&fields(), ValueType::TimestampMillis).unwrap(),
+            Value::TimestampMillis(1_700_000_001_000)
+        );
+        let e = Expression::compile(&env, "qty * 2").unwrap();
+        assert_eq!(
+            e.eval(&fields(), ValueType::Double).unwrap(),
+            Value::Double(6.0)
+        );
+    }
+
+    #[test]
+    fn refuses_to_narrow_and_reports_runtime_errors() {
+        let env = environment();
+        let e = Expression::compile(&env, "amount_eur * 100.0").unwrap();
+        let err = e.eval(&fields(), ValueType::Long).unwrap_err();
+        assert!(err.contains("int(math.round"), "{err}");
+        let e = Expression::compile(&env, "qty / 0").unwrap();
+        assert!(e.eval(&fields(), ValueType::Long).is_err());
+        assert!(Expression::compile(&env, "amount_eur * (").is_err());
+    }
+}
