@@ -13,6 +13,7 @@
 
 pub mod conformance;
 pub mod daemon;
+pub mod evolution;
 pub mod mongod;
 pub mod scenarios;
 pub mod shop;
