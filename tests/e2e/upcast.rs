@@ -140,7 +140,10 @@ fn a_chain_with_a_gap_stops_validation_naming_file_type_and_versions() {
         err.contains("com.shop.OrderPlaced: the chain has a gap: nothing upcasts version 2"),
         "{err}"
     );
-    let bad_expr = example.replace("amount_eur * 100.0))", "amount_eur * 100.0)");
+    let bad_expr = example.replace(
+        "math.round(amount_eur * 100.0)",
+        "math.round(amount_eur * 100.0",
+    );
     let file = dir.file("p.yaml", &bad_expr);
     let out = Command::new(binary())
         .arg("validate")

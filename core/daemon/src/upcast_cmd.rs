@@ -123,16 +123,13 @@ pub async fn run(args: Args, out: &mut impl std::io::Write) -> Result<usize, Str
 fn shown(transform: &Transform, raw: &RawRecord, event: Event) -> Result<Json, String> {
     let input = json!({"type": &*event.event_type, "version": event.version});
     let event = transform.prepare(raw, event).map_err(|e| e.to_string())?;
-    let op = transform.project(&event).map_err(|e| e.to_string())?;
-    Ok(json!({
-        "in": input,
-        "event": {
-            "type": &*event.event_type,
-            "version": event.version,
-            "value": event.body.as_ref().map(to_json),
-        },
-        "op": op_json(&op),
-    }))
+    let shown = json!({
+        "type": &*event.event_type,
+        "version": event.version,
+        "value": event.body.as_ref().map(to_json),
+    });
+    let op = transform.project(event).map_err(|e| e.to_string())?;
+    Ok(json!({"in": input, "event": shown, "op": op_json(&op)}))
 }
 
 fn op_json(op: &Op) -> Json {

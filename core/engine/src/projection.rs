@@ -12,7 +12,7 @@ use apache_avro::types::Value;
 use crate::config::{EventConfig, KeySource, OpKind, PipelineFile};
 use crate::error::RecordError;
 use crate::event::{Event, SourcePosition};
-use crate::schema::ColumnType;
+use crate::schema::{ColumnType, EventSchema};
 use crate::value::{is_null, unwrap_union};
 
 /// One column value of an operation.
@@ -82,43 +82,49 @@ impl Projector {
         &self.key_columns
     }
 
-    /// Projects one event. Errors are bad records: an undeclared event type
+    /// Projects one event, moving its values into the operation (no copies: this runs
+    /// once per record). Errors are bad records: an undeclared event type
     /// ([`RecordError::UnknownEventType`], which the caller routes per the unknown-event
     /// policy), a missing key, a missing field, or a non-numeric increment.
-    pub fn project(&self, event: &Event) -> Result<Op, RecordError> {
+    pub fn project(&self, mut event: Event) -> Result<Op, RecordError> {
+        let event_type = event.event_type.clone();
         let fail = |detail: String| RecordError::Projection {
-            event_type: event.event_type.to_string(),
+            event_type: event_type.to_string(),
             detail,
         };
-        let Some(body_schema) = event.schema.as_ref().filter(|_| event.body.is_some()) else {
+        let (Some(body_schema), Some(body)) = (event.schema.take(), event.body.take()) else {
             // A tombstone: delete by the Kafka key.
             return Ok(Op {
-                key: self.key_from_kafka(event).map_err(fail)?,
+                key: self.key_from_kafka(event.key.take()).map_err(fail)?,
                 kind: OpKind::Delete,
                 cells: Vec::new(),
-                position: event.position.clone(),
+                position: event.position,
             });
         };
-        let rule =
-            self.rules
-                .get(&*event.event_type)
-                .ok_or_else(|| RecordError::UnknownEventType {
-                    event_type: event.event_type.to_string(),
-                })?;
+        let rule = self
+            .rules
+            .get(&*event_type)
+            .ok_or_else(|| RecordError::UnknownEventType {
+                event_type: event_type.to_string(),
+            })?;
+        let mut fields = into_fields(body);
         let key = match self.key_from {
-            KeySource::KafkaKey => self.key_from_kafka(event),
-            KeySource::Fields => self.key_from_fields(event),
+            KeySource::KafkaKey => self.key_from_kafka(event.key.take()),
+            KeySource::Fields => self.key_from_fields(&fields, &body_schema),
         }
         .map_err(fail)?;
         let mut cells = Vec::new();
         if rule.op != OpKind::Delete {
             match &rule.mapping {
                 None => {
-                    for f in &body_schema.fields {
+                    cells.reserve(body_schema.fields.len());
+                    for (i, f) in body_schema.fields.iter().enumerate() {
                         if self.key_columns.contains(&f.name) {
                             continue;
                         }
-                        let value = event.field(&f.name).cloned().unwrap_or(Value::Null);
+                        let value = find(&mut fields, i, &f.name).map_or(Value::Null, |v| {
+                            unwrapped(std::mem::replace(v, Value::Null))
+                        });
                         cells.push(Cell {
                             column: f.name.clone(),
                             ty: f.ty,
@@ -128,17 +134,18 @@ impl Projector {
                 }
                 Some(mapping) => {
                     for (column, field) in mapping {
-                        let (Some(ty), Some(value)) =
-                            (body_schema.field_type(field), event.field(field))
-                        else {
+                        let ty = body_schema.field_type(field);
+                        let value = find(&mut fields, 0, field);
+                        let (Some(ty), Some(value)) = (ty, value) else {
                             return Err(fail(format!(
                                 "field `{field}` (for column `{column}`) is not in the event"
                             )));
                         };
+                        // A field may fill several columns: copied, not moved.
                         cells.push(Cell {
                             column: column.clone(),
                             ty,
-                            value: value.clone(),
+                            value: unwrap_union(value).clone(),
                         });
                     }
                 }
@@ -156,17 +163,22 @@ impl Projector {
             key,
             kind: rule.op,
             cells,
-            position: event.position.clone(),
+            position: event.position,
         })
     }
 
-    fn key_from_fields(&self, event: &Event) -> Result<Vec<Cell>, String> {
-        let schema = event.schema.as_ref().ok_or("event has no schema")?;
+    fn key_from_fields(
+        &self,
+        fields: &[(String, Value)],
+        schema: &EventSchema,
+    ) -> Result<Vec<Cell>, String> {
         self.key_columns
             .iter()
             .map(|column| {
-                let value = event
-                    .field(column)
+                let value = fields
+                    .iter()
+                    .find(|(n, _)| **n == **column)
+                    .map(|(_, v)| unwrap_union(v))
                     .filter(|v| !is_null(v))
                     .ok_or_else(|| format!("key field `{column}` is missing or null"))?;
                 let ty = schema.field_type(column).unwrap_or(ColumnType::String);
@@ -179,8 +191,8 @@ impl Projector {
             .collect()
     }
 
-    fn key_from_kafka(&self, event: &Event) -> Result<Vec<Cell>, String> {
-        let key = match event.key.as_ref().map(unwrap_union) {
+    fn key_from_kafka(&self, key: Option<Value>) -> Result<Vec<Cell>, String> {
+        let key = match key.map(unwrapped) {
             None | Some(Value::Null) => return Err("the record has no Kafka key".into()),
             Some(k) => k,
         };
@@ -205,8 +217,8 @@ impl Projector {
             primitive => match self.key_columns.as_slice() {
                 [column] => Ok(vec![Cell {
                     column: column.clone(),
-                    ty: primitive_type(primitive),
-                    value: primitive.clone(),
+                    ty: primitive_type(&primitive),
+                    value: primitive,
                 }]),
                 _ => Err(format!(
                     "a primitive Kafka key cannot fill {} key columns; use an Avro record key \
@@ -216,6 +228,32 @@ impl Projector {
             },
         }
     }
+}
+
+/// The fields of a record body (through union wrappers); empty for anything else.
+fn into_fields(body: Value) -> Vec<(String, Value)> {
+    match body {
+        Value::Record(fields) => fields,
+        Value::Union(_, inner) => into_fields(*inner),
+        _ => Vec::new(),
+    }
+}
+
+/// A value without its union wrappers.
+fn unwrapped(v: Value) -> Value {
+    match v {
+        Value::Union(_, inner) => unwrapped(*inner),
+        other => other,
+    }
+}
+
+/// The field named `name`, looked for first at `hint` (fields usually come in schema order).
+fn find<'a>(fields: &'a mut [(String, Value)], hint: usize, name: &str) -> Option<&'a mut Value> {
+    let i = match fields.get(hint) {
+        Some((n, _)) if n == name => hint,
+        _ => fields.iter().position(|(n, _)| n == name)?,
+    };
+    Some(&mut fields[i].1)
 }
 
 fn rule(e: &EventConfig) -> Rule {
@@ -313,7 +351,7 @@ mod tests {
     fn upsert_takes_every_field_but_the_key() {
         let p = Projector::new(&pipeline("key: {columns: [id]}", "  A: {op: upsert}\n"));
         let op = p
-            .project(&event(
+            .project(event(
                 "A",
                 Some(s("k1")),
                 vec![
@@ -337,7 +375,7 @@ mod tests {
             "  A: {op: increment, columns: {count: qty}}\n  B: {op: increment, fields: [name]}\n",
         ));
         let op = p
-            .project(&event(
+            .project(event(
                 "A",
                 Some(s("k")),
                 vec![("qty", Value::Int(2), ColumnType::Int)],
@@ -348,7 +386,7 @@ mod tests {
             ("count", &Value::Int(2))
         );
         let e = p
-            .project(&event(
+            .project(event(
                 "B",
                 Some(s("k")),
                 vec![("name", s("x"), ColumnType::String)],
@@ -364,7 +402,7 @@ mod tests {
             "  A: {op: merge}\n",
         ));
         let op = p
-            .project(&event(
+            .project(event(
                 "A",
                 None,
                 vec![
@@ -380,7 +418,7 @@ mod tests {
 
         let p = Projector::new(&pipeline("key: {columns: [a, b]}", "  A: {op: delete}\n"));
         let key = Value::Record(vec![("a".into(), s("x")), ("b".into(), Value::Long(3))]);
-        let op = p.project(&event("A", Some(key), vec![])).unwrap();
+        let op = p.project(event("A", Some(key), vec![])).unwrap();
         assert_eq!((op.kind, op.key.len()), (OpKind::Delete, 2));
     }
 
@@ -389,10 +427,10 @@ mod tests {
         let p = Projector::new(&pipeline("key: {columns: [id]}", "  A: {op: upsert}\n"));
         let mut tomb = event("A", Some(s("k")), vec![]);
         tomb.body = None;
-        assert_eq!(p.project(&tomb).unwrap().kind, OpKind::Delete);
-        let e = p.project(&event("A", None, vec![])).unwrap_err();
+        assert_eq!(p.project(tomb).unwrap().kind, OpKind::Delete);
+        let e = p.project(event("A", None, vec![])).unwrap_err();
         assert!(e.to_string().contains("no Kafka key"), "{e}");
-        let e = p.project(&event("Z", Some(s("k")), vec![])).unwrap_err();
+        let e = p.project(event("Z", Some(s("k")), vec![])).unwrap_err();
         assert!(matches!(e, RecordError::UnknownEventType { .. }));
     }
 }

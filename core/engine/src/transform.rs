@@ -39,8 +39,9 @@ impl Transform {
         self.upcasters.upcast(self.identify(raw, event)?)
     }
 
-    /// Projects a prepared event (see [`Projector::project`] for the errors).
-    pub fn project(&self, event: &Event) -> Result<Op, RecordError> {
+    /// Projects a prepared event, moving its values (see [`Projector::project`] for the
+    /// errors).
+    pub fn project(&self, event: Event) -> Result<Op, RecordError> {
         self.projector.project(event)
     }
 

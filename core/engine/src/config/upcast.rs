@@ -11,7 +11,7 @@
 //!           - default: { field: currency, value: EUR }
 //!       - from: 2                       # v2 → v3
 //!         steps:
-//!           - compute: { field: total_cents, type: long, expr: "int(math.round(amount_eur * 100.0))" }
+//!           - compute: { field: total_cents, type: long, expr: "math.round(amount_eur * 100.0)" }
 //!           - drop: amount_eur
 //! ```
 

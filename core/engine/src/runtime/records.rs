@@ -72,11 +72,11 @@ impl Runner {
                 return Ok(None);
             }
         };
-        match self.transform.project(&event) {
+        match self.transform.project(event) {
             Ok(op) => Ok(Some(op)),
             Err(e @ RecordError::UnknownEventType { .. }) => match self.policies.unknown_events {
                 UnknownEventPolicy::Skip => {
-                    debug!(pipeline = %self.name, position = %raw.position, event_type = %event.event_type,
+                    debug!(pipeline = %self.name, position = %raw.position, error = %e,
                            "undeclared event type skipped");
                     self.stats.skipped.fetch_add(1, Ordering::Relaxed);
                     Ok(None)
@@ -106,7 +106,7 @@ impl Runner {
             .map_err(|e| self.changed_on_second_pass(raw, &e))?;
         self.transform
             .prepare(raw, decoded)
-            .and_then(|event| self.transform.project(&event))
+            .and_then(|event| self.transform.project(event))
             .map_err(|e| self.changed_on_second_pass(raw, &e))
     }
 

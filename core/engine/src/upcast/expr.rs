@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use apache_avro::types::Value;
+use cel::common::value::CowVal;
+use cel::context::VariableResolver;
 use cel::objects::{Key, Map};
 use cel::{Context, Env, Program, Value as Cel};
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
@@ -68,17 +70,28 @@ impl Expression {
 
     /// Evaluates over a record's top-level fields and converts the result to `ty`.
     pub fn eval(&self, fields: &[(String, Value)], ty: ValueType) -> Result<Value, String> {
+        // Fields are handed to CEL through a resolver, on demand: no map of variables is
+        // built per evaluation.
+        let resolver = Fields(fields);
         let mut ctx = Context::with_env(self.env.clone());
-        for name in &self.inputs {
-            if let Some((_, v)) = fields.iter().find(|(n, _)| n == name) {
-                ctx.add_variable_from_value(name.as_str(), to_cel(v)?);
-            }
-        }
+        ctx.set_variable_resolver(&resolver);
         let out = self
             .program
             .execute(&ctx)
             .map_err(|e| format!("`{}` failed: {e}", self.source))?;
         from_cel(out, ty).map_err(|e| format!("`{}` {e}", self.source))
+    }
+}
+
+/// The event's top-level fields as CEL variables.
+struct Fields<'a>(&'a [(String, Value)]);
+
+impl VariableResolver for Fields<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let (_, v) = self.0.iter().find(|(n, _)| n == variable)?;
+        // A field CEL cannot read (a decimal) was refused when the plan was made.
+        let value: Box<dyn cel::common::value::Val> = to_cel(v).ok()?.try_into().ok()?;
+        Some(CowVal::Owned(value))
     }
 }
 
@@ -129,7 +142,8 @@ fn map<'a>(entries: impl Iterator<Item = (&'a str, &'a Value)>) -> Result<Cel, S
 }
 
 /// CEL → Avro of the declared type. Integers widen to wider numbers; nothing narrows
-/// silently: a double for an integer field is an error that says to round it.
+/// silently: a double with a fraction for an integer field is an error that says to round
+/// it.
 fn from_cel(v: Cel, ty: ValueType) -> Result<Value, String> {
     use ValueType as T;
     let int = |i: i64| -> Result<Value, String> {
@@ -151,8 +165,14 @@ fn from_cel(v: Cel, ty: ValueType) -> Result<Value, String> {
         (Cel::UInt(u), _) => int(i64::try_from(u).map_err(|_| format!("gave {u}, too large"))?),
         (Cel::Float(f), T::Double) => Ok(Value::Double(f)),
         (Cel::Float(f), T::Float) => Ok(Value::Float(f as f32)),
-        (Cel::Float(f), T::Int | T::Long) => Err(format!(
-            "gave the double {f} for an integer field: convert it with int(math.round(…))"
+        // A double with no fraction is an integer: nothing is lost (math.round gives those).
+        (Cel::Float(f), T::Int | T::Long | T::TimestampMillis)
+            if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 =>
+        {
+            int(f as i64)
+        }
+        (Cel::Float(f), T::Int | T::Long | T::TimestampMillis) => Err(format!(
+            "gave the double {f} for an integer field: round it with math.round(…)"
         )),
         (Cel::String(s), T::String) => Ok(Value::String((*s).clone())),
         (Cel::Timestamp(t), T::TimestampMillis) => Ok(Value::TimestampMillis(t.timestamp_millis())),
@@ -204,7 +224,7 @@ mod tests {
         let env = environment();
         let e = Expression::compile(&env, "amount_eur * 100.0").unwrap();
         let err = e.eval(&fields(), ValueType::Long).unwrap_err();
-        assert!(err.contains("int(math.round"), "{err}");
+        assert!(err.contains("round it with math.round"), "{err}");
         let e = Expression::compile(&env, "qty / 0").unwrap();
         assert!(e.eval(&fields(), ValueType::Long).is_err());
         assert!(Expression::compile(&env, "amount_eur * (").is_err());

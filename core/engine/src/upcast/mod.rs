@@ -19,8 +19,10 @@ pub mod reader;
 pub mod schema_edit;
 pub mod step;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+
+use rustc_hash::FxHashMap;
 
 use crate::config::UpcasterConfig;
 use crate::error::RecordError;
@@ -45,7 +47,8 @@ type Planned = (Arc<EventSchema>, Result<Option<Arc<Plan>>, String>);
 /// The compiled upcasters of a pipeline.
 pub struct Upcasters {
     chains: Chains,
-    plans: RwLock<HashMap<PlanKey, Arc<Planned>>>,
+    /// Looked up once per event: FxHash, as the key is a pointer, a short name and a number.
+    plans: RwLock<FxHashMap<PlanKey, Arc<Planned>>>,
 }
 
 impl Upcasters {
@@ -54,7 +57,7 @@ impl Upcasters {
         let env = expr::environment();
         Ok(Upcasters {
             chains: chain::build(config, &env)?,
-            plans: RwLock::new(HashMap::new()),
+            plans: RwLock::new(FxHashMap::default()),
         })
     }
 

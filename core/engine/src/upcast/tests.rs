@@ -59,7 +59,7 @@ x.E:
         - default: { field: meta.source, value: import }
     - from: 2
       steps:
-        - compute: { field: cents, type: long, expr: "int(math.round(amount_eur * 100.0))" }
+        - compute: { field: cents, type: long, expr: "math.round(amount_eur * 100.0)" }
         - drop: amount_eur
         - move: { from: meta.source, to: source }
 "#;

@@ -1,0 +1,213 @@
+//! The upcaster benchmark: events per second through the pipeline's own decode (Confluent
+//! frame, writer schema from the registry cache, Avro datum), identity, an upcaster chain
+//! and projection, on one thread, without a sink. Every event is an `OrderPlaced` v1, so
+//! every event runs the whole chain. Run it with `./bench upcast` (release build).
+//!
+//! Rows: decode alone; decode + projection (no chain); decode + a 3-step chain (rename,
+//! convert, rename: one step per version) + projection; the same with a CEL compute as
+//! the middle step; decode + the example pipeline's 13-step chain (two CEL expressions,
+//! nested moves) + projection.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use apache_avro::types::Value;
+use clap::Parser;
+use sinkd_core::config::KeyFormat;
+use sinkd_core::decode::Decoder;
+use sinkd_core::event::{RawRecord, SourcePosition};
+use sinkd_core::transform::Transform;
+use sinkd_kafka::{AvroEventDecoder, Registry};
+use sinkd_tests::evolution::{self, Writer};
+use sinkd_tests::stack;
+
+/// The daemon's allocator, so the figures are the daemon's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+struct Args {
+    /// Events per round.
+    #[arg(long, default_value_t = 500_000)]
+    events: usize,
+    /// Rounds per row: the table shows the median and the best round, as one round on a
+    /// shared 2-core VM varies by ±15 %.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Run only this row (1-5), for profiling.
+    #[arg(long)]
+    only: Option<usize>,
+}
+
+/// The 3-step chain without an expression: one declarative step per version.
+const THREE_STEPS_DECLARATIVE: &str = r#"
+upcasters:
+  com.shop.OrderPlaced:
+    chain:
+      - from: 1
+        steps: [ { rename: { from: amount, to: amount_eur } } ]
+      - from: 2
+        steps: [ { convert: { field: amount_eur, to: long, multiply: 100 } } ]
+      - from: 3
+        steps: [ { rename: { from: amount_eur, to: total_cents } } ]
+"#;
+
+/// The 3-step chain: one step per version, one of them a CEL expression.
+const THREE_STEPS: &str = r#"
+upcasters:
+  com.shop.OrderPlaced:
+    chain:
+      - from: 1
+        steps: [ { rename: { from: amount, to: amount_eur } } ]
+      - from: 2
+        steps: [ { compute: { field: total_cents, type: long, expr: "math.round(amount_eur * 100.0)" } } ]
+      - from: 3
+        steps: [ { drop: amount_eur } ]
+"#;
+
+fn transform(example: &str, chain: Option<&str>) -> Transform {
+    let yaml = match chain {
+        None => example.to_owned(),
+        Some(chain) => {
+            let (start, end) = (
+                example.find("upcasters:").unwrap(),
+                example.find("\nevents:").unwrap(),
+            );
+            format!(
+                "{}{}{}",
+                &example[..start],
+                chain.trim_start(),
+                &example[end..]
+            )
+        }
+    };
+    let p = sinkd_core::config::load::parse_str(
+        std::path::Path::new("bench.yaml"),
+        &yaml,
+        &Default::default(),
+    )
+    .expect("bench pipeline parses");
+    Transform::new(&p).expect("bench pipeline compiles")
+}
+
+fn main() {
+    let args = Args::parse();
+    // One thread: the figure is per core.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run(args));
+}
+
+async fn run(args: Args) {
+    let topic = stack::unique("bench-upcast");
+    let registered = evolution::register(&topic).await;
+    let registry = Registry::new(&sinkd_core::config::RegistryConfig {
+        url: stack::registry_url(),
+        basic_auth: None,
+        bearer_token: None,
+        timeout_ms: 10_000,
+    })
+    .unwrap();
+    let decoder = AvroEventDecoder::new(Arc::new(registry), KeyFormat::String);
+    let topic: Arc<str> = Arc::from(topic.as_str());
+    let s = |v: String| Value::String(v);
+    let raws: Vec<RawRecord> = (0..args.events)
+        .map(|i| {
+            let id = format!("order-{:06}", i % 100_000);
+            let value = Value::Record(vec![
+                ("order_id".into(), s(id.clone())),
+                ("customer".into(), s(format!("customer-{}", i % 1000))),
+                ("status".into(), s("new".into())),
+                (
+                    "placed_at_ms".into(),
+                    Value::Long(1_700_000_000_000 + i as i64),
+                ),
+                ("amount".into(), Value::Double((i % 100_000) as f64 / 100.0)),
+                (
+                    "note".into(),
+                    Value::Union(1, Box::new(s(format!("note {i}")))),
+                ),
+            ]);
+            RawRecord {
+                position: SourcePosition {
+                    topic: topic.clone(),
+                    partition: 0,
+                    offset: i as i64,
+                },
+                timestamp_ms: None,
+                key: Some(id.into_bytes()),
+                value: Some(registered.encode(Writer::PlacedV1, &value)),
+                headers: Vec::new(),
+            }
+        })
+        .collect();
+    let bytes: usize = raws.iter().map(|r| r.value.as_ref().unwrap().len()).sum();
+    let example = evolution::pipeline_yaml("bench", &topic, "bench");
+    let rows: [(&str, Option<Transform>); 5] = [
+        ("decode only", None),
+        (
+            "decode + projection (no chain)",
+            Some(transform(&example, Some("upcasters: {}\n"))),
+        ),
+        (
+            "decode + 3-step chain + projection",
+            Some(transform(&example, Some(THREE_STEPS_DECLARATIVE))),
+        ),
+        (
+            "decode + 3-step chain with CEL + projection",
+            Some(transform(&example, Some(THREE_STEPS))),
+        ),
+        (
+            "decode + example 13-step chain + projection",
+            Some(transform(&example, None)),
+        ),
+    ];
+    // Warm the registry caches so no row pays for HTTP.
+    decoder.decode(&raws[0]).await.expect("decodes");
+
+    println!(
+        "upcaster benchmark: {} OrderPlaced v1 events (avg {} bytes) x {} rounds, one thread, no sink",
+        raws.len(),
+        bytes / raws.len(),
+        args.rounds
+    );
+    println!(
+        "| {:<45} | {:>15} | {:>13} | {:>9} |",
+        "path", "median events/s", "best events/s", "ns/event"
+    );
+    println!("|{:-<47}|{:->17}|{:->15}|{:->11}|", "", "", "", "");
+    for (i, (label, transform)) in rows.into_iter().enumerate() {
+        if args.only.is_some_and(|only| only != i + 1) {
+            continue;
+        }
+        let mut rates = Vec::new();
+        for _ in 0..args.rounds.max(1) {
+            let start = Instant::now();
+            let mut ops = 0usize;
+            for raw in &raws {
+                let event = decoder.decode(raw).await.expect("decodes");
+                if let Some(t) = &transform {
+                    let event = t.prepare(raw, event).expect("upcasts");
+                    let op = t.project(event).expect("projects");
+                    ops += op.cells.len();
+                } else {
+                    ops += usize::from(event.body.is_some());
+                }
+            }
+            std::hint::black_box(ops);
+            rates.push(raws.len() as f64 / start.elapsed().as_secs_f64());
+        }
+        rates.sort_by(f64::total_cmp);
+        let median = rates[rates.len() / 2];
+        let best = rates[rates.len() - 1];
+        println!(
+            "| {:<45} | {:>15.0} | {:>13.0} | {:>9.0} |",
+            label,
+            median,
+            best,
+            1e9 / median
+        );
+    }
+}
