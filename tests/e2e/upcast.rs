@@ -114,6 +114,20 @@ fn a_bad_line_is_reported_with_its_cause_and_the_rest_still_shown() {
     assert_eq!(docs[2]["line"], 3);
 }
 
+/// Runs `sinkd validate` on a pipeline text: (exit code, stderr).
+fn validate(dir: &Workdir, yaml: &str) -> (Option<i32>, String) {
+    let file = dir.file("p.yaml", yaml);
+    let out = Command::new(binary())
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn a_chain_with_a_gap_stops_validation_naming_file_type_and_versions() {
     let dir = Workdir::new(&format!("upcast-gap-{}", std::process::id()));
@@ -123,14 +137,8 @@ fn a_chain_with_a_gap_stops_validation_naming_file_type_and_versions() {
         "      - from: 2                                   # v2 → v3",
         "      - from: 3",
     );
-    let file = dir.file("p.yaml", &gap);
-    let out = Command::new(binary())
-        .arg("validate")
-        .arg(&file)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = validate(&dir, &gap);
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("p.yaml"), "{err}");
     assert!(
         err.contains("field `upcasters.com.shop.OrderPlaced.chain`"),
@@ -144,14 +152,8 @@ fn a_chain_with_a_gap_stops_validation_naming_file_type_and_versions() {
         "math.round(amount_eur * 100.0)",
         "math.round(amount_eur * 100.0",
     );
-    let file = dir.file("p.yaml", &bad_expr);
-    let out = Command::new(binary())
-        .arg("validate")
-        .arg(&file)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = validate(&dir, &bad_expr);
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("com.shop.OrderPlaced v2→v3: expression"),
         "{err}"

@@ -45,13 +45,11 @@ pub fn add(a: &Value, b: &Value) -> Result<Value, String> {
     })
 }
 
-/// Renders a value as JSON for JSON columns, dead-letter messages and the CLI. Bytes become
-/// base64-free arrays of numbers would be unreadable, so they are rendered as lowercase hex.
-pub fn to_json(v: &Value) -> Json {
-    match v {
-        Value::Null => Json::Null,
-        Value::Boolean(b) => Json::Bool(*b),
-        Value::Int(i) | Value::Date(i) | Value::TimeMillis(i) => Json::from(*i),
+/// The integer inside an integer-like value: int, long, date, time and timestamp kinds
+/// (through unions).
+pub fn integer(v: &Value) -> Option<i64> {
+    match unwrap_union(v) {
+        Value::Int(i) | Value::Date(i) | Value::TimeMillis(i) => Some(*i as i64),
         Value::Long(i)
         | Value::TimeMicros(i)
         | Value::TimestampMillis(i)
@@ -59,7 +57,17 @@ pub fn to_json(v: &Value) -> Json {
         | Value::TimestampNanos(i)
         | Value::LocalTimestampMillis(i)
         | Value::LocalTimestampMicros(i)
-        | Value::LocalTimestampNanos(i) => Json::from(*i),
+        | Value::LocalTimestampNanos(i) => Some(*i),
+        _ => None,
+    }
+}
+
+/// Renders a value as JSON for JSON columns, dead-letter messages and the CLI. Bytes become
+/// base64-free arrays of numbers would be unreadable, so they are rendered as lowercase hex.
+pub fn to_json(v: &Value) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Boolean(b) => Json::Bool(*b),
         Value::Float(f) => Number::from_f64(*f as f64).map_or(Json::Null, Json::Number),
         Value::Double(f) => Number::from_f64(*f).map_or(Json::Null, Json::Number),
         Value::Bytes(b) | Value::Fixed(_, b) => Json::String(hex(b)),
@@ -80,6 +88,8 @@ pub fn to_json(v: &Value) -> Json {
         Value::BigDecimal(d) => Json::String(d.to_string()),
         Value::Duration(d) => Json::String(format!("{d:?}")),
         Value::Uuid(u) => Json::String(u.to_string()),
+        // int, long, and the date, time and timestamp kinds.
+        integral => integer(integral).map_or(Json::Null, Json::from),
     }
 }
 

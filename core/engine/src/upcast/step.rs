@@ -255,16 +255,10 @@ enum Num {
 
 /// A number from a numeric or numeric-string value, times `multiply`.
 fn number(v: &Value, multiply: Option<f64>) -> Result<Num, String> {
+    if let Some(i) = crate::value::integer(v) {
+        return scaled(Num::Int(i), multiply);
+    }
     let n = match v {
-        Value::Int(i) | Value::Date(i) | Value::TimeMillis(i) => Num::Int(*i as i64),
-        Value::Long(i)
-        | Value::TimeMicros(i)
-        | Value::TimestampMillis(i)
-        | Value::TimestampMicros(i)
-        | Value::TimestampNanos(i)
-        | Value::LocalTimestampMillis(i)
-        | Value::LocalTimestampMicros(i)
-        | Value::LocalTimestampNanos(i) => Num::Int(*i),
         Value::Float(f) => Num::Float(*f as f64),
         Value::Double(f) => Num::Float(*f),
         Value::String(s) => match s.trim().parse::<i64>() {
@@ -277,6 +271,11 @@ fn number(v: &Value, multiply: Option<f64>) -> Result<Num, String> {
         },
         other => return Err(format!("{other:?} is not a number")),
     };
+    scaled(n, multiply)
+}
+
+/// `n` times `multiply`, exactly for integer factors.
+fn scaled(n: Num, multiply: Option<f64>) -> Result<Num, String> {
     Ok(match (n, multiply) {
         (n, None) => n,
         (Num::Int(i), Some(m)) if m.fract() == 0.0 && m.abs() < 1e15 => Num::Int(
