@@ -66,3 +66,41 @@ fn config_errors_name_file_line_and_field() {
         "{err}"
     );
 }
+
+#[test]
+fn the_compose_and_kubernetes_pipelines_are_valid() {
+    let root = format!("{}/..", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(binary())
+        .args(["validate", &format!("{root}/docker/compose/pipelines")])
+        .env("KAFKA_BROKERS", "kafka:9092")
+        .env("SCHEMA_REGISTRY_URL", "http://schema-registry:8081")
+        .env("POSTGRES_URL", "postgres://sinkd:sinkd@postgres:5432/sinkd")
+        .env("MONGODB_URL", "mongodb://mongo:27017/?replicaSet=rs0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The pipeline inside the Kubernetes ConfigMap, taken out of the manifest.
+    let manifest = std::fs::read_to_string(format!("{root}/docker/k8s/sidecar.yaml")).unwrap();
+    let start = manifest.find("  orders.yaml: |\n").unwrap() + "  orders.yaml: |\n".len();
+    let end = manifest[start..].find("---").unwrap() + start;
+    let pipeline: String = manifest[start..end]
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = Workdir::new(&format!("cli-k8s-{}", std::process::id()));
+    let (ok, err) = validate(
+        &dir,
+        &pipeline,
+        &[
+            ("KAFKA_BROKERS", "kafka:9092"),
+            ("SCHEMA_REGISTRY_URL", "http://schema-registry:8081"),
+            ("POSTGRES_URL", "postgres://sinkd:x@postgres:5432/sinkd"),
+        ],
+    );
+    assert!(ok, "{err}");
+}

@@ -1,8 +1,10 @@
-//! The daemon's HTTP API (minimal for now): `GET /healthz` and
+//! The daemon's HTTP API (minimal for now): `GET /healthz` (the process answers),
+//! `GET /readyz` (every pipeline is running) and
 //! `GET /pipelines/{name}/search?q=…&limit=…&offset=…` on Tantivy pipelines.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -16,12 +18,41 @@ use sinkd_tantivy::search::SearchError;
 /// Search handles by pipeline name.
 pub type Searches = Arc<HashMap<String, SearchHandle>>;
 
+/// Whether each pipeline is still running, by name (false once it stopped or failed).
+pub type Running = Arc<HashMap<String, Arc<AtomicBool>>>;
+
+#[derive(Clone)]
+struct ApiState {
+    searches: Searches,
+    running: Running,
+}
+
 /// The routes.
-pub fn router(searches: Searches) -> Router {
+pub fn router(searches: Searches, running: Running) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/pipelines/{name}/search", get(search))
-        .with_state(searches)
+        .with_state(ApiState { searches, running })
+}
+
+/// 200 while every pipeline runs; 503 naming those that stopped (a failed pipeline has
+/// logged why). Used as the readiness probe.
+async fn readyz(State(state): State<ApiState>) -> Response {
+    let mut stopped: Vec<&str> = state
+        .running
+        .iter()
+        .filter(|(_, r)| !r.load(Ordering::Relaxed))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if stopped.is_empty() {
+        return "ready".into_response();
+    }
+    stopped.sort_unstable();
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("pipelines not running: {}", stopped.join(", ")),
+    )
 }
 
 #[derive(Deserialize)]
@@ -42,7 +73,7 @@ fn error(status: StatusCode, message: String) -> Response {
 }
 
 async fn search(
-    State(searches): State<Searches>,
+    State(ApiState { searches, .. }): State<ApiState>,
     Path(name): Path<String>,
     Query(params): Query<SearchParams>,
 ) -> Response {

@@ -11,6 +11,8 @@ mod wiring;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sinkd_core::config::{ConfigError, load_paths};
@@ -61,6 +63,12 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Exit 0 if the daemon's `/healthz` answers: the container HEALTHCHECK, without curl.
+    Healthcheck {
+        /// The daemon's HTTP address (`0.0.0.0` is asked on 127.0.0.1).
+        #[arg(long, env = "SINKD_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
     /// Show what a pipeline does to sample events, offline: the upcast event and the
     /// operation, one JSON document per input line. Touches no broker and no sink.
     Upcast {
@@ -96,6 +104,7 @@ fn main() -> ExitCode {
             }
             Err(errors) => report(&errors),
         },
+        Command::Healthcheck { listen } => healthcheck(&listen),
         Command::Upcast {
             config,
             input,
@@ -149,6 +158,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// `GET http://<listen>/healthz` with a 2-second timeout.
+fn healthcheck(listen: &str) -> ExitCode {
+    let address = listen.replacen("0.0.0.0", "127.0.0.1", 1);
+    let url = format!("http://{address}/healthz");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let answer = runtime.block_on(async {
+        reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(2))
+            .build()?
+            .get(&url)
+            .send()
+            .await?
+            .error_for_status()
+    });
+    match answer {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("unhealthy: {url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn report(errors: &[ConfigError]) -> ExitCode {
     for e in errors {
         eprintln!("error: {e}");
@@ -160,6 +195,7 @@ async fn run(pipelines: Vec<sinkd_core::config::LoadedPipeline>, listen: String)
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut searches = std::collections::HashMap::new();
+    let mut running = std::collections::HashMap::new();
     for loaded in pipelines {
         let name = loaded.pipeline.name.clone();
         match wiring::build(&loaded.pipeline, &loaded.path) {
@@ -168,7 +204,14 @@ async fn run(pipelines: Vec<sinkd_core::config::LoadedPipeline>, listen: String)
                     searches.insert(name.clone(), search);
                 }
                 let stop = stop_rx.clone();
-                tasks.push((name, tokio::spawn(built.pipeline.run(stop))));
+                let alive = Arc::new(AtomicBool::new(true));
+                running.insert(name.clone(), alive.clone());
+                let task = tokio::spawn(async move {
+                    let result = built.pipeline.run(stop).await;
+                    alive.store(false, Ordering::Relaxed);
+                    result
+                });
+                tasks.push((name, task));
             }
             Err(e) => {
                 error!(pipeline = %name, file = %loaded.path.display(), error = %e, "cannot start the pipeline");
@@ -179,7 +222,7 @@ async fn run(pipelines: Vec<sinkd_core::config::LoadedPipeline>, listen: String)
     match tokio::net::TcpListener::bind(&listen).await {
         Ok(listener) => {
             info!(%listen, "HTTP API listening");
-            let app = http::router(std::sync::Arc::new(searches));
+            let app = http::router(Arc::new(searches), Arc::new(running));
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, app).await {
                     error!(error = %e, "HTTP API stopped");
