@@ -5,7 +5,9 @@
 ensure_build_deps() {
   local missing=()
   for pkg in build-essential pkg-config libssl-dev zlib1g-dev python3-venv; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    # Installed, not merely known: a removed package keeps a dpkg entry.
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
+      || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing build dependencies: ${missing[*]}" >&2

@@ -9,11 +9,14 @@ RUST_IMAGE=docker.io/library/rust:1.95-slim-bookworm
 ensure_podman() {
   local missing=()
   for pkg in podman buildah debootstrap runc; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    # Installed, not merely known: a removed package keeps a dpkg entry.
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
+      || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
   # runc here refuses limits at the shell's own hard limits (seen: nofile 20000 and nproc
   # 96365 refused, 16384 and 32768 accepted), so both are capped below them.
