@@ -3,21 +3,14 @@
 # three settings TEST-STACK.md names, and the two base images made locally. Sourced by
 # docker/image/test.sh. Images stay in podman's store, so a second run reuses them.
 
+# shellcheck source=docker/build-deps.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../build-deps.sh"
+
 DEBIAN_IMAGE=docker.io/library/debian:bookworm-slim
 RUST_IMAGE=docker.io/library/rust:1.95-slim-bookworm
 
 ensure_podman() {
-  local missing=()
-  for pkg in podman buildah debootstrap runc; do
-    # Installed, not merely known: a removed package keeps a dpkg entry.
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
-      || missing+=("$pkg")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
+  ensure_packages podman buildah debootstrap runc
   # runc here refuses limits at the shell's own hard limits (seen: nofile 20000 and nproc
   # 96365 refused, 16384 and 32768 accepted), so both are capped below them.
   local nofile nproc

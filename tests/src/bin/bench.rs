@@ -36,17 +36,6 @@ struct Args {
     sink: String,
 }
 
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// What the plain load of the final rows measured.
 struct Baseline {
     what: &'static str,
@@ -107,7 +96,7 @@ async fn main() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
     let sinkd_secs = start.elapsed().as_secs_f64();
-    let rss = peak_rss_kib(pid).unwrap_or(0);
+    let rss = sinkd_tests::daemon::proc_status_kib(pid, "VmHWM").unwrap_or(0);
     daemon.terminate(Duration::from_secs(30));
     let kept_log = std::env::temp_dir().join("sinkd-bench.log");
     let _ = std::fs::copy(dir.0.join("sinkd.log"), &kept_log);

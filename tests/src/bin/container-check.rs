@@ -63,17 +63,6 @@ fn fail(what: &str, container: &str) -> ! {
     std::process::exit(1);
 }
 
-fn rss_kib(pid: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -158,7 +147,10 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let pid = podman(&["inspect", "--format", "{{.State.Pid}}", container])
         .unwrap_or_else(|e| fail(&e, container));
-    let idle_rss = rss_kib(&pid);
+    let idle_rss = pid
+        .parse()
+        .ok()
+        .and_then(|pid| sinkd_tests::daemon::proc_status_kib(pid, "VmRSS"));
 
     // SIGTERM while the next 20,000 are being produced and written.
     // In 40 chunks over about 4 s, so that events keep arriving after the stop.
