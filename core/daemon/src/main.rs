@@ -19,13 +19,6 @@ use sinkd_core::config::{ConfigError, load_paths};
 use tokio::sync::watch;
 use tracing::{error, info};
 
-/// mimalloc: the data path allocates a little per field of every record (apache-avro
-/// values own their field names and strings), and mimalloc made the decode + upcast +
-/// projection path about 10 % faster than glibc malloc in `./bench upcast`. Vector ships
-/// jemalloc for the same reason.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "sinkd",

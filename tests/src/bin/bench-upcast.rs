@@ -21,10 +21,6 @@ use sinkd_kafka::{AvroEventDecoder, Registry};
 use sinkd_tests::evolution::{self, Writer};
 use sinkd_tests::stack;
 
-/// The daemon's allocator, so the figures are the daemon's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 struct Args {
     /// Events per round.
