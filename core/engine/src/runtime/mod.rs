@@ -274,6 +274,22 @@ impl Runner {
         matches!(done, Ok(Ok(())))
     }
 
+    /// Waits before a retry; [`Stop::Shutdown`] if shutdown is asked meanwhile.
+    async fn retry_after(&self, wait: Duration) -> Result<(), Stop> {
+        if sleep_or_shutdown(wait, &self.shutdown).await {
+            return Err(Stop::Shutdown);
+        }
+        Ok(())
+    }
+
+    /// Stops the pipeline: a cause that retrying cannot cure.
+    fn fatal(&self, cause: impl Into<String>) -> Stop {
+        Stop::Failed(PipelineError::Fatal {
+            pipeline: self.name.clone(),
+            cause: cause.into(),
+        })
+    }
+
     async fn open_sink(&mut self) -> Result<(), Stop> {
         let mut backoff = Backoff::new();
         loop {
@@ -283,15 +299,10 @@ impl Runner {
                 Err(e) if e.class() == ErrorClass::Retriable => {
                     let wait = backoff.next();
                     warn!(pipeline = %self.name, error = %e, retry_in = ?wait, "sink not ready");
-                    if sleep_or_shutdown(wait, &self.shutdown).await {
-                        return Err(Stop::Shutdown);
-                    }
+                    self.retry_after(wait).await?;
                 }
                 Err(e) => {
-                    return Err(Stop::Failed(PipelineError::Fatal {
-                        pipeline: self.name.clone(),
-                        cause: e.to_string(),
-                    }));
+                    return Err(self.fatal(e.to_string()));
                 }
             }
         }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::{Backoff, Runner, Stop, sleep_or_shutdown};
+use super::{Backoff, Runner, Stop};
 use crate::config::{BadRecordPolicy, UnknownEventPolicy};
 use crate::decode::DeadLetterCause;
 use crate::error::{ErrorClass, PipelineError, RecordError};
@@ -55,10 +55,7 @@ impl Runner {
         let event = match self.decode_waiting(raw).await? {
             Ok(event) => event,
             Err(e) if e.class() == ErrorClass::Fatal => {
-                return Err(Stop::Failed(PipelineError::Fatal {
-                    pipeline: self.name.clone(),
-                    cause: format!("at {}: {e}", raw.position),
-                }));
+                return Err(self.fatal(format!("at {}: {e}", raw.position)));
             }
             Err(e) => {
                 self.bad_record(raw, &e, "bad_record").await?;
@@ -120,9 +117,7 @@ impl Runner {
                     let wait = backoff.next();
                     warn!(pipeline = %self.name, position = %raw.position, error = %e, retry_in = ?wait,
                           "cannot decode yet; retrying the same record");
-                    if sleep_or_shutdown(wait, &self.shutdown).await {
-                        return Err(Stop::Shutdown);
-                    }
+                    self.retry_after(wait).await?;
                 }
                 other => return Ok(other),
             }
@@ -130,13 +125,10 @@ impl Runner {
     }
 
     fn changed_on_second_pass(&self, raw: &RawRecord, e: &RecordError) -> Stop {
-        Stop::Failed(PipelineError::Fatal {
-            pipeline: self.name.clone(),
-            cause: format!(
-                "at {}: the record decoded the first time but not when written alone: {e}",
-                raw.position
-            ),
-        })
+        self.fatal(format!(
+            "at {}: the record decoded the first time but not when written alone: {e}",
+            raw.position
+        ))
     }
 
     pub(super) fn stop_at(&self, raw: &RawRecord, e: &dyn std::fmt::Display) -> Stop {
@@ -187,9 +179,7 @@ impl Runner {
                     let wait = backoff.next();
                     warn!(pipeline = %self.name, position = %raw.position, error = %err, retry_in = ?wait,
                           "dead-letter topic unavailable; retrying");
-                    if sleep_or_shutdown(wait, &self.shutdown).await {
-                        return Err(Stop::Shutdown);
-                    }
+                    self.retry_after(wait).await?;
                 }
             }
         }

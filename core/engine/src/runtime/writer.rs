@@ -157,10 +157,7 @@ impl Runner {
                 warn!(pipeline = %self.name, error = %e, "sink rejected a row; writing this batch record by record");
                 self.write_one_by_one(f.records).await
             }
-            Outcome::Failed(e) => Err(Stop::Failed(PipelineError::Fatal {
-                pipeline: self.name.clone(),
-                cause: e.to_string(),
-            })),
+            Outcome::Failed(e) => Err(self.fatal(e.to_string())),
         }
     }
 
@@ -190,9 +187,7 @@ impl Runner {
                 Err(e) => {
                     let wait = backoff.next();
                     warn!(pipeline = %self.name, error = %e, retry_in = ?wait, "cannot reload checkpoints");
-                    if sleep_or_shutdown(wait, &self.shutdown).await {
-                        return Err(Stop::Shutdown);
-                    }
+                    self.retry_after(wait).await?;
                 }
             }
         };
@@ -205,14 +200,12 @@ impl Runner {
                 // Records from the old position may already be queued ahead of the seek;
                 // accepting them would skip the stretch in between. Only a fresh start
                 // (assignment from the sink) resumes safely from a checkpoint moved back.
-                return Err(Stop::Failed(PipelineError::Fatal {
-                    pipeline: self.name.clone(),
-                    cause: format!(
-                        "the checkpoint of {}/{} moved back from {:?} to {now:?} while the \
-                         pipeline ran; restart sinkd to resume from the stored offset",
-                        tp.0, tp.1, state.stored
-                    ),
-                }));
+                let cause = format!(
+                    "the checkpoint of {}/{} moved back from {:?} to {now:?} while the \
+                     pipeline ran; restart sinkd to resume from the stored offset",
+                    tp.0, tp.1, state.stored
+                );
+                return Err(self.fatal(cause));
             }
             state.stored = now;
             state.next = now.unwrap_or(0);
@@ -268,15 +261,10 @@ impl Runner {
                     Err(e) if e.class() == ErrorClass::Retriable => {
                         let wait = backoff.next();
                         warn!(pipeline = %self.name, error = %e, retry_in = ?wait, "sink write failed; retrying");
-                        if sleep_or_shutdown(wait, &self.shutdown).await {
-                            return Err(Stop::Shutdown);
-                        }
+                        self.retry_after(wait).await?;
                     }
                     Err(e) => {
-                        return Err(Stop::Failed(PipelineError::Fatal {
-                            pipeline: self.name.clone(),
-                            cause: e.to_string(),
-                        }));
+                        return Err(self.fatal(e.to_string()));
                     }
                 }
             }
