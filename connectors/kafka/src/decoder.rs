@@ -55,6 +55,30 @@ pub enum ReaderSchema {
     Subject(String, Option<u32>),
 }
 
+impl ReaderSchema {
+    /// The schema, fetched from the registry for a subject. A subject that is missing or
+    /// does not parse is [`RecordError::RegistryRefused`]: the pipeline cannot go on.
+    pub async fn load(
+        &self,
+        registry: &Registry,
+        event_type: &str,
+    ) -> Result<Arc<Schema>, RecordError> {
+        let (subject, version) = match self {
+            ReaderSchema::Parsed(s) => return Ok(s.clone()),
+            ReaderSchema::Subject(subject, version) => (subject, version),
+        };
+        let found = registry.subject_schema(subject, *version).await?;
+        let schema = Schema::parse_str(&found.schema).map_err(|e| {
+            RecordError::RegistryRefused(format!(
+                "reader schema of {event_type} (subject {subject} v{}) does not parse: {e}",
+                found.version
+            ))
+        })?;
+        tracing::info!(%event_type, %subject, version = found.version, "reader schema loaded from the registry");
+        Ok(Arc::new(schema))
+    }
+}
+
 /// Schema facts by `(schema id, topic)`: the version depends on the topic's subject.
 /// Looked up once per record, so FxHash rather than SipHash (the keys are not attacker-chosen
 /// in any way that matters: ids and topic names of our own brokers).
@@ -89,18 +113,7 @@ impl AvroEventDecoder {
     async fn reader(&self, event_type: &str) -> Result<Option<Arc<Schema>>, RecordError> {
         match self.readers.get(event_type) {
             None => Ok(None),
-            Some(ReaderSchema::Parsed(s)) => Ok(Some(s.clone())),
-            Some(ReaderSchema::Subject(subject, version)) => {
-                let found = self.registry.subject_schema(subject, *version).await?;
-                let schema = Schema::parse_str(&found.schema).map_err(|e| {
-                    RecordError::RegistryRefused(format!(
-                        "reader schema of {event_type} (subject {subject} v{}) does not parse: {e}",
-                        found.version
-                    ))
-                })?;
-                tracing::info!(%event_type, %subject, version = found.version, "reader schema loaded from the registry");
-                Ok(Some(Arc::new(schema)))
-            }
+            Some(reader) => reader.load(&self.registry, event_type).await.map(Some),
         }
     }
 
@@ -179,16 +192,21 @@ impl AvroEventDecoder {
     }
 }
 
-/// The version of the writer schema in the subject that names this topic's values:
-/// `<topic>-value` (TopicNameStrategy), then `<topic>-<record>` (TopicRecordNameStrategy),
-/// then `<record>` (RecordNameStrategy), then the first subject the registry lists.
-fn pick_version(registered: &[crate::registry::SubjectVersion], topic: &str, record: &str) -> u32 {
-    let preferred = [
+/// The subjects that may name a topic's values of one record type, most specific first:
+/// `<topic>-value` (TopicNameStrategy), `<topic>-<record>` (TopicRecordNameStrategy),
+/// `<record>` (RecordNameStrategy).
+pub fn subject_candidates(topic: &str, record: &str) -> [String; 3] {
+    [
         format!("{topic}-value"),
         format!("{topic}-{record}"),
         record.to_owned(),
-    ];
-    preferred
+    ]
+}
+
+/// The version of the writer schema in the first of [`subject_candidates`] it is
+/// registered under, else in the first subject the registry lists.
+fn pick_version(registered: &[crate::registry::SubjectVersion], topic: &str, record: &str) -> u32 {
+    subject_candidates(topic, record)
         .iter()
         .find_map(|s| registered.iter().find(|r| &r.subject == s))
         .or_else(|| registered.first())

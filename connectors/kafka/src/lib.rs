@@ -14,6 +14,6 @@ pub mod registry;
 pub mod source;
 
 pub use dead_letter::KafkaDeadLetters;
-pub use decoder::{AvroEventDecoder, ReaderSchema};
+pub use decoder::{AvroEventDecoder, ReaderSchema, subject_candidates};
 pub use registry::{Registry, SubjectSchema};
 pub use source::KafkaSource;

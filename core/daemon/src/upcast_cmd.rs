@@ -21,13 +21,14 @@ use base64::Engine;
 use serde_json::{Map, Value as Json, json};
 use sinkd_core::config::LoadedPipeline;
 use sinkd_core::decode::Decoder;
+use sinkd_core::error::RecordError;
 use sinkd_core::event::{Event, RawRecord, SourcePosition};
 use sinkd_core::projection::Op;
 use sinkd_core::schema::EventSchema;
 use sinkd_core::transform::Transform;
 use sinkd_core::upcast::reader::resolve_to_reader;
 use sinkd_core::value::to_json;
-use sinkd_kafka::{AvroEventDecoder, ReaderSchema, Registry};
+use sinkd_kafka::{AvroEventDecoder, ReaderSchema, Registry, subject_candidates};
 
 use crate::wiring::reader_schemas;
 
@@ -199,17 +200,11 @@ impl Writers {
             let writer = self.writer(ty, version).await?;
             let reader = match self.readers.get(ty) {
                 None => None,
-                Some(ReaderSchema::Parsed(s)) => Some(s.clone()),
-                Some(ReaderSchema::Subject(subject, v)) => {
-                    let found = self
-                        .registry
-                        .subject_schema(subject, *v)
+                Some(r) => Some(
+                    r.load(&self.registry, ty)
                         .await
-                        .map_err(|e| e.to_string())?;
-                    Some(Arc::new(Schema::parse_str(&found.schema).map_err(|e| {
-                        format!("reader schema of {ty} (subject {subject}): {e}")
-                    })?))
-                }
+                        .map_err(|e| e.to_string())?,
+                ),
             };
             let view = EventSchema::from_avro(reader.as_deref().unwrap_or(&writer))
                 .ok_or_else(|| format!("the schema of {ty} v{version} is not a record"))?;
@@ -237,13 +232,13 @@ impl Writers {
             return Schema::parse_str(&text).map_err(|e| format!("{}: {e}", path.display()));
         }
         let topic = &self.topic;
-        for subject in [
-            format!("{topic}-value"),
-            format!("{topic}-{ty}"),
-            ty.to_owned(),
-        ] {
-            let Ok(found) = self.registry.subject_schema(&subject, Some(version)).await else {
-                continue;
+        let subjects = subject_candidates(topic, ty);
+        for subject in &subjects {
+            let found = match self.registry.subject_schema(subject, Some(version)).await {
+                Ok(found) => found,
+                // An unreachable registry is not "no such schema": say so.
+                Err(e @ RecordError::RegistryUnavailable(_)) => return Err(e.to_string()),
+                Err(_) => continue,
             };
             let schema = Schema::parse_str(&found.schema)
                 .map_err(|e| format!("{subject} v{version}: {e}"))?;
@@ -252,7 +247,8 @@ impl Writers {
             }
         }
         Err(format!(
-            "no writer schema for {ty} v{version}: not in the registry under {topic}-value, {topic}-{ty} or {ty} (or pass --schemas DIR)"
+            "no writer schema for {ty} v{version}: not in the registry under {} (or pass --schemas DIR)",
+            subjects.join(", ")
         ))
     }
 }
