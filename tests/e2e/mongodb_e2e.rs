@@ -199,3 +199,19 @@ async fn a_document_the_validator_rejects_is_dead_lettered_and_the_rest_applied(
     let letters = stack::read_topic(&dlq, 1, Duration::from_secs(30));
     assert_eq!(letters.len(), 1, "{}", daemon.log());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_under_load_never_shows_a_partial_collection_and_misses_nothing() {
+    sinkd_tests::control::a_rebuild_under_load_never_shows_a_partial_target_and_misses_nothing(
+        &Target::mongo(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_dash_nine_during_a_rebuild_leaves_the_live_collection_intact() {
+    sinkd_tests::control::kill_dash_nine_during_a_rebuild_leaves_the_live_target_intact(
+        &Target::mongo(),
+    )
+    .await;
+}

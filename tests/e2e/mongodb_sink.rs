@@ -1,6 +1,7 @@
 //! The sink conformance scenarios on a real mongod replica set.
 
 use sinkd_core::config::MongoSinkConfig;
+use sinkd_core::sink::Target as SinkTarget;
 use sinkd_mongodb::MongoSink;
 use sinkd_tests::target::{MONGO_DATABASE, Target};
 use sinkd_tests::{conformance, stack};
@@ -20,7 +21,7 @@ async fn a_writer_with_a_stale_checkpoint_is_fenced_and_applies_nothing() {
     let cfg = config(&name);
     conformance::fencing(
         &format!("{name}.t"),
-        || MongoSink::new(&cfg, &name),
+        || MongoSink::new(&cfg, &name, SinkTarget::Live),
         |k| {
             let name = name.clone();
             async move { Target::mongo().counter(&name, k).await }
@@ -35,7 +36,7 @@ async fn a_replay_after_an_offset_reset_is_skipped_by_row_guards() {
     let cfg = config(&name);
     conformance::replay_is_guarded(
         &format!("{name}.t"),
-        |pipeline| MongoSink::new(&cfg, &format!("{name}-{pipeline}")),
+        |pipeline| MongoSink::new(&cfg, &format!("{name}-{pipeline}"), SinkTarget::Live),
         |k| {
             let name = name.clone();
             async move { Target::mongo().counter(&name, k).await }

@@ -264,3 +264,19 @@ async fn two_instances_share_the_partitions_and_one_takes_over_from_a_crashed_on
         "B took over every partition\n{b_log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_under_load_never_shows_a_partial_table_and_misses_nothing() {
+    sinkd_tests::control::a_rebuild_under_load_never_shows_a_partial_target_and_misses_nothing(
+        &Target::Postgres,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_dash_nine_during_a_rebuild_leaves_the_live_table_intact() {
+    sinkd_tests::control::kill_dash_nine_during_a_rebuild_leaves_the_live_target_intact(
+        &Target::Postgres,
+    )
+    .await;
+}

@@ -1,6 +1,7 @@
 //! The sink conformance scenarios on a real PostgreSQL.
 
 use sinkd_core::config::PostgresSinkConfig;
+use sinkd_core::sink::Target;
 use sinkd_postgres::PostgresSink;
 use sinkd_tests::{conformance, stack};
 
@@ -31,7 +32,7 @@ async fn a_writer_with_a_stale_checkpoint_is_fenced_and_applies_nothing() {
     let key = vec!["id".to_owned()];
     conformance::fencing(
         &format!("{name}.t"),
-        || PostgresSink::new(&cfg, &name, &key),
+        || PostgresSink::new(&cfg, &name, &key, Target::Live),
         |k| counter(name.clone(), k),
     )
     .await;
@@ -44,7 +45,7 @@ async fn a_replay_after_an_offset_reset_is_skipped_by_row_guards() {
     let key = vec!["id".to_owned()];
     conformance::replay_is_guarded(
         &format!("{name}.t"),
-        |pipeline| PostgresSink::new(&cfg, &format!("{name}-{pipeline}"), &key),
+        |pipeline| PostgresSink::new(&cfg, &format!("{name}-{pipeline}"), &key, Target::Live),
         |k| counter(name.clone(), k),
     )
     .await;

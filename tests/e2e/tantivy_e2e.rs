@@ -213,3 +213,17 @@ async fn redelivery_from_offset_zero_changes_nothing() {
         "a full redelivery changed the index"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_under_load_never_shows_a_partial_index_and_misses_nothing() {
+    sinkd_tests::control::a_rebuild_under_load_never_shows_a_partial_target_and_misses_nothing(
+        &target(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_dash_nine_during_a_rebuild_leaves_the_live_index_intact() {
+    sinkd_tests::control::kill_dash_nine_during_a_rebuild_leaves_the_live_target_intact(&target())
+        .await;
+}

@@ -62,6 +62,11 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with the HTTP API on `listen`.
     pub fn start_listening(config: &Path, log: &Path, listen: &str) -> Daemon {
+        Daemon::start_with_env(config, log, listen, &[])
+    }
+
+    /// Like [`Daemon::start_listening`], with extra environment variables.
+    pub fn start_with_env(config: &Path, log: &Path, listen: &str, env: &[(&str, &str)]) -> Daemon {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -76,6 +81,7 @@ impl Daemon {
                 "RUST_LOG",
                 std::env::var("SINKD_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()

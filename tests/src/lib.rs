@@ -12,6 +12,7 @@
 //! - [`daemon`]: running the real `sinkd` binary on a pipeline file.
 
 pub mod conformance;
+pub mod control;
 pub mod daemon;
 pub mod evolution;
 pub mod mongod;

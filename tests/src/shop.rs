@@ -196,6 +196,30 @@ pub fn generate(n: usize, keys: usize, seed: u64) -> Vec<ShopEvent> {
     out
 }
 
+/// `n` OrderPlaced events for new orders `<prefix>-<i>`: a stream that only ever adds
+/// rows, so a reader can tell a partial read model from a complete one by its count.
+pub fn new_orders(prefix: &str, n: usize) -> Vec<ShopEvent> {
+    (0..n)
+        .map(|i| {
+            let order_id = format!("{prefix}-{i:06}");
+            ShopEvent {
+                order_id: order_id.clone(),
+                kind: Kind::Placed,
+                value: Value::Record(vec![
+                    ("order_id".into(), Value::String(order_id)),
+                    ("customer".into(), Value::String(format!("customer-{i}"))),
+                    ("status".into(), Value::String("placed".into())),
+                    (
+                        "placed_at".into(),
+                        Value::TimestampMillis(1_800_000_000_000 + i as i64),
+                    ),
+                    ("note".into(), Value::Union(0, Box::new(Value::Null))),
+                ]),
+            }
+        })
+        .collect()
+}
+
 fn field<'a>(v: &'a Value, name: &str) -> &'a Value {
     let Value::Record(fields) = v else {
         panic!("not a record")

@@ -68,7 +68,7 @@ impl Target {
     /// The orders read model as the sink holds it.
     pub async fn read_orders(&self, name: &str) -> Expected {
         match self {
-            Target::Tantivy(base) => read_index(&base.join(name)),
+            Target::Tantivy(base) => read_index(&live_index(&base.join(name))),
             Target::Postgres => stack::read_orders(&stack::pg().await, name).await,
             Target::Mongo(url) => {
                 let docs: Vec<Document> = Self::mongo_db(url)
@@ -116,7 +116,7 @@ impl Target {
     pub async fn checkpoints_in(&self, table: &str, pipeline: &str) -> HashMap<i32, i64> {
         match self {
             Target::Tantivy(base) => {
-                let dir = base.join(table);
+                let dir = live_index(&base.join(table));
                 if !dir.join("meta.json").exists() {
                     return HashMap::new();
                 }
@@ -184,6 +184,56 @@ impl Target {
         }
     }
 
+    /// How many orders table, collection or index `name` holds now (0 if it is missing).
+    pub async fn count(&self, name: &str) -> u64 {
+        match self {
+            Target::Tantivy(base) => {
+                let dir = live_index(&base.join(name));
+                let Ok(index) = tantivy::Index::open_in_dir(&dir) else {
+                    return 0;
+                };
+                index.reader().map(|r| r.searcher().num_docs()).unwrap_or(0)
+            }
+            Target::Postgres => stack::pg()
+                .await
+                .query_one(&format!("SELECT count(*) FROM \"{name}\""), &[])
+                .await
+                .map(|r| r.get::<_, i64>(0) as u64)
+                .unwrap_or(0),
+            Target::Mongo(url) => Self::mongo_db(url)
+                .await
+                .collection::<Document>(name)
+                .count_documents(doc! {})
+                .await
+                .unwrap_or(0),
+        }
+    }
+
+    /// Whether a rebuild's shadow of `name` is still there.
+    pub async fn shadow_exists(&self, name: &str) -> bool {
+        match self {
+            Target::Tantivy(base) => sinkd_tantivy::layout::shadow_dir(&base.join(name))
+                .expect("index layout")
+                .exists(),
+            Target::Postgres => stack::pg()
+                .await
+                .query_one(
+                    "SELECT to_regclass($1) IS NOT NULL",
+                    &[&format!("public.\"{name}__sinkd_shadow\"")],
+                )
+                .await
+                .map(|r| r.get::<_, bool>(0))
+                .unwrap_or(false),
+            Target::Mongo(url) => Self::mongo_db(url)
+                .await
+                .list_collection_names()
+                .filter(doc! { "name": format!("{name}__sinkd_shadow") })
+                .await
+                .map(|n| !n.is_empty())
+                .unwrap_or(false),
+        }
+    }
+
     /// The `counter` field/column of key `key` in `name` (for the conformance scenarios).
     pub async fn counter(&self, name: &str, key: &str) -> Option<i64> {
         match self {
@@ -191,7 +241,7 @@ impl Target {
                 use tantivy::collector::TopDocs;
                 use tantivy::query::TermQuery;
                 use tantivy::schema::{IndexRecordOption, Value};
-                let index = tantivy::Index::open_in_dir(base.join(name)).ok()?;
+                let index = tantivy::Index::open_in_dir(live_index(&base.join(name))).ok()?;
                 let schema = index.schema();
                 let (id, counter) = (
                     schema.get_field("id").ok()?,
@@ -233,6 +283,11 @@ impl Target {
             }
         }
     }
+}
+
+/// The folder of an index's live generation (a rebuild moves it).
+pub fn live_index(root: &std::path::Path) -> std::path::PathBuf {
+    sinkd_tantivy::layout::live_dir(root).expect("index layout")
 }
 
 /// Every document of a shop index, opened read-only as an application in the same pod

@@ -27,6 +27,10 @@ pub fn consumer_config(cfg: &KafkaSourceConfig, group_id: &str) -> ClientConfig 
                 StartPosition::Latest => "latest",
             },
         );
+    // Per-partition high watermarks for lag and rebuild progress, unless set otherwise.
+    if !cfg.properties.contains_key("statistics.interval.ms") {
+        c.set("statistics.interval.ms", "1000");
+    }
     // Consumer-only keys a user may not have set; producer-only keys are filtered by
     // librdkafka with a warning, so the pass-through stays one map.
     c

@@ -6,14 +6,17 @@
 //! - [`registry`]: the Confluent-compatible schema registry (schema by id, version lookup).
 //! - [`decoder`]: Confluent framing + Avro → [`sinkd_core::event::Event`].
 //! - [`dead_letter`]: the dead-letter producer.
+//! - [`offsets`]: partitions, watermarks and offsets by time, for the control plane.
 
 pub mod client;
 pub mod dead_letter;
 pub mod decoder;
+pub mod offsets;
 pub mod registry;
 pub mod source;
 
 pub use dead_letter::KafkaDeadLetters;
 pub use decoder::{AvroEventDecoder, ReaderSchema, subject_candidates};
+pub use offsets::{KafkaOffsets, Watermarks};
 pub use registry::{Registry, SubjectSchema};
 pub use source::KafkaSource;

@@ -9,8 +9,8 @@
 //! pipeline sees them in order.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -40,9 +40,23 @@ struct Context {
     tx: mpsc::Sender<SourceItem>,
     start: StartPosition,
     stop: Arc<AtomicBool>,
+    /// High watermarks from librdkafka's statistics (taken from fetch responses).
+    highs: Arc<Mutex<HashMap<TopicPartition, i64>>>,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut highs = self.highs.lock().expect("highs lock");
+        for (name, topic) in &statistics.topics {
+            for (id, p) in &topic.partitions {
+                // Partition -1 is librdkafka's internal "unassigned" queue.
+                if *id >= 0 && p.hi_offset >= 0 {
+                    highs.insert((Arc::from(name.as_str()), *id), p.hi_offset);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for Context {
     fn rebalance(
@@ -163,6 +177,7 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 
 /// A Kafka source whose offsets live in the sink.
 pub struct KafkaSource {
+    highs: Arc<Mutex<HashMap<TopicPartition, i64>>>,
     consumer: Arc<BaseConsumer<Context>>,
     rx: mpsc::Receiver<SourceItem>,
     stop: Arc<AtomicBool>,
@@ -185,7 +200,9 @@ impl KafkaSource {
             .unwrap_or_else(|| format!("sinkd-{pipeline}"));
         let (tx, rx) = mpsc::channel(queue.max(1));
         let stop = Arc::new(AtomicBool::new(false));
+        let highs = Arc::new(Mutex::new(HashMap::new()));
         let context = Context {
+            highs: highs.clone(),
             pipeline: pipeline.to_owned(),
             checkpoints,
             runtime: Handle::current(),
@@ -232,6 +249,7 @@ impl KafkaSource {
                 .map_err(|e| SourceError(format!("cannot start the polling thread: {e}")))?
         };
         Ok(KafkaSource {
+            highs,
             consumer,
             rx,
             stop,
@@ -341,6 +359,10 @@ impl Source for KafkaSource {
         }
     }
 
+    fn high_watermark(&self, partition: &TopicPartition) -> Option<i64> {
+        self.cached_high(partition)
+    }
+
     fn seek(&self, partition: &TopicPartition, offset: i64) -> Result<(), SourceError> {
         self.consumer
             .seek(
@@ -355,6 +377,17 @@ impl Source for KafkaSource {
                     partition.0, partition.1
                 ))
             })
+    }
+}
+
+impl KafkaSource {
+    fn cached_high(&self, partition: &TopicPartition) -> Option<i64> {
+        // From fetch responses: right even where a broker's ListOffsets answer lags.
+        self.highs
+            .lock()
+            .expect("highs lock")
+            .get(partition)
+            .copied()
     }
 }
 

@@ -153,10 +153,12 @@ pub async fn load(
         .collect())
 }
 
-/// A checkpoint reader for the source, sharing the sink's client.
+/// A checkpoint reader for the source, sharing the sink's client (or connecting itself
+/// when used without a sink, by the control plane).
 pub struct MongoCheckpointReader {
     /// Set once the sink has connected.
     pub client: Mutex<Option<Client>>,
+    url: String,
     database: String,
     pipeline: String,
     target: String,
@@ -164,9 +166,15 @@ pub struct MongoCheckpointReader {
 
 impl MongoCheckpointReader {
     /// A reader for one pipeline and target collection.
-    pub fn new(database: &str, pipeline: &str, target: &str) -> Arc<MongoCheckpointReader> {
+    pub fn new(
+        url: &str,
+        database: &str,
+        pipeline: &str,
+        target: &str,
+    ) -> Arc<MongoCheckpointReader> {
         Arc::new(MongoCheckpointReader {
             client: Mutex::new(None),
+            url: url.to_owned(),
             database: database.to_owned(),
             pipeline: pipeline.to_owned(),
             target: target.to_owned(),
@@ -180,12 +188,19 @@ impl CheckpointReader for MongoCheckpointReader {
         &self,
         partitions: &[TopicPartition],
     ) -> Result<HashMap<TopicPartition, i64>, SinkError> {
-        let client = self
-            .client
-            .lock()
-            .await
-            .clone()
-            .ok_or_else(|| SinkError::Unavailable("MongoDB sink not connected yet".into()))?;
+        let client = {
+            let mut guard = self.client.lock().await;
+            match guard.as_ref() {
+                Some(c) => c.clone(),
+                None => {
+                    let c = Client::with_uri_str(&self.url)
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    *guard = Some(c.clone());
+                    c
+                }
+            }
+        };
         load(
             &client.database(&self.database),
             &self.pipeline,

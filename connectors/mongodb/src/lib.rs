@@ -8,15 +8,19 @@
 //! - [`sink`]: [`MongoSink`]: one transaction per batch on a replica set; on a standalone
 //!   server the guards alone keep the effect exactly once.
 //!
+//! - [`admin`]: the rebuild's shadow collection, its recoverable swap, checkpoint resets.
+//!
 //! Batches go through the `update` and `delete` commands rather than the driver's
 //! client-level bulk write, which needs server 8.0; their `writeErrors` are read and
 //! classified (a reply says `ok: 1` even when statements failed).
 
+pub mod admin;
 pub mod checkpoint;
 pub mod sink;
 pub mod statements;
 pub mod values;
 
+pub use admin::MongoAdmin;
 pub use sink::MongoSink;
 
 use mongodb::error::{Error, ErrorKind};

@@ -16,9 +16,10 @@ use mongodb::{Client, ClientSession, Database};
 use sinkd_core::batch::{Compacted, Entry};
 use sinkd_core::config::{MongoSinkConfig, redact_url};
 use sinkd_core::error::SinkError;
-use sinkd_core::sink::{CheckpointAdvance, CheckpointReader, Sink};
+use sinkd_core::sink::{CheckpointAdvance, CheckpointReader, Sink, Target, TargetAdmin};
 use tracing::{debug, info, warn};
 
+use crate::admin::{MongoAdmin, shadow_collection};
 use crate::checkpoint::{self, MongoCheckpointReader, run, write_errors};
 use crate::statements::{CHUNK, statement};
 use crate::{classify, classify_code, codes};
@@ -30,6 +31,7 @@ pub struct MongoSink {
     client: Option<Client>,
     transactions: bool,
     reader: Arc<MongoCheckpointReader>,
+    admin: Arc<MongoAdmin>,
 }
 
 /// Duplicate-key failures of a statement: the first is retried, the second means another
@@ -40,11 +42,18 @@ enum Attempt {
 }
 
 impl MongoSink {
-    /// A sink for one pipeline; connects on [`Sink::open`].
-    pub fn new(cfg: &MongoSinkConfig, pipeline: &str) -> MongoSink {
+    /// A sink for one pipeline writing `target` (the configured collection or its rebuild
+    /// shadow); connects on [`Sink::open`].
+    pub fn new(cfg: &MongoSinkConfig, pipeline: &str, target: Target) -> MongoSink {
+        let admin = Arc::new(MongoAdmin::new(cfg, pipeline));
+        let mut cfg = cfg.clone();
+        if target == Target::Shadow {
+            cfg.collection = shadow_collection(&cfg.collection);
+        }
         MongoSink {
-            reader: MongoCheckpointReader::new(&cfg.database, pipeline, &cfg.collection),
-            cfg: cfg.clone(),
+            reader: MongoCheckpointReader::new(&cfg.url, &cfg.database, pipeline, &cfg.collection),
+            admin,
+            cfg,
             pipeline: pipeline.to_owned(),
             client: None,
             transactions: false,
@@ -188,6 +197,10 @@ impl Sink for MongoSink {
 
     fn checkpoint_reader(&self) -> Arc<dyn CheckpointReader> {
         self.reader.clone()
+    }
+
+    fn admin(&self) -> Arc<dyn TargetAdmin> {
+        self.admin.clone()
     }
 
     async fn write(

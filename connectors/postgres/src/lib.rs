@@ -5,13 +5,16 @@
 //! - [`statements`]: the set-based statements of a compacted batch, with row guards.
 //! - [`checkpoint`]: the `sinkd_offsets` table and its compare-and-set advance.
 //! - [`sink`]: [`PostgresSink`], one transaction per batch.
+//! - [`admin`]: the rebuild's shadow table, its swap, and checkpoint resets.
 
+pub mod admin;
 pub mod checkpoint;
 pub mod sink;
 pub mod statements;
 pub mod table;
 pub mod types;
 
+pub use admin::PgAdmin;
 pub use sink::PostgresSink;
 
 /// Quotes an identifier for SQL (`"a""b"`), as PostgreSQL's `quote_ident` does. Table and

@@ -8,11 +8,12 @@ use async_trait::async_trait;
 use sinkd_core::batch::Entry;
 use sinkd_core::config::{PostgresSinkConfig, redact_url};
 use sinkd_core::error::SinkError;
-use sinkd_core::sink::{CheckpointAdvance, CheckpointReader, Sink};
+use sinkd_core::sink::{CheckpointAdvance, CheckpointReader, Sink, Target, TargetAdmin};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement as Prepared};
 use tracing::info;
 
+use crate::admin::{PgAdmin, shadow_table};
 use crate::checkpoint::{self, PgCheckpointReader, connect};
 use crate::classify;
 use crate::statements::for_batch;
@@ -27,15 +28,27 @@ pub struct PostgresSink {
     table: Option<Table>,
     prepared: HashMap<String, Prepared>,
     reader: Arc<PgCheckpointReader>,
+    admin: Arc<PgAdmin>,
 }
 
 impl PostgresSink {
-    /// A sink for one pipeline; connects on [`Sink::open`].
-    pub fn new(cfg: &PostgresSinkConfig, pipeline: &str, key: &[String]) -> PostgresSink {
-        let target = target_name(cfg);
+    /// A sink for one pipeline writing `target` (the configured table or its rebuild
+    /// shadow); connects on [`Sink::open`].
+    pub fn new(
+        cfg: &PostgresSinkConfig,
+        pipeline: &str,
+        key: &[String],
+        target: Target,
+    ) -> PostgresSink {
+        let admin = Arc::new(PgAdmin::new(cfg, pipeline));
+        let mut cfg = cfg.clone();
+        if target == Target::Shadow {
+            cfg.table = shadow_table(&cfg.table);
+        }
         PostgresSink {
-            reader: PgCheckpointReader::new(&cfg.url, pipeline, &target),
-            cfg: cfg.clone(),
+            reader: PgCheckpointReader::new(&cfg.url, pipeline, &target_name(&cfg)),
+            admin,
+            cfg,
             pipeline: pipeline.to_owned(),
             key: key.to_vec(),
             client: None,
@@ -136,6 +149,10 @@ impl Sink for PostgresSink {
 
     fn checkpoint_reader(&self) -> Arc<dyn CheckpointReader> {
         self.reader.clone()
+    }
+
+    fn admin(&self) -> Arc<dyn TargetAdmin> {
+        self.admin.clone()
     }
 
     async fn write(

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sinkd_core::error::SinkError;
-use sinkd_core::sink::{CheckpointReader, TopicPartition};
-use tantivy::Index;
+use sinkd_core::sink::{CheckpointReader, Target, TopicPartition};
+use tantivy::{Index, IndexWriter, TantivyDocument};
+
+use crate::layout;
 
 /// The payload of a commit.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -30,6 +32,33 @@ pub struct Offset {
     pub partition: i32,
     /// Next offset to read.
     pub next: i64,
+}
+
+/// Commits the writer's pending changes with `offsets` ((topic, partition) → next) as the
+/// checkpoint of `pipeline`: documents and offsets become durable together.
+pub fn commit<'a>(
+    writer: &mut IndexWriter<TantivyDocument>,
+    pipeline: &str,
+    offsets: impl Iterator<Item = ((&'a str, i32), i64)>,
+) -> Result<(), SinkError> {
+    let payload = Payload {
+        pipeline: pipeline.to_owned(),
+        offsets: offsets
+            .map(|((topic, partition), next)| Offset {
+                topic: topic.to_owned(),
+                partition,
+                next,
+            })
+            .collect(),
+    };
+    let fail =
+        |what: &str, e: tantivy::TantivyError| SinkError::Incompatible(format!("{what}: {e}"));
+    let mut prepared = writer
+        .prepare_commit()
+        .map_err(|e| fail("prepare commit", e))?;
+    prepared.set_payload(&serde_json::to_string(&payload).expect("payload serializes"));
+    prepared.commit().map_err(|e| fail("commit", e))?;
+    Ok(())
 }
 
 /// The offsets of `pipeline` in the last commit of the index, by (topic, partition).
@@ -56,15 +85,18 @@ pub fn read(index: &Index, pipeline: &str) -> Result<HashMap<(String, i32), i64>
 /// Reads the checkpoint straight from the index directory (no writer, no lock), for the
 /// source's assignment, which may come before the sink has opened.
 pub struct TantivyCheckpointReader {
-    path: PathBuf,
+    root: PathBuf,
+    target: Target,
     pipeline: String,
 }
 
 impl TantivyCheckpointReader {
-    /// A reader for one index directory and pipeline.
-    pub fn new(path: &str, pipeline: &str) -> Arc<TantivyCheckpointReader> {
+    /// A reader for one index (`sink.tantivy.path`), target and pipeline. The folder is
+    /// found on each load, as a rebuild's swap moves the live index.
+    pub fn new(path: &str, target: Target, pipeline: &str) -> Arc<TantivyCheckpointReader> {
         Arc::new(TantivyCheckpointReader {
-            path: PathBuf::from(path),
+            root: PathBuf::from(path),
+            target,
             pipeline: pipeline.to_owned(),
         })
     }
@@ -76,10 +108,14 @@ impl CheckpointReader for TantivyCheckpointReader {
         &self,
         partitions: &[TopicPartition],
     ) -> Result<HashMap<TopicPartition, i64>, SinkError> {
-        if !self.path.join("meta.json").exists() {
+        let dir = match self.target {
+            Target::Live => layout::live_dir(&self.root)?,
+            Target::Shadow => layout::shadow_dir(&self.root)?,
+        };
+        if !dir.join("meta.json").exists() {
             return Ok(HashMap::new());
         }
-        let index = Index::open_in_dir(&self.path)
+        let index = Index::open_in_dir(&dir)
             .map_err(|e| SinkError::Config(format!("cannot open the index: {e}")))?;
         let stored = read(&index, &self.pipeline)?;
         Ok(partitions

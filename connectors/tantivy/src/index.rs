@@ -101,12 +101,11 @@ fn add_field(b: &mut tantivy::schema::SchemaBuilder, f: &IndexField) -> Field {
     }
 }
 
-/// Opens the index of the directory, or creates it when the directory is empty or does not
+/// Opens the index of `path` (a generation folder of `cfg.path`, see [`crate::layout`]), or creates it when the directory is empty or does not
 /// exist in an existing parent. A missing parent, a directory that holds something else, a
 /// corrupt index, or an index whose schema differs from the file is an error that says
 /// what to do.
-pub fn open(cfg: &TantivySinkConfig) -> Result<Index, SinkError> {
-    let path = Path::new(&cfg.path);
+pub fn open(cfg: &TantivySinkConfig, path: &Path) -> Result<Index, SinkError> {
     let wanted = schema(cfg);
     let empty = match std::fs::read_dir(path) {
         Ok(mut entries) => entries.next().is_none(),

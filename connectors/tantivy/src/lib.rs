@@ -7,13 +7,18 @@
 //! - [`sink`]: [`TantivySink`]: upsert = delete by key term + add, merges and increments
 //!   from the stored previous document, one commit per batch.
 //! - [`search`]: queries for the REST API (total hits, stored fields, scores).
+//! - [`layout`]: the live generation folder and the rebuild's shadow beside it.
+//! - [`admin`]: the shadow's swap (switching `ACTIVE`, reopening readers) and resets.
 
+pub mod admin;
 pub mod checkpoint;
 pub mod index;
+pub mod layout;
 pub mod search;
 pub mod sink;
 pub mod values;
 
+pub use admin::TantivyAdmin;
 pub use search::SearchHandle;
 pub use sink::TantivySink;
 

@@ -15,7 +15,7 @@ use sinkd_core::batch::{Compacted, Entry};
 use sinkd_core::config::{IndexFieldKind, TantivySinkConfig};
 use sinkd_core::error::SinkError;
 use sinkd_core::projection::Cell;
-use sinkd_core::sink::{CheckpointAdvance, CheckpointReader, Sink};
+use sinkd_core::sink::{CheckpointAdvance, CheckpointReader, Sink, Target, TargetAdmin};
 use sinkd_core::value::{to_json, unwrap_union};
 use tantivy::collector::TopDocs;
 use tantivy::query::TermQuery;
@@ -23,10 +23,11 @@ use tantivy::schema::{Field, IndexRecordOption, OwnedValue, Value};
 use tantivy::{IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
 use tracing::info;
 
-use crate::checkpoint::{self, Offset, Payload, TantivyCheckpointReader};
+use crate::admin::TantivyAdmin;
+use crate::checkpoint::{self, TantivyCheckpointReader};
 use crate::index::{self, GUARD_OFFSET, GUARD_PARTITION, GUARD_TOPIC};
 use crate::search::{SearchHandle, Searchable};
-use crate::{fatal, values};
+use crate::{fatal, layout, values};
 
 struct Open {
     writer: IndexWriter<TantivyDocument>,
@@ -44,18 +45,28 @@ pub struct TantivySink {
     offsets: HashMap<(String, i32), i64>,
     search: SearchHandle,
     reader: Arc<TantivyCheckpointReader>,
+    target: Target,
+    admin: Arc<TantivyAdmin>,
 }
 
 impl TantivySink {
-    /// A sink for one pipeline; opens the index on [`Sink::open`].
-    pub fn new(cfg: &TantivySinkConfig, pipeline: &str) -> TantivySink {
+    /// A sink for one pipeline writing `target` (the live index or a rebuild's shadow);
+    /// opens the index on [`Sink::open`]. A live sink publishes its reader to `search`.
+    pub fn new(
+        cfg: &TantivySinkConfig,
+        pipeline: &str,
+        target: Target,
+        search: SearchHandle,
+    ) -> TantivySink {
         TantivySink {
-            reader: TantivyCheckpointReader::new(&cfg.path, pipeline),
+            reader: TantivyCheckpointReader::new(&cfg.path, target, pipeline),
+            admin: Arc::new(TantivyAdmin::new(cfg, pipeline, search.clone())),
             cfg: cfg.clone(),
             pipeline: pipeline.to_owned(),
             open: None,
             offsets: HashMap::new(),
-            search: SearchHandle::default(),
+            search,
+            target,
         }
     }
 
@@ -65,7 +76,12 @@ impl TantivySink {
     }
 
     fn open_sync(&mut self) -> Result<(), SinkError> {
-        let index = index::open(&self.cfg)?;
+        let root = std::path::Path::new(&self.cfg.path);
+        let dir = match self.target {
+            Target::Live => layout::live_dir(root)?,
+            Target::Shadow => layout::shadow_dir(root)?,
+        };
+        let index = index::open(&self.cfg, &dir)?;
         let writer = index
             .writer_with_num_threads(1, self.cfg.heap_mb.max(15) * 1024 * 1024)
             .map_err(|e| match e {
@@ -101,9 +117,11 @@ impl TantivySink {
             writer,
         };
         self.offsets = checkpoint::read(&index, &self.pipeline)?;
-        *self.search.inner.write().expect("lock") = Some(Searchable { index, reader });
+        if self.target == Target::Live {
+            *self.search.inner.write().expect("lock") = Some(Searchable { index, reader });
+        }
         self.open = Some(open);
-        info!(pipeline = %self.pipeline, path = %self.cfg.path, "Tantivy index ready");
+        info!(pipeline = %self.pipeline, path = %dir.display(), "Tantivy index ready");
         Ok(())
     }
 
@@ -139,23 +157,13 @@ impl TantivySink {
         for a in advances {
             offsets.insert((a.topic.to_string(), a.partition), a.next);
         }
-        let payload = Payload {
-            pipeline: self.pipeline.clone(),
-            offsets: offsets
+        checkpoint::commit(
+            &mut open.writer,
+            &self.pipeline,
+            offsets
                 .iter()
-                .map(|((topic, partition), next)| Offset {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    next: *next,
-                })
-                .collect(),
-        };
-        let mut prepared = open
-            .writer
-            .prepare_commit()
-            .map_err(|e| fatal("prepare commit", e))?;
-        prepared.set_payload(&serde_json::to_string(&payload).expect("payload serializes"));
-        prepared.commit().map_err(|e| fatal("commit", e))?;
+                .map(|((t, p), next)| ((t.as_str(), *p), *next)),
+        )?;
         open.reader
             .reload()
             .map_err(|e| fatal("reload the reader", e))?;
@@ -274,6 +282,10 @@ impl Sink for TantivySink {
 
     fn checkpoint_reader(&self) -> Arc<dyn CheckpointReader> {
         self.reader.clone()
+    }
+
+    fn admin(&self) -> Arc<dyn TargetAdmin> {
+        self.admin.clone()
     }
 
     async fn write(

@@ -4,20 +4,25 @@
 //! - `sinkd validate FILE…`: checks pipeline files without connecting to anything.
 //! - `sinkd upcast --config FILE INPUT`: a pipeline's upcasters and projection over sample
 //!   events, offline.
+//! - `sinkd status|pause|resume|rebuild`: clients of a running daemon's REST API.
+//!
+//! - [`control`]: one controller per pipeline (its task, pause, offsets, rebuild).
+//! - [`api`]: the REST API over the controllers.
 
-mod http;
+mod api;
+mod client;
+mod control;
 mod upcast_cmd;
 mod wiring;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sinkd_core::config::{ConfigError, load_paths};
-use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +38,26 @@ struct Cli {
     command: Command,
 }
 
+/// Where the client commands find the daemon. The token comes from SINKD_API_TOKEN or
+/// SINKD_API_TOKEN_FILE, as for the daemon.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// The daemon's API (default: from SINKD_LISTEN, else http://127.0.0.1:8080).
+    #[arg(long = "api", env = "SINKD_API_URL")]
+    url: Option<String>,
+}
+
+impl ApiArgs {
+    fn client(&self) -> Result<client::Client, String> {
+        let url = self.url.clone().unwrap_or_else(|| {
+            client::url_of_listen(
+                &std::env::var("SINKD_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into()),
+            )
+        });
+        client::Client::new(&url)
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Human,
@@ -46,9 +71,59 @@ enum Command {
         /// A pipeline file or a folder of `*.yaml` files; repeatable.
         #[arg(long = "config", short = 'c', required = true, env = "SINKD_CONFIG")]
         config: Vec<PathBuf>,
-        /// Address of the HTTP API (health, search).
+        /// Address of the HTTP API.
         #[arg(long, env = "SINKD_LISTEN", default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Serve reads (status, metrics, search, wait) without the token. The token itself
+        /// comes from SINKD_API_TOKEN or the file named by SINKD_API_TOKEN_FILE; without
+        /// one, nothing can be changed over the API.
+        #[arg(long, env = "SINKD_API_OPEN_READS")]
+        open_reads: bool,
+    },
+    /// Show the pipelines of a running daemon: state, counts, lag (per partition with NAME).
+    Status {
+        /// One pipeline.
+        name: Option<String>,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Pause a pipeline: write what it holds and stop consuming.
+    Pause {
+        /// The pipeline.
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Resume a paused or failed pipeline from the offsets stored in its sink.
+    Resume {
+        /// The pipeline.
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Rebuild a pipeline's read model from the log (a shadow swapped in when caught up).
+    Rebuild {
+        /// The pipeline.
+        name: String,
+        /// Empty the live target and replay into it instead (the read model is partial
+        /// meanwhile).
+        #[arg(long)]
+        in_place: bool,
+        /// Start at this time (RFC 3339 or ms since the epoch) instead of the earliest
+        /// offsets.
+        #[arg(long)]
+        from: Option<String>,
+        /// Show a progress bar until the rebuild ends; exit 1 if it fails.
+        #[arg(long)]
+        follow: bool,
+        /// Cancel the rebuild under way and drop its shadow.
+        #[arg(long, conflicts_with_all = ["in_place", "from"])]
+        cancel: bool,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Check pipeline files (syntax, unknown keys, variables, consistency) without I/O.
     Validate {
@@ -137,16 +212,80 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config, listen } => {
+        Command::Run {
+            config,
+            listen,
+            open_reads,
+        } => {
             let pipelines = match load_paths(&config) {
                 Ok(p) => p,
                 Err(errors) => return report(&errors),
+            };
+            let token = match client::token_from_env() {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            runtime.block_on(run(pipelines, listen))
+            runtime.block_on(run(
+                pipelines,
+                listen,
+                api::auth::Auth::new(token, open_reads),
+            ))
+        }
+        Command::Status { name, json, api } => {
+            client_command(
+                &api,
+                |c| async move { c.status(name.as_deref(), json).await },
+            )
+        }
+        Command::Pause { name, api } => {
+            client_command(
+                &api,
+                |c| async move { c.pause_resume(&name, "pause").await },
+            )
+        }
+        Command::Resume { name, api } => {
+            client_command(
+                &api,
+                |c| async move { c.pause_resume(&name, "resume").await },
+            )
+        }
+        Command::Rebuild {
+            name,
+            in_place,
+            from,
+            follow,
+            cancel,
+            api,
+        } => client_command(&api, |c| async move {
+            c.rebuild(&name, in_place, from.as_deref(), follow, cancel)
+                .await
+        }),
+    }
+}
+
+/// Runs one client command; errors go to stderr with exit code 1.
+fn client_command<F, Fut>(api: &ApiArgs, f: F) -> ExitCode
+where
+    F: FnOnce(client::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = api.client().map(|c| runtime.block_on(f(c)));
+    match result.and_then(|r| r) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -184,38 +323,48 @@ fn report(errors: &[ConfigError]) -> ExitCode {
     ExitCode::from(2)
 }
 
-async fn run(pipelines: Vec<sinkd_core::config::LoadedPipeline>, listen: String) -> ExitCode {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    let mut searches = std::collections::HashMap::new();
-    let mut running = std::collections::HashMap::new();
+async fn run(
+    pipelines: Vec<sinkd_core::config::LoadedPipeline>,
+    listen: String,
+    auth: api::auth::Auth,
+) -> ExitCode {
+    let metrics = match api::metrics::install() {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            warn!(error = %e, "metrics recorder not installed; /metrics is unavailable");
+            None
+        }
+    };
+    let mut controllers = BTreeMap::new();
     for loaded in pipelines {
         let name = loaded.pipeline.name.clone();
-        match wiring::build(&loaded.pipeline, &loaded.path) {
-            Ok(built) => {
-                if let Some(search) = built.search {
-                    searches.insert(name.clone(), search);
-                }
-                let stop = stop_rx.clone();
-                let alive = Arc::new(AtomicBool::new(true));
-                running.insert(name.clone(), alive.clone());
-                let task = tokio::spawn(async move {
-                    let result = built.pipeline.run(stop).await;
-                    alive.store(false, Ordering::Relaxed);
-                    result
-                });
-                tasks.push((name, task));
+        let file = loaded.path.clone();
+        match control::Controller::new(loaded.pipeline, loaded.path) {
+            Ok(c) => {
+                controllers.insert(name, c);
             }
             Err(e) => {
-                error!(pipeline = %name, file = %loaded.path.display(), error = %e, "cannot start the pipeline");
+                error!(pipeline = %name, file = %file.display(), error = %e, "cannot start the pipeline");
                 return ExitCode::from(2);
             }
         }
     }
+    if !auth.has_token() {
+        warn!(
+            "no API token (SINKD_API_TOKEN / SINKD_API_TOKEN_FILE): reads are open and nothing can be changed over the API"
+        );
+    }
+    let controllers = Arc::new(controllers);
     match tokio::net::TcpListener::bind(&listen).await {
         Ok(listener) => {
             info!(%listen, "HTTP API listening");
-            let app = http::router(Arc::new(searches), Arc::new(running));
+            let app = api::router(
+                api::Api {
+                    pipelines: controllers.clone(),
+                    metrics,
+                },
+                auth,
+            );
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, app).await {
                     error!(error = %e, "HTTP API stopped");
@@ -227,24 +376,41 @@ async fn run(pipelines: Vec<sinkd_core::config::LoadedPipeline>, listen: String)
             return ExitCode::from(2);
         }
     }
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        info!("shutdown requested; finishing in-flight batches");
-        let _ = stop_tx.send(true);
-    });
+    for c in controllers.values() {
+        let c = c.clone();
+        tokio::spawn(async move { c.start().await });
+    }
+    // Runs until SIGTERM / Ctrl-C, or until every pipeline has failed (a daemon that can
+    // do nothing exits, so its supervisor sees it).
+    let mut changes: Vec<_> = controllers.values().map(|c| c.subscribe()).collect();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        let all_failed = controllers
+            .values()
+            .all(|c| matches!(c.state(), control::State::Failed(_)));
+        if all_failed {
+            break;
+        }
+        let changed =
+            futures::future::select_all(changes.iter_mut().map(|r| Box::pin(r.changed())));
+        tokio::select! {
+            _ = &mut signal => {
+                info!("shutdown requested; finishing in-flight batches");
+                break;
+            }
+            _ = changed => {}
+        }
+    }
+    futures::future::join_all(controllers.values().map(|c| c.shutdown())).await;
     let mut failed = false;
-    for (name, task) in tasks {
-        match task.await {
-            Ok(Ok(())) => info!(pipeline = %name, "pipeline stopped"),
-            Ok(Err(e)) => {
-                error!(pipeline = %name, error = %e, "pipeline failed");
+    for c in controllers.values() {
+        match c.state() {
+            control::State::Failed(e) => {
                 eprintln!("error: {e}");
                 failed = true;
             }
-            Err(e) => {
-                error!(pipeline = %name, error = %e, "pipeline task panicked");
-                failed = true;
-            }
+            _ => info!(pipeline = %c.name, "pipeline stopped"),
         }
     }
     if failed {

@@ -1,5 +1,5 @@
 //! Builds a runnable pipeline from its file: the one place where connectors are chosen.
-//! Adding a sink means one new match arm here.
+//! Adding a sink means one new match arm here ([`sink_for`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,40 +9,69 @@ use apache_avro::Schema;
 use sinkd_core::config::{PipelineFile, ReaderSchemaConfig, SinkConfig, SourceMode};
 use sinkd_core::decode::DeadLetters;
 use sinkd_core::runtime::{Pipeline, PipelineStats, Policies};
-use sinkd_core::sink::Sink;
+use sinkd_core::sink::{CheckpointReader, Sink, Target, TargetAdmin};
 use sinkd_core::transform::Transform;
 use sinkd_kafka::{AvroEventDecoder, KafkaDeadLetters, KafkaSource, ReaderSchema, Registry};
 use sinkd_mongodb::MongoSink;
 use sinkd_postgres::PostgresSink;
 use sinkd_tantivy::{SearchHandle, TantivySink};
 
-/// A pipeline ready to run, and what the REST API can ask of it.
-pub struct Built {
-    /// The pipeline.
-    pub pipeline: Pipeline,
-    /// Search, for a Tantivy pipeline.
-    pub search: Option<SearchHandle>,
-}
-
-/// Connects the parts of a validated pipeline read from `file`. Must run inside the tokio
-/// runtime.
-pub fn build(p: &PipelineFile, file: &Path) -> Result<Built, String> {
-    let mut search = None;
-    let (sink, default_mode): (Box<dyn Sink>, SourceMode) = match &p.sink {
+/// The sink of a pipeline file for `target`, and the source mode it runs in by default.
+/// A Tantivy sink publishes its live reader to `search`.
+fn sink_for(
+    p: &PipelineFile,
+    target: Target,
+    search: &SearchHandle,
+) -> (Box<dyn Sink>, SourceMode) {
+    match &p.sink {
         SinkConfig::Postgres(cfg) => (
-            Box::new(PostgresSink::new(cfg, &p.name, &p.key.columns)),
+            Box::new(PostgresSink::new(cfg, &p.name, &p.key.columns, target)),
             SourceMode::Shared,
         ),
-        SinkConfig::Mongodb(cfg) => (Box::new(MongoSink::new(cfg, &p.name)), SourceMode::Shared),
+        SinkConfig::Mongodb(cfg) => (
+            Box::new(MongoSink::new(cfg, &p.name, target)),
+            SourceMode::Shared,
+        ),
         // A local index per sidecar: every instance reads every partition.
-        SinkConfig::Tantivy(cfg) => {
-            let sink = TantivySink::new(cfg, &p.name);
-            search = Some(sink.search_handle());
-            (Box::new(sink), SourceMode::Replica)
+        SinkConfig::Tantivy(cfg) => (
+            Box::new(TantivySink::new(cfg, &p.name, target, search.clone())),
+            SourceMode::Replica,
+        ),
+    }
+}
+
+/// What the control plane holds for a pipeline across restarts of its task: whole-target
+/// operations and a reader of the live checkpoints.
+pub fn live_target(
+    p: &PipelineFile,
+    search: &SearchHandle,
+) -> (Arc<dyn TargetAdmin>, Arc<dyn CheckpointReader>) {
+    let (sink, _) = sink_for(p, Target::Live, search);
+    (sink.admin(), sink.checkpoint_reader())
+}
+
+/// Connects the parts of a validated pipeline read from `file`, writing `target`. A
+/// rebuild's shadow reads every partition itself (no consumer group), from the offsets
+/// stored for the shadow. Must run inside the tokio runtime.
+pub fn build(
+    p: &PipelineFile,
+    file: &Path,
+    target: Target,
+    stats: Arc<PipelineStats>,
+    search: &SearchHandle,
+) -> Result<Pipeline, String> {
+    let (sink, default_mode) = sink_for(p, target, search);
+    let mut kafka = p.source.kafka.clone();
+    let name = match target {
+        Target::Live => {
+            kafka.mode.get_or_insert(default_mode);
+            p.name.clone()
+        }
+        Target::Shadow => {
+            kafka.mode = Some(SourceMode::Replica);
+            format!("{}:rebuild", p.name)
         }
     };
-    let mut kafka = p.source.kafka.clone();
-    kafka.mode.get_or_insert(default_mode);
     let registry = Arc::new(Registry::new(&p.source.registry)?);
     let decoder = Arc::new(
         AvroEventDecoder::new(registry, p.source.kafka.key_format)
@@ -59,9 +88,9 @@ pub fn build(p: &PipelineFile, file: &Path) -> Result<Built, String> {
     // The queue ahead of the pipeline holds at most two batches: bounded memory.
     let queue = p.batch.max_events.saturating_mul(2);
     let source =
-        KafkaSource::start(&kafka, &p.name, sink.checkpoint_reader(), queue).map_err(|e| e.0)?;
-    let pipeline = Pipeline {
-        name: p.name.clone(),
+        KafkaSource::start(&kafka, &name, sink.checkpoint_reader(), queue).map_err(|e| e.0)?;
+    Ok(Pipeline {
+        name,
         source: Box::new(source),
         decoder,
         transform: Transform::new(p).map_err(|problems| {
@@ -78,9 +107,8 @@ pub fn build(p: &PipelineFile, file: &Path) -> Result<Built, String> {
             unknown_events: p.unknown_events,
         },
         batch: p.batch.clone(),
-        stats: Arc::new(PipelineStats::default()),
-    };
-    Ok(Built { pipeline, search })
+        stats,
+    })
 }
 
 /// The declared reader schemas: files are read and parsed now (relative to the pipeline

@@ -51,11 +51,57 @@ pub trait Sink: Send + Sync {
     /// A reader of this sink's checkpoints, for the source.
     fn checkpoint_reader(&self) -> Arc<dyn CheckpointReader>;
 
+    /// Whole-target operations (rebuild swap, reset) on this sink's live and shadow
+    /// targets.
+    fn admin(&self) -> Arc<dyn TargetAdmin>;
+
     /// Applies the entries and advances the checkpoints atomically. On any error nothing
     /// was applied.
     async fn write(
         &mut self,
         entries: &[Entry],
         advances: &[CheckpointAdvance],
+    ) -> Result<(), SinkError>;
+}
+
+/// Which copy of a read model a sink writes: the one readers use, or the shadow a rebuild
+/// fills beside it (its own table, collection or index directory, with its own checkpoints).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The target readers use.
+    Live,
+    /// The rebuild's copy, swapped in when it has caught up.
+    Shadow,
+}
+
+/// Operations on a read model as a whole, for the control plane: rebuilds and offset
+/// resets. Each runs while no pipeline writes the target concerned.
+#[async_trait]
+pub trait TargetAdmin: Send + Sync {
+    /// What the target is called in the sink (`public.orders`, `shop.orders`, a folder).
+    fn describe(&self, target: Target) -> String;
+
+    /// Completes or rolls back a swap that a crash interrupted, so the live target and its
+    /// checkpoints agree. Called before the live pipeline starts.
+    async fn recover(&self) -> Result<(), SinkError>;
+
+    /// Whether a shadow (data or checkpoints) is present: a rebuild was interrupted.
+    async fn shadow_exists(&self) -> Result<bool, SinkError>;
+
+    /// Removes the shadow and its checkpoints; nothing to remove is fine.
+    async fn drop_shadow(&self) -> Result<(), SinkError>;
+
+    /// Replaces the live target and its checkpoints with the shadow's, atomically for
+    /// readers, and drops the old live data.
+    async fn swap_in_shadow(&self) -> Result<(), SinkError>;
+
+    /// Sets `target`'s checkpoints to exactly `offsets` (the pipeline's other checkpoints
+    /// of that target are removed) and, with `truncate`, empties the target in the same
+    /// transaction where the sink has one.
+    async fn reset(
+        &self,
+        target: Target,
+        truncate: bool,
+        offsets: &[(TopicPartition, i64)],
     ) -> Result<(), SinkError>;
 }

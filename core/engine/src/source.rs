@@ -48,4 +48,10 @@ pub trait Source: Send + Sync {
 
     /// Moves a partition to an offset (after fencing, to the sink's stored offset).
     fn seek(&self, partition: &TopicPartition, offset: i64) -> Result<(), SourceError>;
+
+    /// The partition's high watermark as the source last saw it while reading (no I/O);
+    /// `None` when unknown.
+    fn high_watermark(&self, _partition: &TopicPartition) -> Option<i64> {
+        None
+    }
 }

@@ -169,6 +169,17 @@ pub enum SinkConfig {
     Tantivy(TantivySinkConfig),
 }
 
+impl SinkConfig {
+    /// The sink's kind as the pipeline file names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkConfig::Postgres(_) => "postgres",
+            SinkConfig::Mongodb(_) => "mongodb",
+            SinkConfig::Tantivy(_) => "tantivy",
+        }
+    }
+}
+
 /// An embedded Tantivy index as the read model. The schema is declared here; every
 /// commit carries the checkpoint in its payload.
 #[derive(Clone, Debug, Deserialize)]
@@ -288,6 +299,26 @@ impl std::fmt::Debug for PostgresSinkConfig {
             .field("schema", &self.schema)
             .finish()
     }
+}
+
+/// [`redact_url`] for every URL inside a message (driver errors may quote them).
+pub fn redact_text(text: &str) -> String {
+    text.split_inclusive(char::is_whitespace)
+        .map(|word| {
+            if word.contains("://") && word.contains('@') {
+                let trimmed = word.trim_end();
+                let start = trimmed.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(0);
+                format!(
+                    "{}{}{}",
+                    &trimmed[..start],
+                    redact_url(&trimmed[start..]),
+                    &word[trimmed.len()..]
+                )
+            } else {
+                word.to_owned()
+            }
+        })
+        .collect()
 }
 
 /// Replaces the password of a `scheme://user:password@host` URL with `***`.

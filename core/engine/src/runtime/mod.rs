@@ -24,11 +24,14 @@
 //! - [`writer`]: how a batch becomes durable (the write task, fencing, rejected rows).
 
 mod records;
+mod stats;
 mod writer;
+
+pub use stats::{PartitionProgress, PipelineStats};
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::{Mutex, watch};
@@ -44,21 +47,6 @@ use crate::sink::{CheckpointReader, Sink, TopicPartition};
 use crate::source::{Source, SourceItem};
 use crate::transform::Transform;
 use writer::InFlight;
-
-/// Counters of one pipeline, readable while it runs.
-#[derive(Debug, Default)]
-pub struct PipelineStats {
-    /// Records taken from the source (redeliveries below the checkpoint excluded).
-    pub consumed: AtomicU64,
-    /// Records whose effect is durably in the sink.
-    pub applied: AtomicU64,
-    /// Records of undeclared event types skipped by policy.
-    pub skipped: AtomicU64,
-    /// Records sent to the dead-letter topic.
-    pub dead_lettered: AtomicU64,
-    /// Sink transactions committed.
-    pub batches: AtomicU64,
-}
 
 /// The policies that decide what happens to records that cannot be applied.
 #[derive(Clone, Debug)]
@@ -180,6 +168,7 @@ impl Pipeline {
             in_flight: None,
         };
         let result = runner.run().await;
+        runner.stats.released();
         match result {
             Ok(()) | Err(Stop::Shutdown) => {
                 info!(pipeline = %runner.name, "stopped");
@@ -233,6 +222,7 @@ impl Runner {
                 for a in assigned {
                     info!(pipeline = %self.name, topic = %a.partition.0, partition = a.partition.1,
                           stored = ?a.stored, "partition assigned");
+                    self.stats.assigned(a.partition.clone(), a.stored);
                     self.partitions.insert(
                         a.partition,
                         PartitionState {
@@ -248,6 +238,7 @@ impl Runner {
                 for tp in &partitions {
                     info!(pipeline = %self.name, topic = %tp.0, partition = tp.1, "partition revoked");
                     self.partitions.remove(tp);
+                    self.stats.revoked(tp);
                 }
                 let _ = done.send(());
                 drained
@@ -295,7 +286,10 @@ impl Runner {
         loop {
             let opened = self.sink.lock().await.open().await;
             match opened {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.stats.connected.store(true, Ordering::Relaxed);
+                    return Ok(());
+                }
                 Err(e) if e.class() == ErrorClass::Retriable => {
                     let wait = backoff.next();
                     warn!(pipeline = %self.name, error = %e, retry_in = ?wait, "sink not ready");

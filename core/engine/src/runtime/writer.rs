@@ -9,13 +9,13 @@
 //! rejected a row, and a stop for anything fatal.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::stats::Committed;
 use super::{Backoff, Pending, Runner, Stop, sleep_or_shutdown};
 use crate::batch::{Compactor, Entry};
 use crate::error::{ErrorClass, PipelineError, RecordError, SinkError};
@@ -66,6 +66,10 @@ async fn write_task(
         let started = Instant::now();
         match sink.write(&entries, &advances).await {
             Ok(()) => {
+                let labels = [("pipeline", pipeline.clone())];
+                metrics::histogram!("sinkd_batch_events", &labels).record(records as f64);
+                metrics::histogram!("sinkd_write_seconds", &labels)
+                    .record(started.elapsed().as_secs_f64());
                 debug!(
                     pipeline,
                     records,
@@ -145,7 +149,7 @@ impl Runner {
         };
         match outcome {
             Outcome::Written => {
-                self.committed(&f.advances, f.records.len() as u64);
+                self.committed(&f.advances, &f.records);
                 Ok(())
             }
             Outcome::Abandoned => Err(Stop::Shutdown),
@@ -161,17 +165,29 @@ impl Runner {
         }
     }
 
-    fn committed(&mut self, advances: &[CheckpointAdvance], records: u64) {
+    fn committed(&mut self, advances: &[CheckpointAdvance], records: &[(RawRecord, bool)]) {
         let mut offsets = Vec::with_capacity(advances.len());
+        let mut progress = Vec::with_capacity(advances.len());
         for a in advances {
             let tp = (a.topic.clone(), a.partition);
             if let Some(state) = self.partitions.get_mut(&tp) {
                 state.stored = Some(a.next);
             }
+            // The batch's last record of this partition carries its newest event time.
+            let last_ts = records
+                .iter()
+                .rev()
+                .find(|(r, _)| r.position.partition == a.partition && r.position.topic == a.topic)
+                .and_then(|(r, _)| r.timestamp_ms);
+            progress.push(Committed {
+                high: self.source.high_watermark(&tp),
+                partition: tp.clone(),
+                next: a.next,
+                last_event_ms: last_ts,
+            });
             offsets.push((tp, a.next));
         }
-        self.stats.applied.fetch_add(records, Ordering::Relaxed);
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.committed(&progress, records.len() as u64);
         self.source.committed(&offsets);
     }
 
@@ -268,7 +284,7 @@ impl Runner {
                     }
                 }
             }
-            self.committed(&advance, 1);
+            self.committed(&advance, std::slice::from_ref(&(raw, has_op)));
         }
         Ok(())
     }

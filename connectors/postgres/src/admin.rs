@@ -1,0 +1,258 @@
+//! Whole-table operations for the control plane.
+//!
+//! The shadow of `schema.table` is `schema.table__sinkd_shadow`, with its own checkpoint
+//! rows (target `schema.table__sinkd_shadow`). The swap is one transaction: the live table
+//! is dropped, the shadow renamed into its place together with its primary key, the live
+//! table's secondary indexes and grants re-created on it, and the shadow's checkpoint rows
+//! become the live ones. Readers wait on the table lock for that moment and then see the
+//! new table: never an empty or half-built one. A crash anywhere leaves either the old
+//! state or the new one, so there is nothing to recover.
+
+use async_trait::async_trait;
+use sinkd_core::config::PostgresSinkConfig;
+use sinkd_core::error::SinkError;
+use sinkd_core::sink::{Target, TargetAdmin, TopicPartition};
+use tokio_postgres::{Client, GenericClient, Transaction};
+use tracing::info;
+
+use crate::checkpoint::{self, connect};
+use crate::{classify, ident};
+
+/// The name of a table's shadow.
+pub fn shadow_table(table: &str) -> String {
+    format!("{table}__sinkd_shadow")
+}
+
+/// [`TargetAdmin`] for a PostgreSQL table.
+pub struct PgAdmin {
+    url: String,
+    schema: String,
+    table: String,
+    pipeline: String,
+}
+
+impl PgAdmin {
+    /// The admin of `cfg`'s table (the live one, whatever target the sink writes).
+    pub fn new(cfg: &PostgresSinkConfig, pipeline: &str) -> PgAdmin {
+        PgAdmin {
+            url: cfg.url.clone(),
+            schema: cfg.schema.clone(),
+            table: cfg.table.clone(),
+            pipeline: pipeline.to_owned(),
+        }
+    }
+
+    fn table_of(&self, target: Target) -> String {
+        match target {
+            Target::Live => self.table.clone(),
+            Target::Shadow => shadow_table(&self.table),
+        }
+    }
+
+    fn qualified(&self, target: Target) -> String {
+        format!("{}.{}", ident(&self.schema), ident(&self.table_of(target)))
+    }
+
+    async fn client(&self) -> Result<Client, SinkError> {
+        let client = connect(&self.url).await?;
+        client
+            .batch_execute(checkpoint::CREATE)
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(client)
+    }
+
+    async fn exists(&self, client: &impl GenericClient, target: Target) -> Result<bool, SinkError> {
+        let row = client
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&self.qualified(target)],
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(row.get(0))
+    }
+
+    /// The DDL that gives the new live table the old one's secondary indexes and grants
+    /// (users add both for their queries; sinkd creates neither).
+    async fn carried_over(&self, tx: &Transaction<'_>) -> Result<Vec<String>, SinkError> {
+        let live = self.qualified(Target::Live);
+        let mut ddl: Vec<String> = tx
+            .query(
+                "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i \
+                 WHERE i.indrelid = $1::text::regclass AND NOT i.indisprimary",
+                &[&live],
+            )
+            .await
+            .map_err(|e| classify(&e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let grants = tx
+            .query(
+                "SELECT grantee::text, privilege_type::text FROM information_schema.role_table_grants \
+                 WHERE table_schema = $1 AND table_name = $2 AND grantee <> current_user",
+                &[&self.schema, &self.table],
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+        for g in grants {
+            let grantee: String = g.get(0);
+            let privilege: String = g.get(1);
+            let to = if grantee == "PUBLIC" {
+                grantee
+            } else {
+                ident(&grantee)
+            };
+            ddl.push(format!("GRANT {privilege} ON {live} TO {to}"));
+        }
+        Ok(ddl)
+    }
+
+    async fn set_offsets(
+        &self,
+        tx: &Transaction<'_>,
+        target: Target,
+        offsets: &[(TopicPartition, i64)],
+    ) -> Result<(), SinkError> {
+        let name = self.describe(target);
+        tx.execute(
+            "DELETE FROM sinkd_offsets WHERE pipeline = $1 AND target = $2",
+            &[&self.pipeline, &name],
+        )
+        .await
+        .map_err(|e| classify(&e))?;
+        for ((topic, partition), next) in offsets {
+            tx.execute(
+                "INSERT INTO sinkd_offsets (pipeline, target, topic, partition, next_offset) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&self.pipeline, &name, &&**topic, partition, next],
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TargetAdmin for PgAdmin {
+    fn describe(&self, target: Target) -> String {
+        format!("{}.{}", self.schema, self.table_of(target))
+    }
+
+    async fn recover(&self) -> Result<(), SinkError> {
+        // Every change is one transaction: there is no half-done state to repair.
+        Ok(())
+    }
+
+    async fn shadow_exists(&self) -> Result<bool, SinkError> {
+        let client = self.client().await?;
+        if self.exists(&client, Target::Shadow).await? {
+            return Ok(true);
+        }
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM sinkd_offsets WHERE pipeline = $1 AND target = $2",
+                &[&self.pipeline, &self.describe(Target::Shadow)],
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(row.get::<_, i64>(0) > 0)
+    }
+
+    async fn drop_shadow(&self) -> Result<(), SinkError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| classify(&e))?;
+        tx.batch_execute(&format!(
+            "DROP TABLE IF EXISTS {}",
+            self.qualified(Target::Shadow)
+        ))
+        .await
+        .map_err(|e| classify(&e))?;
+        self.set_offsets(&tx, Target::Shadow, &[]).await?;
+        tx.commit().await.map_err(|e| classify(&e))
+    }
+
+    async fn swap_in_shadow(&self) -> Result<(), SinkError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| classify(&e))?;
+        let live = self.qualified(Target::Live);
+        let shadow = self.qualified(Target::Shadow);
+        let live_exists = self.exists(&tx, Target::Live).await?;
+        if !self.exists(&tx, Target::Shadow).await? {
+            // Nothing in the log produced a row: the rebuilt read model is empty.
+            if live_exists {
+                tx.batch_execute(&format!("TRUNCATE {live}"))
+                    .await
+                    .map_err(|e| classify(&e))?;
+            }
+        } else {
+            let carried = if live_exists {
+                self.carried_over(&tx).await?
+            } else {
+                Vec::new()
+            };
+            let pkey: Option<String> = tx
+                .query_opt(
+                    "SELECT conname::text FROM pg_constraint \
+                     WHERE conrelid = $1::text::regclass AND contype = 'p'",
+                    &[&shadow],
+                )
+                .await
+                .map_err(|e| classify(&e))?
+                .map(|r| r.get(0));
+            let mut ddl = vec![
+                format!("DROP TABLE IF EXISTS {live}"),
+                format!("ALTER TABLE {shadow} RENAME TO {}", ident(&self.table)),
+            ];
+            if let Some(pkey) = pkey {
+                // The name PostgreSQL gives a table's key, so the next shadow's is free.
+                let name: String = format!("{}_pkey", self.table).chars().take(63).collect();
+                ddl.push(format!(
+                    "ALTER TABLE {live} RENAME CONSTRAINT {} TO {}",
+                    ident(&pkey),
+                    ident(&name)
+                ));
+            }
+            ddl.extend(carried);
+            for sql in &ddl {
+                info!(pipeline = %self.pipeline, sql, "swapping in the rebuilt table");
+                tx.batch_execute(sql).await.map_err(|e| classify(&e))?;
+            }
+        }
+        let shadow_target = self.describe(Target::Shadow);
+        let live_target = self.describe(Target::Live);
+        tx.execute(
+            "DELETE FROM sinkd_offsets WHERE pipeline = $1 AND target = $2",
+            &[&self.pipeline, &live_target],
+        )
+        .await
+        .map_err(|e| classify(&e))?;
+        tx.execute(
+            "UPDATE sinkd_offsets SET target = $3, updated_at = now() \
+             WHERE pipeline = $1 AND target = $2",
+            &[&self.pipeline, &shadow_target, &live_target],
+        )
+        .await
+        .map_err(|e| classify(&e))?;
+        tx.commit().await.map_err(|e| classify(&e))
+    }
+
+    async fn reset(
+        &self,
+        target: Target,
+        truncate: bool,
+        offsets: &[(TopicPartition, i64)],
+    ) -> Result<(), SinkError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| classify(&e))?;
+        if truncate && self.exists(&tx, target).await? {
+            tx.batch_execute(&format!("TRUNCATE {}", self.qualified(target)))
+                .await
+                .map_err(|e| classify(&e))?;
+        }
+        self.set_offsets(&tx, target, offsets).await?;
+        tx.commit().await.map_err(|e| classify(&e))
+    }
+}

@@ -1,0 +1,119 @@
+//! The daemon's REST API (documented in `openapi.yaml`, served at `/openapi.yaml`).
+//!
+//! - [`pipelines`]: status, pause/resume, offsets, rebuild, read-your-writes wait.
+//! - [`search`]: queries on Tantivy pipelines.
+//! - [`metrics`]: `/metrics` in the Prometheus text format.
+//! - [`auth`]: bearer token for mutations (and reads unless opened).
+//!
+//! `/healthz` (the process answers) and `/readyz` (every pipeline connected and running)
+//! are open: probes carry no token.
+
+pub mod auth;
+pub mod metrics;
+pub mod pipelines;
+pub mod search;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router, middleware};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::control::Controller;
+use auth::Auth;
+
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("openapi.yaml");
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct Api {
+    /// Pipelines by name.
+    pub pipelines: Arc<BTreeMap<String, Arc<Controller>>>,
+    /// Renders the recorded metrics.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl Api {
+    fn pipeline(&self, name: &str) -> Result<Arc<Controller>, ApiError> {
+        self.pipelines
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no pipeline named `{name}`")))
+    }
+}
+
+/// A refused request: its status and message, answered as `{"error": "…"}`.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.0, self.1)
+    }
+}
+
+/// A JSON error body: `{"error": "…"}`.
+pub fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// The routes.
+pub fn router(api: Api, auth: Auth) -> Router {
+    let auth = Arc::new(auth);
+    let mutations = Router::new()
+        .route("/pipelines/{name}/pause", post(pipelines::pause))
+        .route("/pipelines/{name}/resume", post(pipelines::resume))
+        .route("/pipelines/{name}/offsets", put(pipelines::offsets))
+        .route(
+            "/pipelines/{name}/rebuild",
+            post(pipelines::rebuild).delete(pipelines::cancel_rebuild),
+        )
+        .route_layer(middleware::from_fn_with_state(auth.clone(), auth::mutation));
+    let reads = Router::new()
+        .route("/pipelines", get(pipelines::list))
+        .route("/pipelines/{name}", get(pipelines::status))
+        .route(
+            "/pipelines/{name}/rebuild",
+            get(pipelines::rebuild_progress),
+        )
+        .route("/pipelines/{name}/wait", get(pipelines::wait))
+        .route("/pipelines/{name}/search", get(search::search))
+        .route("/metrics", get(metrics::render))
+        .route("/openapi.yaml", get(openapi))
+        .route_layer(middleware::from_fn_with_state(auth, auth::read));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .merge(mutations)
+        .merge(reads)
+        .with_state(api)
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI).into_response()
+}
+
+/// 200 while every pipeline is connected and running (a rebuild counts as running);
+/// 503 naming the others and their state.
+async fn readyz(State(api): State<Api>) -> Response {
+    let not_ready: Vec<String> = api
+        .pipelines
+        .values()
+        .filter_map(|c| {
+            let state = c.state_name();
+            (!matches!(state, "running" | "rebuilding")).then(|| format!("{} ({state})", c.name))
+        })
+        .collect();
+    if not_ready.is_empty() {
+        return "ready".into_response();
+    }
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("pipelines not ready: {}", not_ready.join(", ")),
+    )
+}

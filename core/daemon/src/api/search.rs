@@ -1,0 +1,54 @@
+//! `GET /pipelines/{name}/search?q=…&limit=…&offset=…` on Tantivy pipelines.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sinkd_core::config::SinkConfig;
+use sinkd_tantivy::search::SearchError;
+
+use super::{Api, error};
+
+/// Query parameters.
+#[derive(Deserialize)]
+pub struct SearchParams {
+    q: String,
+    #[serde(default = "default_limit")]
+    limit: usize,
+    #[serde(default)]
+    offset: usize,
+}
+
+fn default_limit() -> usize {
+    10
+}
+
+/// Runs a query on a Tantivy pipeline's live index.
+pub async fn search(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    Query(params): Query<SearchParams>,
+) -> Response {
+    let ctl = match api.pipeline(&name) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    if !matches!(ctl.file().sink, SinkConfig::Tantivy(_)) {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("pipeline `{name}` has no Tantivy sink to search"),
+        );
+    }
+    let handle = ctl.search.clone();
+    let limit = params.limit.min(1_000);
+    let result =
+        tokio::task::spawn_blocking(move || handle.search(&params.q, limit, params.offset)).await;
+    match result {
+        Ok(Ok(body)) => Json(body).into_response(),
+        Ok(Err(e @ SearchError::BadQuery(_))) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Ok(Err(e @ SearchError::NotReady)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

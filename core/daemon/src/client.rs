@@ -1,0 +1,238 @@
+//! The CLI's client commands (`status`, `pause`, `resume`, `rebuild`): thin callers of the
+//! daemon's REST API, so the CLI can do nothing the API cannot.
+
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Where the API is and how to authenticate.
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// The token the daemon and the CLI read: `SINKD_API_TOKEN`, else the file named by
+/// `SINKD_API_TOKEN_FILE` (trailing newline ignored).
+pub fn token_from_env() -> Result<Option<String>, String> {
+    if let Ok(t) = std::env::var("SINKD_API_TOKEN")
+        && !t.is_empty()
+    {
+        return Ok(Some(t));
+    }
+    match std::env::var("SINKD_API_TOKEN_FILE") {
+        Ok(path) if !path.is_empty() => std::fs::read_to_string(&path)
+            .map(|t| Some(t.trim_end().to_owned()))
+            .map_err(|e| format!("SINKD_API_TOKEN_FILE {path}: {e}")),
+        _ => Ok(None),
+    }
+}
+
+/// `http://127.0.0.1:8080` from a listen address like `0.0.0.0:8080`.
+pub fn url_of_listen(listen: &str) -> String {
+    format!("http://{}", listen.replacen("0.0.0.0", "127.0.0.1", 1))
+}
+
+impl Client {
+    /// A client of the API at `base` (`http://host:port`).
+    pub fn new(base: &str) -> Result<Client, String> {
+        Ok(Client {
+            base: base.trim_end_matches('/').to_owned(),
+            token: token_from_env()?,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .map_err(|e| e.to_string())?,
+        })
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, String> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| format!("{url}: {e}"))?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status.is_success() {
+            return Ok(value);
+        }
+        let message = value
+            .get("error")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| value.to_string());
+        let hint = if status == StatusCode::UNAUTHORIZED {
+            " (set SINKD_API_TOKEN or SINKD_API_TOKEN_FILE)"
+        } else {
+            ""
+        };
+        Err(format!("{status}: {message}{hint}"))
+    }
+
+    /// `sinkd status [NAME]`.
+    pub async fn status(&self, name: Option<&str>, as_json: bool) -> Result<(), String> {
+        let (value, list) = match name {
+            Some(n) => {
+                let v = self
+                    .call(Method::GET, &format!("/pipelines/{n}"), None)
+                    .await?;
+                (v.clone(), vec![v])
+            }
+            None => {
+                let v = self.call(Method::GET, "/pipelines", None).await?;
+                let list = v["pipelines"].as_array().cloned().unwrap_or_default();
+                (v, list)
+            }
+        };
+        if as_json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
+            return Ok(());
+        }
+        println!(
+            "{:<24} {:<11} {:<9} {:>10} {:>8} {:>8}  TARGET",
+            "PIPELINE", "STATE", "SINK", "APPLIED", "DEAD", "LAG"
+        );
+        for p in &list {
+            let lag: i64 = p["partitions"]
+                .as_array()
+                .map(|ps| ps.iter().filter_map(|x| x["lag"].as_i64()).sum())
+                .unwrap_or(0);
+            println!(
+                "{:<24} {:<11} {:<9} {:>10} {:>8} {:>8}  {}",
+                p["name"].as_str().unwrap_or(""),
+                p["state"].as_str().unwrap_or(""),
+                p["sink"].as_str().unwrap_or(""),
+                p["counts"]["applied"],
+                p["counts"]["dead_lettered"],
+                lag,
+                p["target"].as_str().unwrap_or(""),
+            );
+            if let Some(e) = p["error"].as_str() {
+                println!("  error: {e}");
+            }
+        }
+        if name.is_some() {
+            let p = &list[0];
+            println!(
+                "\n{:<32} {:>10} {:>10} {:>8} {:>10}",
+                "PARTITION", "SINK", "HIGH", "LAG", "STALE(s)"
+            );
+            for x in p["partitions"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<32} {:>10} {:>10} {:>8} {:>10}",
+                    format!("{}/{}", x["topic"].as_str().unwrap_or(""), x["partition"]),
+                    x["sink_offset"],
+                    x["high_watermark"],
+                    x["lag"],
+                    x["staleness_seconds"],
+                );
+            }
+            if p["rebuild"].is_object() {
+                let r = &p["rebuild"];
+                println!(
+                    "\nrebuild: {} ({}) {}/{} events",
+                    r["phase"].as_str().unwrap_or(""),
+                    r["mode"].as_str().unwrap_or(""),
+                    r["events_done"],
+                    r["events_total"]
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `sinkd pause NAME` / `sinkd resume NAME`.
+    pub async fn pause_resume(&self, name: &str, verb: &str) -> Result<(), String> {
+        let v = self
+            .call(Method::POST, &format!("/pipelines/{name}/{verb}"), None)
+            .await?;
+        println!("{name}: {}", v["state"].as_str().unwrap_or("?"));
+        Ok(())
+    }
+
+    /// `sinkd rebuild NAME`: starts (or with `cancel`, cancels) a rebuild; with `follow`,
+    /// shows its progress until it ends. Fails if the rebuild does.
+    pub async fn rebuild(
+        &self,
+        name: &str,
+        in_place: bool,
+        from: Option<&str>,
+        follow: bool,
+        cancel: bool,
+    ) -> Result<(), String> {
+        let path = format!("/pipelines/{name}/rebuild");
+        if cancel {
+            let v = self.call(Method::DELETE, &path, None).await?;
+            println!(
+                "{name}: rebuild {}",
+                v["phase"].as_str().unwrap_or("cancelled")
+            );
+            return Ok(());
+        }
+        let mut body = json!({ "mode": if in_place { "in_place" } else { "swap" } });
+        if let Some(f) = from {
+            body["start"] = match f.parse::<i64>() {
+                Ok(ms) => json!(ms),
+                Err(_) => json!(f),
+            };
+        }
+        let started = self.call(Method::POST, &path, Some(body)).await?;
+        println!(
+            "{name}: rebuild started ({} into {})",
+            started["mode"].as_str().unwrap_or(""),
+            started["target"].as_str().unwrap_or("")
+        );
+        if !follow {
+            return Ok(());
+        }
+        let bar = ProgressBar::new(0).with_style(
+            ProgressStyle::with_template(
+                "{msg:>10} [{bar:40}] {pos}/{len} events  {per_sec}  eta {eta}",
+            )
+            .map_err(|e| e.to_string())?
+            .progress_chars("=> "),
+        );
+        let mut phase = String::new();
+        loop {
+            let v = self.call(Method::GET, &path, None).await?;
+            let now = v["phase"].as_str().unwrap_or("").to_owned();
+            bar.set_length(v["events_total"].as_u64().unwrap_or(0));
+            bar.set_position(v["events_done"].as_u64().unwrap_or(0));
+            bar.set_message(now.clone());
+            if now != phase {
+                bar.println(format!("{name}: {now}"));
+                phase = now;
+            }
+            match phase.as_str() {
+                "done" => {
+                    bar.finish();
+                    println!(
+                        "{name}: rebuilt {} events at {:.0}/s",
+                        v["events_done"],
+                        v["rate"].as_f64().unwrap_or(0.0)
+                    );
+                    return Ok(());
+                }
+                "failed" | "cancelled" | "abandoned" => {
+                    bar.abandon();
+                    return Err(format!(
+                        "rebuild {phase}: {}",
+                        v["error"].as_str().unwrap_or("")
+                    ));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The control plane: one [`Controller`] per pipeline supervises its task and carries out
+//! what the REST API asks (pause, resume, offset reset, rebuild).
+//!
+//! Every change of position goes through the sink, never around it: a paused pipeline has
+//! no task (its batches were written and its consumer closed), an offset reset rewrites
+//! the checkpoints stored in the sink, and resuming starts a fresh task that, as at
+//! start-up, reads from exactly those checkpoints. So the exactly-once machinery of the
+//! runtime is the only thing that ever decides where reading starts.
+//!
+//! - [`rebuild`]: the shadow build and its swap, or the in-place replay.
+//! - [`status`]: what the API reports: state, per-partition offsets, lag, staleness.
+//!
+//! Pausing is per daemon: in a shared consumer group the partitions of a paused instance
+//! go to the other instances.
+
+pub mod rebuild;
+pub mod status;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sinkd_core::config::PipelineFile;
+use sinkd_core::error::{ErrorClass, SinkError};
+use sinkd_core::runtime::PipelineStats;
+use sinkd_core::sink::{CheckpointReader, Target, TargetAdmin, TopicPartition};
+use sinkd_kafka::KafkaOffsets;
+use sinkd_tantivy::SearchHandle;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::wiring;
+use rebuild::RebuildStatus;
+use status::Marks;
+
+/// Where a pipeline's task stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Preparing or connecting.
+    Starting,
+    /// The task runs.
+    Running,
+    /// Stopped on request; resumable.
+    Paused,
+    /// Stopped by an error that retrying cannot cure (logged and shown); resumable once
+    /// the cause is fixed.
+    Failed(String),
+}
+
+/// Why a control request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The request does not fit the pipeline's state (HTTP 409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request itself is wrong (HTTP 400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Kafka or the sink failed (HTTP 503).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<SinkError> for ControlError {
+    fn from(e: SinkError) -> Self {
+        ControlError::Unavailable(format!("sink: {e}"))
+    }
+}
+
+struct Task {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+/// One pipeline under control.
+pub struct Controller {
+    /// Pipeline name.
+    pub name: String,
+    file: PipelineFile,
+    path: PathBuf,
+    /// Counters and progress of the live pipeline, kept across task restarts.
+    pub stats: Arc<PipelineStats>,
+    /// The Tantivy search reader (unused by other sinks).
+    pub search: SearchHandle,
+    admin: Arc<dyn TargetAdmin>,
+    checkpoints: Arc<dyn CheckpointReader>,
+    kafka: Arc<KafkaOffsets>,
+    state: Mutex<State>,
+    /// Serialises operations that start or stop the live task.
+    ops: tokio::sync::Mutex<Option<Task>>,
+    rebuild: Mutex<Option<Arc<RebuildStatus>>>,
+    rebuild_task: tokio::sync::Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
+    marks: Marks,
+    changes: watch::Sender<u64>,
+    /// Set at daemon shutdown: nothing starts the live task again.
+    closing: std::sync::atomic::AtomicBool,
+}
+
+impl Controller {
+    /// A controller for a validated pipeline file; nothing runs until [`Controller::start`].
+    pub fn new(file: PipelineFile, path: PathBuf) -> Result<Arc<Controller>, String> {
+        let search = SearchHandle::default();
+        let (admin, checkpoints) = wiring::live_target(&file, &search);
+        let kafka = Arc::new(KafkaOffsets::new(&file.source.kafka).map_err(|e| e.0)?);
+        Ok(Arc::new(Controller {
+            name: file.name.clone(),
+            file,
+            path,
+            stats: Arc::new(PipelineStats::default()),
+            search,
+            admin,
+            checkpoints,
+            kafka,
+            state: Mutex::new(State::Starting),
+            ops: tokio::sync::Mutex::new(None),
+            rebuild: Mutex::new(None),
+            rebuild_task: tokio::sync::Mutex::new(None),
+            marks: Marks::default(),
+            changes: watch::channel(0).0,
+            closing: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    /// The pipeline file.
+    pub fn file(&self) -> &PipelineFile {
+        &self.file
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state.lock().expect("state lock").clone()
+    }
+
+    fn set_state(&self, state: State) {
+        *self.state.lock().expect("state lock") = state;
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Changes whenever the state does.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The current or last rebuild.
+    pub fn rebuild_status(&self) -> Option<Arc<RebuildStatus>> {
+        self.rebuild.lock().expect("rebuild lock").clone()
+    }
+
+    /// Whether a rebuild is under way.
+    pub fn rebuilding(&self) -> bool {
+        self.rebuild_status().is_some_and(|r| !r.finished())
+    }
+
+    /// Repairs the target after a crash (an interrupted swap; an abandoned rebuild's
+    /// shadow is dropped), then starts the live task. Waits out a sink that is not up yet.
+    pub async fn start(self: &Arc<Self>) {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match self.prepare().await {
+                Ok(()) => break,
+                Err(e) if e.class() == ErrorClass::Retriable => {
+                    warn!(pipeline = %self.name, error = %e, retry_in = ?wait, "sink not ready for start-up checks");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => {
+                    error!(pipeline = %self.name, error = %e, "cannot prepare the sink");
+                    self.set_state(State::Failed(e.to_string()));
+                    return;
+                }
+            }
+        }
+        let mut live = self.ops.lock().await;
+        self.start_live(&mut live);
+    }
+
+    async fn prepare(&self) -> Result<(), SinkError> {
+        self.admin.recover().await?;
+        if self.admin.shadow_exists().await? {
+            warn!(pipeline = %self.name, shadow = %self.admin.describe(Target::Shadow),
+                  "a rebuild was interrupted by a restart; it is abandoned and its shadow dropped \
+                   (the live target was never touched). Start it again to rebuild");
+            self.admin.drop_shadow().await?;
+            *self.rebuild.lock().expect("rebuild lock") =
+                Some(Arc::new(RebuildStatus::abandoned()));
+        }
+        Ok(())
+    }
+
+    /// Starts the live task (the caller holds `ops`).
+    fn start_live(self: &Arc<Self>, live: &mut Option<Task>) {
+        if self.closing.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let built = wiring::build(
+            &self.file,
+            &self.path,
+            Target::Live,
+            self.stats.clone(),
+            &self.search,
+        );
+        let pipeline = match built {
+            Ok(p) => p,
+            Err(e) => {
+                error!(pipeline = %self.name, error = %e, "cannot start the pipeline");
+                self.set_state(State::Failed(e));
+                return;
+            }
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let me = self.clone();
+        let handle = tokio::spawn(async move {
+            let result = pipeline.run(stop_rx.clone()).await;
+            if let Err(e) = result {
+                error!(pipeline = %me.name, error = %e, "pipeline failed");
+                me.set_state(State::Failed(e.to_string()));
+            }
+        });
+        *live = Some(Task { stop, handle });
+        self.set_state(State::Running);
+    }
+
+    /// Stops the live task, writing what it holds (the caller holds `ops`). Returns
+    /// whether one was running.
+    async fn stop_live(&self, live: &mut Option<Task>) -> bool {
+        let Some(task) = live.take() else {
+            return false;
+        };
+        let _ = task.stop.send(true);
+        let _ = task.handle.await;
+        true
+    }
+
+    /// Writes what the live task holds, stops it and keeps it stopped.
+    pub async fn pause(&self) -> Result<(), ControlError> {
+        if self.rebuilding() {
+            return Err(ControlError::Conflict(format!(
+                "pipeline `{}` is rebuilding; cancel the rebuild first",
+                self.name
+            )));
+        }
+        let mut live = self.ops.lock().await;
+        self.stop_live(&mut live).await;
+        info!(pipeline = %self.name, "paused");
+        self.set_state(State::Paused);
+        Ok(())
+    }
+
+    /// Starts a paused or failed pipeline from the offsets stored in its sink.
+    pub async fn resume(self: &Arc<Self>) -> Result<(), ControlError> {
+        let mut live = self.ops.lock().await;
+        if live.as_ref().is_some_and(|t| !t.handle.is_finished()) {
+            return Ok(());
+        }
+        self.stop_live(&mut live).await;
+        info!(pipeline = %self.name, "resumed");
+        self.start_live(&mut live);
+        Ok(())
+    }
+
+    /// Moves a paused pipeline: stores `offsets` as its checkpoints (partitions not listed
+    /// keep theirs).
+    pub async fn set_offsets(
+        &self,
+        offsets: Vec<(TopicPartition, i64)>,
+    ) -> Result<Vec<(TopicPartition, i64)>, ControlError> {
+        let live = self.ops.lock().await;
+        if live.is_some() || self.state() != State::Paused {
+            return Err(ControlError::Conflict(format!(
+                "pipeline `{}` must be paused to move its offsets (POST /pipelines/{}/pause)",
+                self.name, self.name
+            )));
+        }
+        let partitions = self.partitions().await?;
+        for (tp, _) in &offsets {
+            if !partitions.contains(tp) {
+                return Err(ControlError::BadRequest(format!(
+                    "{}/{} is not a partition of the pipeline's topics",
+                    tp.0, tp.1
+                )));
+            }
+        }
+        // The reset replaces every checkpoint of the target: keep the unlisted ones.
+        let mut all = self.checkpoints.load(&partitions).await?;
+        for (tp, next) in &offsets {
+            all.insert(tp.clone(), *next);
+        }
+        let mut all: Vec<(TopicPartition, i64)> = all.into_iter().collect();
+        all.sort();
+        self.admin.reset(Target::Live, false, &all).await?;
+        info!(pipeline = %self.name, offsets = ?offsets, "offsets moved");
+        Ok(offsets)
+    }
+
+    /// Every partition of the pipeline's topics.
+    pub async fn partitions(&self) -> Result<Vec<TopicPartition>, ControlError> {
+        let kafka = self.kafka.clone();
+        tokio::task::spawn_blocking(move || kafka.partitions())
+            .await
+            .map_err(|e| ControlError::Unavailable(e.to_string()))?
+            .map_err(|e| ControlError::Unavailable(e.0))
+    }
+
+    /// The broker client, for offset lookups.
+    pub fn kafka(&self) -> Arc<KafkaOffsets> {
+        self.kafka.clone()
+    }
+
+    /// The live target's checkpoints.
+    pub fn checkpoints(&self) -> Arc<dyn CheckpointReader> {
+        self.checkpoints.clone()
+    }
+
+    /// Stops everything at daemon shutdown: an unfinished rebuild is left for the next
+    /// start to abandon; the live task writes what it holds.
+    pub async fn shutdown(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some((cancel, handle)) = self.rebuild_task.lock().await.take() {
+            let _ = cancel.send(true);
+            let _ = handle.await;
+        }
+        let mut live = self.ops.lock().await;
+        self.stop_live(&mut live).await;
+    }
+}

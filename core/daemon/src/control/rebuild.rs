@@ -1,0 +1,483 @@
+//! Rebuilding a read model from the log.
+//!
+//! **swap** (the default): the shadow target is emptied and given the start offsets as
+//! its checkpoints, then a second task (its own consumer, no group, every partition)
+//! fills it while the live task keeps serving and consuming. Once the shadow is within
+//! one batch of the high watermarks, the live task is stopped after writing what it holds;
+//! the shadow catches up to at least the live checkpoints, is stopped the same way, and
+//! the sink swaps it in with its checkpoints in one step ([`TargetAdmin::swap_in_shadow`]).
+//! The live task then starts again from the swapped-in checkpoints. Readers of the live
+//! target see the old read model until the swap and the new one after it; only the
+//! consumption pauses, for the final catch-up and the swap.
+//!
+//! **in_place**: the live task is stopped, the target emptied and its checkpoints set to
+//! the start offsets in one step, and the task started again; the read model is partial
+//! until it has replayed.
+//!
+//! A daemon restart abandons an unfinished rebuild: the shadow is dropped at start-up and
+//! the live target is as it was. Cancelling does the same without a restart.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sinkd_core::runtime::PipelineStats;
+use sinkd_core::sink::{Target, TopicPartition};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use super::{ControlError, Controller, State};
+use crate::wiring;
+
+/// How a rebuild treats the live target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Build a shadow beside the live target and swap it in.
+    #[default]
+    Swap,
+    /// Empty the live target and replay into it.
+    InPlace,
+}
+
+/// Where a rebuild starts reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// The first retained offset of every partition.
+    Earliest,
+    /// The first offset at or after this time (ms since the epoch).
+    Timestamp(i64),
+}
+
+/// Where a rebuild is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Finding the start offsets, emptying the shadow.
+    Preparing,
+    /// The shadow is being filled.
+    Building,
+    /// The live task is paused while the shadow catches up and is swapped in.
+    Swapping,
+    /// In place: the live target is replaying.
+    Replaying,
+    /// Finished.
+    Done,
+    /// Stopped by an error; the live target is as it was (swap) or replaying (in place).
+    Failed,
+    /// Cancelled on request.
+    Cancelled,
+    /// Interrupted by a restart; its shadow was dropped at start-up.
+    Abandoned,
+}
+
+/// A rebuild's progress, as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RebuildView {
+    /// swap or in_place.
+    pub mode: Mode,
+    /// Where it is.
+    pub phase: Phase,
+    /// `earliest` or the RFC 3339 start time.
+    pub start: String,
+    /// The target being filled.
+    pub target: String,
+    /// When it was asked for.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Offsets applied so far, over all partitions.
+    pub events_done: i64,
+    /// Offsets from the start to the current high watermarks.
+    pub events_total: i64,
+    /// Events per second since the build started.
+    pub rate: f64,
+    /// Seconds left at that rate.
+    pub eta_seconds: Option<f64>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// A rebuild's live status.
+pub struct RebuildStatus {
+    view: Mutex<RebuildView>,
+    began: Instant,
+}
+
+impl RebuildStatus {
+    fn new(mode: Mode, start: Start, target: String) -> RebuildStatus {
+        let start = match start {
+            Start::Earliest => "earliest".to_owned(),
+            Start::Timestamp(ms) => DateTime::from_timestamp_millis(ms)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| ms.to_string()),
+        };
+        RebuildStatus {
+            view: Mutex::new(RebuildView {
+                mode,
+                phase: Phase::Preparing,
+                start,
+                target,
+                started_at: Some(Utc::now()),
+                finished_at: None,
+                events_done: 0,
+                events_total: 0,
+                rate: 0.0,
+                eta_seconds: None,
+                error: None,
+            }),
+            began: Instant::now(),
+        }
+    }
+
+    /// A rebuild found interrupted at start-up.
+    pub fn abandoned() -> RebuildStatus {
+        let status = RebuildStatus::new(Mode::Swap, Start::Earliest, String::new());
+        {
+            let mut v = status.view.lock().expect("rebuild lock");
+            v.phase = Phase::Abandoned;
+            v.started_at = None;
+            v.finished_at = Some(Utc::now());
+        }
+        status
+    }
+
+    /// A copy of the status.
+    pub fn view(&self) -> RebuildView {
+        self.view.lock().expect("rebuild lock").clone()
+    }
+
+    /// Whether it has ended (done, failed, cancelled or abandoned).
+    pub fn finished(&self) -> bool {
+        matches!(
+            self.view().phase,
+            Phase::Done | Phase::Failed | Phase::Cancelled | Phase::Abandoned
+        )
+    }
+
+    fn phase(&self, phase: Phase) {
+        let mut v = self.view.lock().expect("rebuild lock");
+        v.phase = phase;
+        if matches!(phase, Phase::Done | Phase::Failed | Phase::Cancelled) {
+            v.finished_at = Some(Utc::now());
+            v.eta_seconds = None;
+        }
+    }
+
+    fn failed(&self, error: String) {
+        self.view.lock().expect("rebuild lock").error = Some(error);
+        self.phase(Phase::Failed);
+    }
+
+    /// A passing problem (progress cannot be measured), shown until the next measure.
+    fn trouble(&self, error: String) {
+        self.view.lock().expect("rebuild lock").error = Some(error);
+    }
+
+    fn progress(&self, done: i64, total: i64) {
+        let mut v = self.view.lock().expect("rebuild lock");
+        v.error = None;
+        let secs = self.began.elapsed().as_secs_f64().max(0.001);
+        v.events_done = done;
+        v.events_total = total.max(done);
+        v.rate = done as f64 / secs;
+        v.eta_seconds = (v.rate > 0.0).then(|| (total - done).max(0) as f64 / v.rate);
+    }
+}
+
+/// Why a rebuild stopped before its end.
+enum Halt {
+    Cancelled,
+    Failed(String),
+}
+
+impl From<ControlError> for Halt {
+    fn from(e: ControlError) -> Self {
+        Halt::Failed(e.to_string())
+    }
+}
+
+impl From<sinkd_core::error::SinkError> for Halt {
+    fn from(e: sinkd_core::error::SinkError) -> Self {
+        Halt::Failed(format!("sink: {e}"))
+    }
+}
+
+impl Controller {
+    /// Starts a rebuild in the background and returns its status.
+    pub async fn start_rebuild(
+        self: &Arc<Self>,
+        mode: Mode,
+        start: Start,
+    ) -> Result<Arc<RebuildStatus>, ControlError> {
+        let mut task = self.rebuild_task.lock().await;
+        if self.rebuilding() {
+            return Err(ControlError::Conflict(format!(
+                "pipeline `{}` is already rebuilding; GET its progress or DELETE it",
+                self.name
+            )));
+        }
+        let target = match mode {
+            Mode::Swap => Target::Shadow,
+            Mode::InPlace => Target::Live,
+        };
+        let status = Arc::new(RebuildStatus::new(mode, start, self.admin.describe(target)));
+        *self.rebuild.lock().expect("rebuild lock") = Some(status.clone());
+        let (cancel, cancelled) = watch::channel(false);
+        let me = self.clone();
+        let st = status.clone();
+        info!(pipeline = %self.name, ?mode, ?start, "rebuild started");
+        let handle = tokio::spawn(async move {
+            let result = match mode {
+                Mode::Swap => me.swap(&st, start, cancelled).await,
+                Mode::InPlace => me.in_place(&st, start, cancelled).await,
+            };
+            match result {
+                Ok(()) => {
+                    info!(pipeline = %me.name, "rebuild done");
+                    st.phase(Phase::Done);
+                }
+                Err(Halt::Cancelled) => {
+                    info!(pipeline = %me.name, "rebuild cancelled");
+                    st.phase(Phase::Cancelled);
+                }
+                Err(Halt::Failed(e)) => {
+                    error!(pipeline = %me.name, error = %e, "rebuild failed");
+                    st.failed(e);
+                }
+            }
+            me.changes.send_modify(|n| *n += 1);
+        });
+        *task = Some((cancel, handle));
+        Ok(status)
+    }
+
+    /// Cancels the rebuild under way and waits until its shadow is gone.
+    pub async fn cancel_rebuild(&self) -> Result<(), ControlError> {
+        let taken = self.rebuild_task.lock().await.take();
+        match taken {
+            Some((cancel, handle)) if !handle.is_finished() => {
+                let _ = cancel.send(true);
+                let _ = handle.await;
+                Ok(())
+            }
+            _ => Err(ControlError::Conflict(format!(
+                "pipeline `{}` is not rebuilding",
+                self.name
+            ))),
+        }
+    }
+
+    /// The start offsets of every partition.
+    async fn start_offsets(&self, start: Start) -> Result<Vec<(TopicPartition, i64)>, Halt> {
+        let kafka = self.kafka();
+        let found = tokio::task::spawn_blocking(move || match start {
+            Start::Earliest => kafka.watermarks().map(|m| {
+                let mut v: Vec<_> = m.into_iter().map(|(tp, w)| (tp, w.low)).collect();
+                v.sort();
+                v
+            }),
+            Start::Timestamp(ms) => kafka.at_time(ms),
+        })
+        .await
+        .map_err(|e| Halt::Failed(e.to_string()))?;
+        found.map_err(|e| Halt::Failed(format!("Kafka: {}", e.0)))
+    }
+
+    /// Offsets `stats`' task applied since `from`, offsets from `from` to the end of the
+    /// log (see [`Controller::ends`]), and what is left.
+    async fn measure(
+        &self,
+        from: &[(TopicPartition, i64)],
+        stats: &PipelineStats,
+    ) -> Result<(i64, i64, i64), ControlError> {
+        let (ends, _) = self.ends(Some(stats)).await?;
+        let applied = stats.partitions();
+        let (mut done, mut total, mut lag) = (0, 0, 0);
+        for (tp, start) in from {
+            let end = ends.get(tp).copied().unwrap_or(*start);
+            let next = applied.get(tp).and_then(|p| p.next).unwrap_or(*start);
+            done += (next - start).max(0);
+            total += (end - start).max(0);
+            lag += (end - next).max(0);
+        }
+        Ok((done, total, lag))
+    }
+
+    async fn swap(
+        self: &Arc<Self>,
+        status: &RebuildStatus,
+        start: Start,
+        mut cancelled: watch::Receiver<bool>,
+    ) -> Result<(), Halt> {
+        let from = self.start_offsets(start).await?;
+        self.admin.drop_shadow().await?;
+        self.admin.reset(Target::Shadow, true, &from).await?;
+        let stats = Arc::new(PipelineStats::default());
+        let pipeline = wiring::build(
+            &self.file,
+            &self.path,
+            Target::Shadow,
+            stats.clone(),
+            &self.search,
+        )
+        .map_err(Halt::Failed)?;
+        let (stop_shadow, stop_rx) = watch::channel(false);
+        let mut shadow = tokio::spawn(pipeline.run(stop_rx));
+        status.phase(Phase::Building);
+        let outcome = self
+            .fill_and_swap(
+                status,
+                &from,
+                &stats,
+                &mut shadow,
+                &stop_shadow,
+                &mut cancelled,
+            )
+            .await;
+        if outcome.is_err() {
+            let _ = stop_shadow.send(true);
+            if !shadow.is_finished() {
+                let _ = (&mut shadow).await;
+            }
+            if let Err(e) = self.admin.drop_shadow().await {
+                warn!(pipeline = %self.name, error = %e, "cannot drop the shadow; the next start drops it");
+            }
+            // The live task may have been stopped for the swap: it serves again.
+            let mut live = self.ops.lock().await;
+            if live.is_none() && self.state() == State::Running {
+                self.start_live(&mut live);
+            }
+        }
+        outcome
+    }
+
+    async fn fill_and_swap(
+        self: &Arc<Self>,
+        status: &RebuildStatus,
+        from: &[(TopicPartition, i64)],
+        stats: &PipelineStats,
+        shadow: &mut tokio::task::JoinHandle<Result<(), sinkd_core::error::PipelineError>>,
+        stop_shadow: &watch::Sender<bool>,
+        cancelled: &mut watch::Receiver<bool>,
+    ) -> Result<(), Halt> {
+        let threshold = self.file.batch.max_events as i64;
+        // Build until the shadow is within one batch of the end of the log.
+        loop {
+            tokio::select! {
+                _ = cancelled.changed() => return Err(Halt::Cancelled),
+                ended = &mut *shadow => return Err(shadow_ended(ended)),
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+            match self.measure(from, stats).await {
+                Ok((done, total, lag)) => {
+                    status.progress(done, total);
+                    if lag <= threshold
+                        && stats.connected.load(std::sync::atomic::Ordering::Relaxed)
+                    {
+                        break;
+                    }
+                }
+                // Shown while it lasts; the build goes on and the next round asks again.
+                Err(e) => status.trouble(e.to_string()),
+            }
+        }
+        status.phase(Phase::Swapping);
+        let mut live = self.ops.lock().await;
+        let was_running = self.state() == State::Running;
+        self.stop_live(&mut live).await;
+        let partitions: Vec<TopicPartition> = from.iter().map(|(tp, _)| tp.clone()).collect();
+        let live_offsets: HashMap<TopicPartition, i64> = self.checkpoints.load(&partitions).await?;
+        info!(pipeline = %self.name, "live task stopped for the swap; the shadow catches up to it");
+        // The shadow reads on to at least where the live target is.
+        loop {
+            let applied = stats.partitions();
+            let behind = live_offsets.iter().any(|(tp, live_next)| {
+                applied.get(tp).and_then(|p| p.next).unwrap_or(0) < *live_next
+            });
+            if !behind {
+                break;
+            }
+            tokio::select! {
+                _ = cancelled.changed() => {
+                    drop(live);
+                    return Err(Halt::Cancelled);
+                }
+                ended = &mut *shadow => {
+                    drop(live);
+                    return Err(shadow_ended(ended));
+                }
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        // The last count while the shadow still holds its partitions.
+        if let Ok((done, _, _)) = self.measure(from, stats).await {
+            status.progress(done, done);
+        }
+        let _ = stop_shadow.send(true);
+        match (&mut *shadow).await {
+            Ok(Ok(())) => {}
+            ended => {
+                drop(live);
+                return Err(shadow_ended(ended));
+            }
+        }
+        self.admin.swap_in_shadow().await?;
+        info!(pipeline = %self.name, target = %self.admin.describe(Target::Live), "rebuilt target swapped in");
+        if was_running || matches!(self.state(), State::Failed(_)) {
+            self.start_live(&mut live);
+        }
+        Ok(())
+    }
+
+    async fn in_place(
+        self: &Arc<Self>,
+        status: &RebuildStatus,
+        start: Start,
+        mut cancelled: watch::Receiver<bool>,
+    ) -> Result<(), Halt> {
+        let from = self.start_offsets(start).await?;
+        let end = {
+            let mut live = self.ops.lock().await;
+            self.stop_live(&mut live).await;
+            // Done once the replay reaches the end of the log as it was when it began.
+            let (end, _) = self.ends(None).await?;
+            self.admin.reset(Target::Live, true, &from).await?;
+            self.start_live(&mut live);
+            end
+        };
+        status.phase(Phase::Replaying);
+        loop {
+            match self.measure(&from, &self.stats).await {
+                Ok((done, total, _)) => status.progress(done, total),
+                Err(e) => status.trouble(e.to_string()),
+            }
+            let applied = self.stats.partitions();
+            let behind = end
+                .iter()
+                .any(|(tp, high)| applied.get(tp).and_then(|p| p.next).unwrap_or(0) < *high);
+            if !behind {
+                return Ok(());
+            }
+            if let State::Failed(e) = self.state() {
+                return Err(Halt::Failed(e));
+            }
+            tokio::select! {
+                _ = cancelled.changed() => return Err(Halt::Cancelled),
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+    }
+}
+
+fn shadow_ended(
+    ended: Result<Result<(), sinkd_core::error::PipelineError>, tokio::task::JoinError>,
+) -> Halt {
+    match ended {
+        Ok(Ok(())) => Halt::Failed("the shadow's task stopped".into()),
+        Ok(Err(e)) => Halt::Failed(e.to_string()),
+        Err(e) => Halt::Failed(format!("the shadow's task panicked: {e}")),
+    }
+}

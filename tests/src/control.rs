@@ -1,0 +1,327 @@
+//! The control plane from outside: a client of a test daemon's REST API, and the rebuild
+//! scenarios every sink runs (under load; interrupted by kill -9).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::daemon::Daemon;
+use crate::scenarios::{Setup, merge_ends};
+use crate::target::Target;
+use crate::{shop, stack};
+
+/// The API token test daemons run with.
+pub const TOKEN: &str = "test-token-5f0c";
+
+/// A daemon with its API on a known port and [`TOKEN`] set.
+pub struct Api {
+    /// The daemon.
+    pub daemon: Daemon,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    /// Starts sinkd on the setup's pipeline file with `env` added, and waits for the API.
+    pub async fn start(s: &Setup, env: &[(&str, &str)]) -> Api {
+        let port = stack::free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut vars = vec![("SINKD_API_TOKEN", TOKEN)];
+        vars.extend_from_slice(env);
+        let daemon = Daemon::start_with_env(&s.file, &s.dir.0.join("sinkd.log"), &listen, &vars);
+        let api = Api {
+            daemon,
+            base: format!("http://{listen}"),
+            http: reqwest::Client::new(),
+        };
+        let start = Instant::now();
+        while api.raw("GET", "/healthz", None, None).await.0 != 200 {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the API did not come up\n{}",
+                api.daemon.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        api
+    }
+
+    /// A request with an explicit token (`None`: no Authorization header); returns the
+    /// status and the body (JSON, or a string).
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(
+            method.parse().expect("method"),
+            format!("{}{path}", self.base),
+        );
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        match req.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let text = r.text().await.unwrap_or_default();
+                (
+                    status,
+                    serde_json::from_str(&text).unwrap_or(Value::String(text)),
+                )
+            }
+            Err(e) => (0, Value::String(e.to_string())),
+        }
+    }
+
+    /// A request with the right token.
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.raw(method, path, Some(TOKEN), body).await
+    }
+
+    /// Waits until the pipeline reports `state`.
+    pub async fn wait_state(&self, pipeline: &str, state: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let (code, v) = self
+                .call("GET", &format!("/pipelines/{pipeline}"), None)
+                .await;
+            if code == 200 && v["state"] == state {
+                return v;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "pipeline never {state}: {v}\n{}",
+                self.daemon.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// How many orders the live read model holds, read the way its readers do: the table
+    /// or collection itself, or the sidecar's search API for an index.
+    pub async fn live_count(&self, target: &Target, s: &Setup) -> u64 {
+        match target {
+            Target::Tantivy(_) => {
+                let (code, v) = self
+                    .call(
+                        "GET",
+                        &format!("/pipelines/{}/search?q=*&limit=1", s.pipeline),
+                        None,
+                    )
+                    .await;
+                assert_eq!(code, 200, "{v}");
+                v["total"].as_u64().expect("total")
+            }
+            _ => target.count(&s.table).await,
+        }
+    }
+
+    /// Polls the rebuild until it leaves the running phases; returns its last view and
+    /// every phase seen.
+    pub async fn wait_rebuild(&self, pipeline: &str, timeout: Duration) -> (Value, Vec<String>) {
+        let start = Instant::now();
+        let mut phases: Vec<String> = Vec::new();
+        loop {
+            let (code, v) = self
+                .call("GET", &format!("/pipelines/{pipeline}/rebuild"), None)
+                .await;
+            assert_eq!(code, 200, "{v}");
+            let phase = v["phase"].as_str().unwrap_or("").to_owned();
+            if phases.last() != Some(&phase) {
+                phases.push(phase.clone());
+            }
+            if matches!(
+                phase.as_str(),
+                "done" | "failed" | "cancelled" | "abandoned"
+            ) {
+                return (v, phases);
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "rebuild still {phase} after {timeout:?}: {v}\n{}",
+                self.daemon.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Scenario: while a producer keeps adding orders and a reader polls the live target, a
+/// swap rebuild completes; the reader never saw the target empty or shrink (a partial
+/// shadow would have fewer rows), and afterwards the target is exactly the whole log.
+pub async fn a_rebuild_under_load_never_shows_a_partial_target_and_misses_nothing(target: &Target) {
+    let s = Setup::new(target, "rebuild", 4, "").await;
+    let mut events = shop::generate(40_000, 4_000, 11);
+    let mut ends = shop::publish(&s.topic, &events).await;
+    let api = Api::start(&s, &[]).await;
+    s.caught_up(&ends, &api.daemon).await;
+    let api = Arc::new(api);
+    let s = Arc::new(s);
+    let before = api.live_count(target, &s).await;
+    assert!(before > 500, "the log leaves a good number of orders");
+
+    // A reader of the live target, as the application would be.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (stop, target, api, s) = (stop.clone(), target.clone(), api.clone(), s.clone());
+        tokio::spawn(async move {
+            let (mut reads, mut last, mut problems) = (0u64, before, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let n = api.live_count(&target, &s).await;
+                if n < last {
+                    problems.push(format!("count fell from {last} to {n}"));
+                }
+                last = n;
+                reads += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (reads, problems)
+        })
+    };
+    // A producer of new orders throughout the rebuild.
+    let producer = {
+        let (stop, topic) = (stop.clone(), s.topic.clone());
+        tokio::spawn(async move {
+            let ids = shop::register_schemas(&topic).await;
+            let (mut produced, mut ends) = (Vec::new(), HashMap::new());
+            let mut round = 0;
+            while !stop.load(Ordering::Relaxed) || round < 5 {
+                let batch = shop::new_orders(&format!("live{round:03}"), 300);
+                merge_ends(
+                    &mut ends,
+                    stack::produce(&topic, shop::records(&ids, &batch)).await,
+                );
+                produced.extend(batch);
+                round += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (produced, ends)
+        })
+    };
+
+    let (code, started) = api
+        .call(
+            "POST",
+            &format!("/pipelines/{}/rebuild", s.pipeline),
+            Some(serde_json::json!({"mode": "swap"})),
+        )
+        .await;
+    assert_eq!(code, 202, "{started}");
+    let (done, phases) = api
+        .wait_rebuild(&s.pipeline, Duration::from_secs(240))
+        .await;
+    assert_eq!(done["phase"], "done", "{done}\n{}", api.daemon.log());
+    assert!(
+        phases.iter().any(|p| p == "swapping"),
+        "phases seen: {phases:?}"
+    );
+    assert!(
+        done["events_done"].as_i64().unwrap_or(0) >= 40_000,
+        "{done}"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    let (produced, produced_ends) = producer.await.expect("producer");
+    merge_ends(&mut ends, produced_ends);
+    events.extend(produced);
+    // Read-your-writes: the last offset of each partition is applied.
+    for (partition, end) in &ends {
+        let (code, v) = api
+            .call(
+                "GET",
+                &format!(
+                    "/pipelines/{}/wait?topic={}&partition={partition}&offset={}&timeout=60s",
+                    s.pipeline,
+                    s.topic,
+                    end - 1
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(code, 200, "{v}");
+    }
+    let (reads, problems) = reader.await.expect("reader");
+    assert!(
+        problems.is_empty(),
+        "the live target went back: {problems:?}"
+    );
+    assert!(reads >= 10, "the reader polled throughout ({reads} reads)");
+    assert_eq!(s.orders().await, shop::expected(&events));
+    assert_eq!(s.checkpoints().await, ends);
+    assert!(!target.shadow_exists(&s.table).await, "the shadow is gone");
+    let (_, status) = api
+        .call("GET", &format!("/pipelines/{}", s.pipeline), None)
+        .await;
+    assert_eq!(status["state"], "running", "{status}");
+}
+
+/// Scenario: sinkd is killed with -9 in the middle of a rebuild; after the restart the
+/// live target is intact and complete, the rebuild is reported abandoned and its shadow
+/// dropped, and a new rebuild then completes.
+pub async fn kill_dash_nine_during_a_rebuild_leaves_the_live_target_intact(target: &Target) {
+    let s = Setup::new(target, "rebuild-kill", 4, "batch:\n  max_events: 500\n").await;
+    let events = shop::generate(60_000, 5_000, 12);
+    let ends = shop::publish(&s.topic, &events).await;
+    let mut api = Api::start(&s, &[]).await;
+    s.caught_up(&ends, &api.daemon).await;
+    let want = shop::expected(&events);
+    assert_eq!(s.orders().await, want);
+
+    let (code, v) = api
+        .call("POST", &format!("/pipelines/{}/rebuild", s.pipeline), None)
+        .await;
+    assert_eq!(code, 202, "{v}");
+    // Kill it once the shadow holds part of the log.
+    let start = Instant::now();
+    loop {
+        let (_, v) = api
+            .call("GET", &format!("/pipelines/{}/rebuild", s.pipeline), None)
+            .await;
+        let done = v["events_done"].as_i64().unwrap_or(0);
+        if v["phase"] == "building" && done > 2_000 {
+            assert!(done < 60_000, "the rebuild was too quick to interrupt: {v}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "{v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    api.daemon.kill9();
+    assert_eq!(
+        s.orders().await,
+        want,
+        "the live target right after the kill"
+    );
+
+    let api = Api::start(&s, &[]).await;
+    api.wait_state(&s.pipeline, "running").await;
+    let (code, v) = api
+        .call("GET", &format!("/pipelines/{}/rebuild", s.pipeline), None)
+        .await;
+    assert_eq!((code, v["phase"].as_str()), (200, Some("abandoned")), "{v}");
+    assert!(
+        !target.shadow_exists(&s.table).await,
+        "the shadow was dropped"
+    );
+    assert_eq!(s.orders().await, want);
+    assert_eq!(s.checkpoints().await, ends);
+
+    let (code, v) = api
+        .call("POST", &format!("/pipelines/{}/rebuild", s.pipeline), None)
+        .await;
+    assert_eq!(code, 202, "{v}");
+    let (done, _) = api
+        .wait_rebuild(&s.pipeline, Duration::from_secs(240))
+        .await;
+    assert_eq!(done["phase"], "done", "{done}");
+    s.caught_up(&ends, &api.daemon).await;
+    assert_eq!(s.orders().await, want);
+}
