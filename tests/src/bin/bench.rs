@@ -34,7 +34,63 @@ struct Args {
     /// The sink: postgres, mongodb or tantivy.
     #[arg(long, default_value = "postgres")]
     sink: String,
+    /// After the catch-up, rebuild the read model with a swap and time it.
+    #[arg(long)]
+    rebuild: bool,
 }
+
+/// What the rebuild measured.
+struct Rebuilt {
+    secs: f64,
+    swapping_secs: f64,
+    events: i64,
+}
+
+/// Asks the daemon for a swap rebuild and follows it to the end: wall time from the
+/// request, and how long the live pipeline was paused (the swapping phase).
+async fn rebuild(base: &str, pipeline: &str) -> Rebuilt {
+    let http = reqwest::Client::new();
+    let url = format!("{base}/pipelines/{pipeline}/rebuild");
+    let start = Instant::now();
+    let resp = http
+        .post(&url)
+        .bearer_auth(BENCH_TOKEN)
+        .json(&serde_json::json!({"mode": "swap"}))
+        .send()
+        .await
+        .expect("rebuild request");
+    assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+    let mut swapping: Option<Instant> = None;
+    loop {
+        let v: serde_json::Value = http
+            .get(&url)
+            .bearer_auth(BENCH_TOKEN)
+            .send()
+            .await
+            .expect("progress")
+            .json()
+            .await
+            .expect("JSON");
+        match v["phase"].as_str() {
+            Some("swapping") => {
+                swapping.get_or_insert_with(Instant::now);
+            }
+            Some("done") => {
+                let end = Instant::now();
+                return Rebuilt {
+                    secs: (end - start).as_secs_f64(),
+                    swapping_secs: swapping.map_or(0.0, |s| (end - s).as_secs_f64()),
+                    events: v["events_done"].as_i64().unwrap_or(0),
+                };
+            }
+            Some("failed" | "cancelled") => panic!("rebuild ended: {v}"),
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const BENCH_TOKEN: &str = "bench-token";
 
 /// What the plain load of the final rows measured.
 struct Baseline {
@@ -89,7 +145,13 @@ async fn main() {
     let file = dir.file("pipeline.yaml", &yaml);
     eprintln!("running sinkd into {}…", args.sink);
     let start = Instant::now();
-    let mut daemon = Daemon::start(&file, &dir.0.join("sinkd.log"));
+    let listen = format!("127.0.0.1:{}", stack::free_port());
+    let mut daemon = Daemon::start_with_env(
+        &file,
+        &dir.0.join("sinkd.log"),
+        &listen,
+        &[("SINKD_API_TOKEN", BENCH_TOKEN)],
+    );
     let pid = daemon.pid();
     target
         .wait_caught_up(&name, &ends, Duration::from_secs(1800))
@@ -97,6 +159,13 @@ async fn main() {
         .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
     let sinkd_secs = start.elapsed().as_secs_f64();
     let rss = sinkd_tests::daemon::proc_status_kib(pid, "VmHWM").unwrap_or(0);
+    let rebuilt = if args.rebuild {
+        eprintln!("rebuilding with a swap…");
+        Some(rebuild(&format!("http://{listen}"), &name).await)
+    } else {
+        None
+    };
+    let rebuild_rss = sinkd_tests::daemon::proc_status_kib(pid, "VmHWM").unwrap_or(0);
     daemon.terminate(Duration::from_secs(30));
     let kept_log = std::env::temp_dir().join("sinkd-bench.log");
     let _ = std::fs::copy(dir.0.join("sinkd.log"), &kept_log);
@@ -137,6 +206,26 @@ async fn main() {
         sinkd_rate / baseline_rate
     );
     println!("| server | {} |", baseline.server);
+    if let Some(r) = rebuilt {
+        println!(
+            "| **rebuild with swap** (request → swapped in) | **{:.1} s**, {:.0} events/s ({} events) |",
+            r.secs,
+            r.events as f64 / r.secs,
+            r.events
+        );
+        println!(
+            "| rebuild ÷ catch-up rate | {:.2} |",
+            (r.events as f64 / r.secs) / sinkd_rate
+        );
+        println!(
+            "| live consumption paused (final catch-up + swap + restart) | {:.2} s |",
+            r.swapping_secs
+        );
+        println!(
+            "| sinkd peak RSS with the rebuild | {:.1} MiB |",
+            rebuild_rss as f64 / 1024.0
+        );
+    }
     println!("\nsinkd's log: {}", kept_log.display());
     if !exact {
         eprintln!("the read model differs from the expected state");
