@@ -283,3 +283,57 @@ async fn every_documented_route_is_served_and_the_document_is_served_as_kept() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_pipeline_stays_up_with_keep_failed_and_an_operator_can_skip_the_record() {
+    let s = Setup::new(&Target::Postgres, "keep-failed", 1, "").await;
+    let events = shop::generate(100, 10, 5);
+    let ids = shop::register_schemas(&s.topic).await;
+    let mut records = shop::records(&ids, &events[..50]);
+    records.push(sinkd_tests::stack::Record {
+        key: b"k".to_vec(),
+        value: Some(vec![0, 0, 0]),
+        headers: vec![],
+    });
+    records.extend(shop::records(&ids, &events[50..]));
+    let ends = sinkd_tests::stack::produce(&s.topic, records).await;
+    let mut api = Api::start(&s, &[("SINKD_KEEP_FAILED", "true")]).await;
+    let status = api.wait_state(&s.pipeline, "failed").await;
+    assert!(
+        status["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("partition 0 offset 50")),
+        "{status}"
+    );
+    assert_eq!(
+        api.daemon.wait(Duration::from_secs(2)),
+        None,
+        "the daemon stays up"
+    );
+    assert_eq!(api.raw("GET", "/readyz", None, None).await.0, 503);
+    // The operator looks at the record, decides to skip it, and resumes.
+    let p = &s.pipeline;
+    assert_eq!(
+        api.call("POST", &format!("/pipelines/{p}/pause"), None)
+            .await
+            .0,
+        200
+    );
+    let (code, v) = api
+        .call(
+            "PUT",
+            &format!("/pipelines/{p}/offsets"),
+            Some(json!({"offsets": [{"topic": s.topic, "partition": 0, "offset": 51}]})),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        api.call("POST", &format!("/pipelines/{p}/resume"), None)
+            .await
+            .0,
+        200
+    );
+    s.caught_up(&ends, &api.daemon).await;
+    assert_eq!(s.orders().await, shop::expected(&events));
+    api.wait_state(p, "running").await;
+}

@@ -79,6 +79,10 @@ enum Command {
         /// one, nothing can be changed over the API.
         #[arg(long, env = "SINKD_API_OPEN_READS")]
         open_reads: bool,
+        /// Stay up when every pipeline has failed, so the API shows why and can resume or
+        /// rebuild them (by default the daemon then exits 1, for its supervisor to see).
+        #[arg(long, env = "SINKD_KEEP_FAILED")]
+        keep_failed: bool,
     },
     /// Show the pipelines of a running daemon: state, counts, lag (per partition with NAME).
     Status {
@@ -216,6 +220,7 @@ fn main() -> ExitCode {
             config,
             listen,
             open_reads,
+            keep_failed,
         } => {
             let pipelines = match load_paths(&config) {
                 Ok(p) => p,
@@ -232,11 +237,8 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            runtime.block_on(run(
-                pipelines,
-                listen,
-                api::auth::Auth::new(token, open_reads),
-            ))
+            let auth = api::auth::Auth::new(token, open_reads);
+            runtime.block_on(run(pipelines, listen, auth, keep_failed))
         }
         Command::Status { name, json, api } => {
             client_command(
@@ -327,6 +329,7 @@ async fn run(
     pipelines: Vec<sinkd_core::config::LoadedPipeline>,
     listen: String,
     auth: api::auth::Auth,
+    keep_failed: bool,
 ) -> ExitCode {
     let metrics = match api::metrics::install() {
         Ok(handle) => Some(handle),
@@ -381,7 +384,7 @@ async fn run(
         tokio::spawn(async move { c.start().await });
     }
     // Runs until SIGTERM / Ctrl-C, or until every pipeline has failed (a daemon that can
-    // do nothing exits, so its supervisor sees it).
+    // do nothing exits, so its supervisor sees it) unless told to keep failed pipelines.
     let mut changes: Vec<_> = controllers.values().map(|c| c.subscribe()).collect();
     let signal = shutdown_signal();
     tokio::pin!(signal);
@@ -389,7 +392,7 @@ async fn run(
         let all_failed = controllers
             .values()
             .all(|c| matches!(c.state(), control::State::Failed(_)));
-        if all_failed {
+        if all_failed && !keep_failed {
             break;
         }
         let changed =

@@ -218,7 +218,7 @@ async fn main() {
             (r.events as f64 / r.secs) / sinkd_rate
         );
         println!(
-            "| live consumption paused (final catch-up + swap + restart) | {:.2} s |",
+            "| live task stopped → shadow swapped in, live task restarted (its group join follows) | {:.2} s |",
             r.swapping_secs
         );
         println!(

@@ -172,7 +172,10 @@ impl Controller {
             }
         }
         let mut live = self.ops.lock().await;
-        self.start_live(&mut live);
+        // A pause (or a resume) may have come while the sink was being prepared.
+        if live.is_none() && self.state() == State::Starting {
+            self.start_live(&mut live);
+        }
     }
 
     async fn prepare(&self) -> Result<(), SinkError> {

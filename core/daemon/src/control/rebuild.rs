@@ -167,13 +167,15 @@ impl RebuildStatus {
     }
 
     fn failed(&self, error: String) {
-        self.view.lock().expect("rebuild lock").error = Some(error);
+        self.view.lock().expect("rebuild lock").error =
+            Some(sinkd_core::config::redact_text(&error));
         self.phase(Phase::Failed);
     }
 
     /// A passing problem (progress cannot be measured), shown until the next measure.
     fn trouble(&self, error: String) {
-        self.view.lock().expect("rebuild lock").error = Some(error);
+        self.view.lock().expect("rebuild lock").error =
+            Some(sinkd_core::config::redact_text(&error));
     }
 
     fn progress(&self, done: i64, total: i64) {
