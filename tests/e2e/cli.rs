@@ -104,3 +104,23 @@ fn the_compose_and_kubernetes_pipelines_are_valid() {
     );
     assert!(ok, "{err}");
 }
+
+#[test]
+fn a_debezium_pipeline_takes_no_events_or_upcasters() {
+    let dir = Workdir::new(&format!("cli-dbz-{}", std::process::id()));
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/examples/inventory-customers-debezium.yaml"
+    ))
+    .unwrap();
+    let with_events = format!("{example}events:\n  x.Envelope:\n    op: upsert\n");
+    let (ok, err) = validate(&dir, &with_events, &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("field `events`") && err.contains("each change's `op`"),
+        "{err}"
+    );
+    let from_fields = example.replace("key:\n  columns", "key:\n  from: fields\n  columns");
+    let (ok, err) = validate(&dir, &from_fields, &[]);
+    assert!(!ok && err.contains("field `key.from`"), "{err}");
+}

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use apache_avro::types::Value;
 
-use crate::config::{EventConfig, KeySource, OpKind, PipelineFile};
+use crate::config::{Envelope, EventConfig, KeySource, OpKind, PipelineFile};
+use crate::debezium::Debezium;
 use crate::error::RecordError;
 use crate::event::{Event, SourcePosition};
 use crate::schema::{ColumnType, EventSchema};
@@ -50,6 +51,7 @@ pub struct Projector {
     key_from: KeySource,
     key_columns: Vec<Arc<str>>,
     rules: HashMap<String, Rule>,
+    debezium: Option<Debezium>,
 }
 
 impl Projector {
@@ -69,6 +71,8 @@ impl Projector {
                 .map(|c| Arc::from(c.as_str()))
                 .collect(),
             rules,
+            debezium: (p.envelope == Envelope::Debezium)
+                .then(|| Debezium::new(&p.debezium.unavailable_value)),
         }
     }
 
@@ -87,6 +91,9 @@ impl Projector {
     /// ([`RecordError::UnknownEventType`], which the caller routes per the unknown-event
     /// policy), a missing key, a missing field, or a non-numeric increment.
     pub fn project(&self, mut event: Event) -> Result<Op, RecordError> {
+        if let Some(debezium) = &self.debezium {
+            return debezium.project(event, |k| self.key_from_kafka(k), &self.key_columns);
+        }
         let event_type = event.event_type.clone();
         let fail = |detail: String| RecordError::Projection {
             event_type: event_type.to_string(),

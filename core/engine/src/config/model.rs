@@ -17,8 +17,16 @@ pub struct PipelineFile {
     pub sink: SinkConfig,
     /// How the read model's key is formed.
     pub key: KeyConfig,
-    /// What each event type does to the read model, by event type name.
+    /// What each event type does to the read model, by event type name (none with
+    /// `envelope: debezium`, where each change's `op` says it).
+    #[serde(default)]
     pub events: BTreeMap<String, EventConfig>,
+    /// The shape of record values: sinkd's own events (default) or Debezium change events.
+    #[serde(default)]
+    pub envelope: Envelope,
+    /// Settings of `envelope: debezium`.
+    #[serde(default)]
+    pub debezium: DebeziumConfig,
     /// Upcasters by event type: the steps that bring old versions to the newest one.
     #[serde(default)]
     pub upcasters: BTreeMap<String, super::upcast::UpcasterConfig>,
@@ -40,6 +48,40 @@ pub struct PipelineFile {
     /// Batch bounds.
     #[serde(default)]
     pub batch: BatchConfig,
+}
+
+/// The shape of record values.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Envelope {
+    /// Events: one record type per event, projected by `events`.
+    #[default]
+    Events,
+    /// Debezium change events: `before`, `after`, `source`, `op`, `ts_ms`; the Kafka key
+    /// holds the primary key.
+    Debezium,
+}
+
+/// Settings of `envelope: debezium`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebeziumConfig {
+    /// The connector's `unavailable.value.placeholder`: columns holding it (unchanged
+    /// TOAST columns) are not written.
+    #[serde(default = "default_placeholder")]
+    pub unavailable_value: String,
+}
+
+impl Default for DebeziumConfig {
+    fn default() -> Self {
+        DebeziumConfig {
+            unavailable_value: default_placeholder(),
+        }
+    }
+}
+
+fn default_placeholder() -> String {
+    crate::debezium::DEFAULT_PLACEHOLDER.to_owned()
 }
 
 /// The source section. Only Kafka exists today.

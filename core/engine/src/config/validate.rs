@@ -41,8 +41,34 @@ pub fn validate(p: &PipelineFile) -> Result<(), Vec<(String, String)>> {
     if p.key.columns.is_empty() {
         problem("key.columns", "name at least one key column".into());
     }
-    if p.events.is_empty() {
-        problem("events", "declare at least one event type".into());
+    match p.envelope {
+        Envelope::Events if p.events.is_empty() => {
+            problem("events", "declare at least one event type".into());
+        }
+        Envelope::Events => {}
+        Envelope::Debezium => {
+            if !p.events.is_empty() {
+                problem(
+                    "events",
+                    "with `envelope: debezium` each change's `op` says what to do; remove                      `events`"
+                        .into(),
+                );
+            }
+            if !p.upcasters.is_empty() {
+                problem(
+                    "upcasters",
+                    "Debezium change events follow the table's schema; upcasters do not apply"
+                        .into(),
+                );
+            }
+            if p.key.from != KeySource::KafkaKey {
+                problem(
+                    "key.from",
+                    "with `envelope: debezium` the key is the Kafka key (the table's primary                      key)"
+                        .into(),
+                );
+            }
+        }
     }
     let needs_dlq = p.on_error == BadRecordPolicy::DeadLetter
         || p.unknown_events == UnknownEventPolicy::DeadLetter;
