@@ -215,3 +215,47 @@ async fn kill_dash_nine_during_a_rebuild_leaves_the_live_collection_intact() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swap_keeps_the_live_collections_indexes() {
+    use mongodb::bson::{Document, doc};
+    use sinkd_tests::control::Api;
+    let target = Target::mongo();
+    let s = Setup::new(&target, "swap-keeps", 2, "").await;
+    let events = shop::generate(3_000, 300, 32);
+    let ends = shop::publish(&s.topic, &events).await;
+    let api = Api::start(&s, &[]).await;
+    s.caught_up(&ends, &api.daemon).await;
+    let db = mongodb::Client::with_uri_str(stack::mongo_url())
+        .await
+        .unwrap()
+        .database(sinkd_tests::target::MONGO_DATABASE);
+    db.collection::<Document>(&s.table)
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! { "customer": 1, "status": -1 })
+                .options(
+                    mongodb::options::IndexOptions::builder()
+                        .name("by_customer".to_owned())
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .expect("index");
+    let (code, v) = api
+        .call("POST", &format!("/pipelines/{}/rebuild", s.pipeline), None)
+        .await;
+    assert_eq!(code, 202, "{v}");
+    let (done, _) = api
+        .wait_rebuild(&s.pipeline, Duration::from_secs(120))
+        .await;
+    assert_eq!(done["phase"], "done", "{done}");
+    let names = db
+        .collection::<Document>(&s.table)
+        .list_index_names()
+        .await
+        .unwrap();
+    assert!(names.contains(&"by_customer".to_owned()), "{names:?}");
+    assert_eq!(s.orders().await, shop::expected(&events));
+}

@@ -280,3 +280,69 @@ async fn kill_dash_nine_during_a_rebuild_leaves_the_live_table_intact() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swap_keeps_the_live_tables_indexes_and_grants() {
+    use sinkd_tests::control::Api;
+    let s = Setup::new(&Target::Postgres, "swap-keeps", 2, "").await;
+    let events = shop::generate(3_000, 300, 31);
+    let ends = shop::publish(&s.topic, &events).await;
+    let api = Api::start(&s, &[]).await;
+    s.caught_up(&ends, &api.daemon).await;
+    let pg = stack::pg().await;
+    let reader = format!("{}_reader", s.table);
+    pg.batch_execute(&format!(
+        "CREATE ROLE \"{reader}\"; \
+         CREATE INDEX \"{t}_by_customer\" ON \"{t}\" (customer); \
+         GRANT SELECT ON \"{t}\" TO \"{reader}\"",
+        t = s.table
+    ))
+    .await
+    .expect("index and grant");
+    let (code, v) = api
+        .call("POST", &format!("/pipelines/{}/rebuild", s.pipeline), None)
+        .await;
+    assert_eq!(code, 202, "{v}");
+    let (done, _) = api
+        .wait_rebuild(&s.pipeline, Duration::from_secs(120))
+        .await;
+    assert_eq!(done["phase"], "done", "{done}");
+    let indexes: Vec<String> = pg
+        .query(
+            "SELECT indexname::text FROM pg_indexes WHERE tablename = $1 ORDER BY 1",
+            &[&s.table],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        indexes,
+        [
+            format!("{}_by_customer", s.table),
+            format!("{}_pkey", s.table)
+        ],
+        "the user's index is back and the key has its usual name"
+    );
+    let granted: bool = pg
+        .query_one(
+            "SELECT has_table_privilege($1, $2, 'SELECT')",
+            &[&reader, &format!("public.\"{}\"", s.table)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(granted, "the grant survived the swap");
+    assert_eq!(s.orders().await, shop::expected(&events));
+    // A second rebuild finds the shadow's names free again.
+    let (code, v) = api
+        .call("POST", &format!("/pipelines/{}/rebuild", s.pipeline), None)
+        .await;
+    assert_eq!(code, 202, "{v}");
+    let (done, _) = api
+        .wait_rebuild(&s.pipeline, Duration::from_secs(120))
+        .await;
+    assert_eq!(done["phase"], "done", "{done}");
+    assert_eq!(s.orders().await, shop::expected(&events));
+}
