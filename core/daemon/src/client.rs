@@ -113,8 +113,8 @@ impl Client {
                 p["name"].as_str().unwrap_or(""),
                 p["state"].as_str().unwrap_or(""),
                 p["sink"].as_str().unwrap_or(""),
-                p["counts"]["applied"],
-                p["counts"]["dead_lettered"],
+                p["counts"]["applied"].to_string(),
+                p["counts"]["dead_lettered"].to_string(),
                 lag,
                 p["target"].as_str().unwrap_or(""),
             );
@@ -132,10 +132,10 @@ impl Client {
                 println!(
                     "{:<32} {:>10} {:>10} {:>8} {:>10}",
                     format!("{}/{}", x["topic"].as_str().unwrap_or(""), x["partition"]),
-                    x["sink_offset"],
-                    x["high_watermark"],
-                    x["lag"],
-                    x["staleness_seconds"],
+                    x["sink_offset"].to_string(),
+                    x["high_watermark"].to_string(),
+                    x["lag"].to_string(),
+                    x["staleness_seconds"].to_string(),
                 );
             }
             if p["rebuild"].is_object() {
@@ -211,7 +211,12 @@ impl Client {
             bar.set_position(v["events_done"].as_u64().unwrap_or(0));
             bar.set_message(now.clone());
             if now != phase {
-                bar.println(format!("{name}: {now}"));
+                // Without a terminal the bar is hidden: the phases still show, as lines.
+                if bar.is_hidden() {
+                    eprintln!("{name}: {now}");
+                } else {
+                    bar.println(format!("{name}: {now}"));
+                }
                 phase = now;
             }
             match phase.as_str() {
