@@ -243,14 +243,8 @@ async fn a_swap_keeps_the_live_collections_indexes() {
         )
         .await
         .expect("index");
-    let (code, v) = api
-        .call("POST", &format!("/pipelines/{}/rebuild", s.pipeline), None)
+    api.rebuild_to_done(&s.pipeline, Duration::from_secs(120))
         .await;
-    assert_eq!(code, 202, "{v}");
-    let (done, _) = api
-        .wait_rebuild(&s.pipeline, Duration::from_secs(120))
-        .await;
-    assert_eq!(done["phase"], "done", "{done}");
     let names = db
         .collection::<Document>(&s.table)
         .list_index_names()

@@ -299,14 +299,8 @@ async fn a_swap_keeps_the_live_tables_indexes_and_grants() {
     ))
     .await
     .expect("index and grant");
-    let (code, v) = api
-        .call("POST", &format!("/pipelines/{}/rebuild", s.pipeline), None)
+    api.rebuild_to_done(&s.pipeline, Duration::from_secs(120))
         .await;
-    assert_eq!(code, 202, "{v}");
-    let (done, _) = api
-        .wait_rebuild(&s.pipeline, Duration::from_secs(120))
-        .await;
-    assert_eq!(done["phase"], "done", "{done}");
     let indexes: Vec<String> = pg
         .query(
             "SELECT indexname::text FROM pg_indexes WHERE tablename = $1 ORDER BY 1",
@@ -336,13 +330,7 @@ async fn a_swap_keeps_the_live_tables_indexes_and_grants() {
     assert!(granted, "the grant survived the swap");
     assert_eq!(s.orders().await, shop::expected(&events));
     // A second rebuild finds the shadow's names free again.
-    let (code, v) = api
-        .call("POST", &format!("/pipelines/{}/rebuild", s.pipeline), None)
+    api.rebuild_to_done(&s.pipeline, Duration::from_secs(120))
         .await;
-    assert_eq!(code, 202, "{v}");
-    let (done, _) = api
-        .wait_rebuild(&s.pipeline, Duration::from_secs(120))
-        .await;
-    assert_eq!(done["phase"], "done", "{done}");
     assert_eq!(s.orders().await, shop::expected(&events));
 }

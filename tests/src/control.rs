@@ -125,6 +125,17 @@ impl Api {
         }
     }
 
+    /// Starts a swap rebuild and waits until it is done (fails on any other ending).
+    pub async fn rebuild_to_done(&self, pipeline: &str, timeout: Duration) -> Value {
+        let (code, v) = self
+            .call("POST", &format!("/pipelines/{pipeline}/rebuild"), None)
+            .await;
+        assert_eq!(code, 202, "{v}");
+        let (done, _) = self.wait_rebuild(pipeline, timeout).await;
+        assert_eq!(done["phase"], "done", "{done}\n{}", self.daemon.log());
+        done
+    }
+
     /// Polls the rebuild until it leaves the running phases; returns its last view and
     /// every phase seen.
     pub async fn wait_rebuild(&self, pipeline: &str, timeout: Duration) -> (Value, Vec<String>) {
@@ -314,14 +325,8 @@ pub async fn kill_dash_nine_during_a_rebuild_leaves_the_live_target_intact(targe
     assert_eq!(s.orders().await, want);
     assert_eq!(s.checkpoints().await, ends);
 
-    let (code, v) = api
-        .call("POST", &format!("/pipelines/{}/rebuild", s.pipeline), None)
+    api.rebuild_to_done(&s.pipeline, Duration::from_secs(240))
         .await;
-    assert_eq!(code, 202, "{v}");
-    let (done, _) = api
-        .wait_rebuild(&s.pipeline, Duration::from_secs(240))
-        .await;
-    assert_eq!(done["phase"], "done", "{done}");
     s.caught_up(&ends, &api.daemon).await;
     assert_eq!(s.orders().await, want);
 }
