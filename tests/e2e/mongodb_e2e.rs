@@ -217,7 +217,8 @@ async fn kill_dash_nine_during_a_rebuild_leaves_the_live_collection_intact() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_swap_keeps_the_live_collections_indexes() {
+async fn a_swap_keeps_the_live_collections_indexes_and_validator() {
+    use futures::TryStreamExt;
     use mongodb::bson::{Document, doc};
     use sinkd_tests::control::Api;
     let target = Target::mongo();
@@ -243,6 +244,10 @@ async fn a_swap_keeps_the_live_collections_indexes() {
         )
         .await
         .expect("index");
+    let validator = doc! { "customer": { "$type": "string" } };
+    db.run_command(doc! { "collMod": &s.table, "validator": validator.clone() })
+        .await
+        .expect("validator");
     api.rebuild_to_done(&s.pipeline, Duration::from_secs(120))
         .await;
     let names = db
@@ -251,5 +256,19 @@ async fn a_swap_keeps_the_live_collections_indexes() {
         .await
         .unwrap();
     assert!(names.contains(&"by_customer".to_owned()), "{names:?}");
+    let info = db
+        .list_collections()
+        .filter(doc! { "name": &s.table })
+        .await
+        .unwrap()
+        .try_next()
+        .await
+        .unwrap()
+        .expect("the collection");
+    assert_eq!(
+        info.options.validator,
+        Some(validator),
+        "the validator survived"
+    );
     assert_eq!(s.orders().await, shop::expected(&events));
 }

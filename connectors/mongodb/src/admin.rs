@@ -1,7 +1,7 @@
 //! Whole-collection operations for the control plane.
 //!
 //! The shadow of collection `c` is `c__sinkd_shadow`, with its own checkpoint documents
-//! (target `c__sinkd_shadow`). MongoDB cannot rename a collection inside a transaction, so
+//! (target `c__sinkd_shadow`), created with `c`'s options and indexes before it is filled. MongoDB cannot rename a collection inside a transaction, so
 //! the swap is made recoverable instead of atomic:
 //! 1. a marker `{_id: {pipeline, target: "c#swap"}}` is written to `sinkd_offsets`;
 //! 2. `renameCollection c__sinkd_shadow → c` with `dropTarget` (atomic for readers: they see
@@ -148,6 +148,37 @@ impl MongoAdmin {
         Ok(())
     }
 
+    /// Creates the shadow with the live collection's options (validator, validation level
+    /// and action, collation, …) and secondary indexes before anything is written to it,
+    /// so it accepts and rejects documents as the live one does. Collation can only be
+    /// given at creation.
+    async fn create_shadow_like_live(&self, db: &Database) -> Result<(), SinkError> {
+        let shadow = self.name(Target::Shadow);
+        if self.collection_exists(db, &shadow).await? {
+            return Ok(());
+        }
+        let live: Vec<Document> = db
+            .run_command(
+                doc! { "listCollections": 1, "filter": { "name": self.name(Target::Live) } },
+            )
+            .await
+            .map_err(|e| classify(&e))?
+            .get_document("cursor")
+            .and_then(|c| c.get_array("firstBatch"))
+            .map(|b| b.iter().filter_map(|d| d.as_document().cloned()).collect())
+            .unwrap_or_default();
+        let Some(info) = live.first() else {
+            // No live collection yet: nothing to be like.
+            return Ok(());
+        };
+        let mut create = doc! { "create": &shadow };
+        if let Ok(options) = info.get_document("options") {
+            create.extend(options.clone());
+        }
+        db.run_command(create).await.map_err(|e| classify(&e))?;
+        self.copy_indexes(db).await
+    }
+
     /// Gives the shadow the live collection's secondary indexes (users add them for their
     /// queries; sinkd creates none), so the swap keeps them.
     async fn copy_indexes(&self, db: &Database) -> Result<(), SinkError> {
@@ -280,6 +311,9 @@ impl TargetAdmin for MongoAdmin {
                 .delete_many(doc! {})
                 .await
                 .map_err(|e| classify(&e))?;
+        }
+        if target == Target::Shadow {
+            self.create_shadow_like_live(&db).await?;
         }
         Ok(())
     }
