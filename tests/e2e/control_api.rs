@@ -140,6 +140,14 @@ async fn pause_offsets_resume_wait_and_an_in_place_rebuild_keep_the_table_exact(
         )
         .await;
     assert_eq!(code, 408, "{v}");
+    let (code, v) = api
+        .call(
+            "GET",
+            &format!("/pipelines/{p}/wait?topic={}&partition=7&offset=0", s.topic),
+            None,
+        )
+        .await;
+    assert_eq!(code, 400, "a partition the topic does not have: {v}");
 
     // Back to the start of the log, then partition 0 a little further on.
     let (code, v) = api

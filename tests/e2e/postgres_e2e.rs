@@ -334,3 +334,58 @@ async fn a_swap_keeps_the_live_tables_indexes_and_grants() {
         .await;
     assert_eq!(s.orders().await, shop::expected(&events));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_a_rebuild_drops_the_shadow_and_leaves_the_table_serving() {
+    use sinkd_tests::control::Api;
+    let s = Setup::new(
+        &Target::Postgres,
+        "cancel",
+        4,
+        "batch:\n  max_events: 500\n",
+    )
+    .await;
+    let events = shop::generate(60_000, 5_000, 33);
+    let ends = shop::publish(&s.topic, &events).await;
+    let api = Api::start(&s, &[]).await;
+    s.caught_up(&ends, &api.daemon).await;
+    let (code, v) = api
+        .call("POST", &format!("/pipelines/{}/rebuild", s.pipeline), None)
+        .await;
+    assert_eq!(code, 202, "{v}");
+    let start = std::time::Instant::now();
+    loop {
+        let (_, v) = api
+            .call("GET", &format!("/pipelines/{}/rebuild", s.pipeline), None)
+            .await;
+        if v["phase"] == "building" && v["events_done"].as_i64().unwrap_or(0) > 2_000 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "{v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(Target::Postgres.shadow_exists(&s.table).await);
+    let (code, v) = api
+        .call(
+            "DELETE",
+            &format!("/pipelines/{}/rebuild", s.pipeline),
+            None,
+        )
+        .await;
+    assert_eq!((code, v["phase"].as_str()), (200, Some("cancelled")), "{v}");
+    assert!(
+        !Target::Postgres.shadow_exists(&s.table).await,
+        "the shadow is gone"
+    );
+    let (code, _) = api
+        .call(
+            "DELETE",
+            &format!("/pipelines/{}/rebuild", s.pipeline),
+            None,
+        )
+        .await;
+    assert_eq!(code, 409, "nothing left to cancel");
+    api.wait_state(&s.pipeline, "running").await;
+    assert_eq!(s.orders().await, shop::expected(&events));
+    assert_eq!(s.checkpoints().await, ends);
+}

@@ -270,6 +270,20 @@ pub async fn wait(
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let tp: TopicPartition = (Arc::from(p.topic.as_str()), p.partition);
+    // A typo would otherwise wait out the whole timeout.
+    match c.has_partition(&tp).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{}/{} is not a partition of pipeline `{name}`'s topics",
+                    p.topic, p.partition
+                ),
+            );
+        }
+        Err(e) => return refused(e),
+    }
     let deadline = tokio::time::Instant::now() + timeout;
     let mut commits = c.stats.subscribe();
     let mut asked: Option<tokio::time::Instant> = None;

@@ -115,6 +115,11 @@ impl Controller {
         }
     }
 
+    /// Whether `tp` is a partition of the pipeline's topics (from the watermark cache).
+    pub async fn has_partition(&self, tp: &TopicPartition) -> Result<bool, ControlError> {
+        Ok(self.marks.get(self).await?.contains_key(tp))
+    }
+
     /// The best known end of every partition, and the live checkpoints. The end is the
     /// furthest of the brokers' watermark (ListOffsets), the high watermark the consumers
     /// (the live one and `also`'s) saw in fetch responses, and what is stored: some
