@@ -272,3 +272,13 @@ async fn a_swap_keeps_the_live_collections_indexes_and_validator() {
     );
     assert_eq!(s.orders().await, shop::expected(&events));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_between_the_rename_and_the_checkpoint_move_is_completed_at_restart() {
+    let log = sinkd_tests::control::a_crash_inside_the_swap_leaves_a_consistent_target(
+        &Target::mongo(),
+        "mongodb-swap-renamed",
+    )
+    .await;
+    assert!(log.contains("completing an interrupted swap"), "{log}");
+}

@@ -389,3 +389,16 @@ async fn cancelling_a_rebuild_drops_the_shadow_and_leaves_the_table_serving() {
     assert_eq!(s.orders().await, shop::expected(&events));
     assert_eq!(s.checkpoints().await, ends);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_before_the_swap_commits_leaves_the_old_table() {
+    let log = sinkd_tests::control::a_crash_inside_the_swap_leaves_a_consistent_target(
+        &Target::Postgres,
+        "postgres-swap-before-commit",
+    )
+    .await;
+    assert!(
+        log.contains("a rebuild was interrupted by a restart"),
+        "{log}"
+    );
+}

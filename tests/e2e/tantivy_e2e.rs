@@ -227,3 +227,12 @@ async fn kill_dash_nine_during_a_rebuild_leaves_the_live_index_intact() {
     sinkd_tests::control::kill_dash_nine_during_a_rebuild_leaves_the_live_target_intact(&target())
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_after_the_active_switch_keeps_the_rebuilt_index() {
+    sinkd_tests::control::a_crash_inside_the_swap_leaves_a_consistent_target(
+        &target(),
+        "tantivy-swap-switched",
+    )
+    .await;
+}

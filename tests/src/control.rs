@@ -330,3 +330,48 @@ pub async fn kill_dash_nine_during_a_rebuild_leaves_the_live_target_intact(targe
     s.caught_up(&ends, &api.daemon).await;
     assert_eq!(s.orders().await, want);
 }
+
+/// Scenario: the process dies at `point` inside the swap (`SINKD_CRASH_AT`); after a
+/// restart the target is consistent (exactly the log, checkpoints at the ends, no shadow
+/// left) whichever side of the crash the swap was on. Returns the restarted daemon's log.
+pub async fn a_crash_inside_the_swap_leaves_a_consistent_target(
+    target: &Target,
+    point: &str,
+) -> String {
+    let s = Setup::new(target, "swap-crash", 2, "").await;
+    let events = shop::generate(5_000, 600, 34);
+    let ends = shop::publish(&s.topic, &events).await;
+    let mut api = Api::start(&s, &[("SINKD_CRASH_AT", point)]).await;
+    s.caught_up(&ends, &api.daemon).await;
+    let (code, v) = api
+        .call("POST", &format!("/pipelines/{}/rebuild", s.pipeline), None)
+        .await;
+    assert_eq!(code, 202, "{v}");
+    let start = Instant::now();
+    while !api.daemon.log().contains("SINKD_CRASH_AT: crashing at") {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "never reached {point}\n{}",
+            api.daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    api.daemon.kill9();
+
+    let api = Api::start(&s, &[]).await;
+    api.wait_state(&s.pipeline, "running").await;
+    s.caught_up(&ends, &api.daemon).await;
+    assert_eq!(
+        s.orders().await,
+        shop::expected(&events),
+        "{}",
+        api.daemon.log()
+    );
+    assert_eq!(s.checkpoints().await, ends);
+    assert!(!target.shadow_exists(&s.table).await, "no shadow left");
+    // And the next rebuild works from there.
+    api.rebuild_to_done(&s.pipeline, Duration::from_secs(120))
+        .await;
+    assert_eq!(s.orders().await, shop::expected(&events));
+    api.daemon.log()
+}

@@ -293,6 +293,7 @@ impl TargetAdmin for MongoAdmin {
             })
             .await
             .map_err(|e| classify(&e))?;
+        sinkd_core::crash::point("mongodb-swap-renamed");
         self.move_checkpoints(&db).await
     }
 

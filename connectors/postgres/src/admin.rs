@@ -236,6 +236,7 @@ impl TargetAdmin for PgAdmin {
         )
         .await
         .map_err(|e| classify(&e))?;
+        sinkd_core::crash::point("postgres-swap-before-commit");
         tx.commit().await.map_err(|e| classify(&e))
     }
 

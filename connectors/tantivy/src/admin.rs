@@ -73,6 +73,7 @@ impl TantivyAdmin {
         // An empty log leaves no shadow index: the rebuilt read model is an empty index.
         let index = index::open(&self.cfg, &shadow)?;
         let old = layout::switch_to_shadow(&root)?;
+        sinkd_core::crash::point("tantivy-swap-switched");
         info!(pipeline = %self.pipeline, live = %shadow.display(), "the rebuilt index is live");
         let reader = index
             .reader_builder()

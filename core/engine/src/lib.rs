@@ -15,6 +15,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod crash;
 pub mod debezium;
 pub mod decode;
 pub mod error;
