@@ -17,6 +17,6 @@ pub mod source;
 
 pub use dead_letter::KafkaDeadLetters;
 pub use decoder::{AvroEventDecoder, ReaderSchema, subject_candidates};
-pub use offsets::{KafkaOffsets, Watermarks};
+pub use offsets::{KafkaOffsets, Position, Watermarks};
 pub use registry::{Registry, SubjectSchema};
 pub use source::KafkaSource;

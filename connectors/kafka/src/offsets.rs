@@ -26,6 +26,17 @@ pub struct Watermarks {
     pub high: i64,
 }
 
+/// A point in every partition of the topics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Position {
+    /// The first retained offset.
+    Earliest,
+    /// The end (the high watermark).
+    Latest,
+    /// The first offset at or after this time (ms since the epoch).
+    Time(i64),
+}
+
 /// Broker queries for one pipeline's topics.
 pub struct KafkaOffsets {
     consumer: BaseConsumer,
@@ -77,6 +88,28 @@ impl KafkaOffsets {
             out.insert(tp, Watermarks { low, high });
         }
         Ok(out)
+    }
+
+    /// The offset of every partition at `position`, sorted by partition.
+    pub fn offsets_at(
+        &self,
+        position: Position,
+    ) -> Result<Vec<(TopicPartition, i64)>, SourceError> {
+        let pick = |low: bool| {
+            self.watermarks().map(|m| {
+                let mut v: Vec<_> = m
+                    .into_iter()
+                    .map(|(tp, w)| (tp, if low { w.low } else { w.high }))
+                    .collect();
+                v.sort();
+                v
+            })
+        };
+        match position {
+            Position::Earliest => pick(true),
+            Position::Latest => pick(false),
+            Position::Time(ms) => self.at_time(ms),
+        }
     }
 
     /// For every partition, the first offset whose record timestamp is at or after

@@ -294,8 +294,7 @@ where
 
 /// `GET http://<listen>/healthz` with a 2-second timeout.
 fn healthcheck(listen: &str) -> ExitCode {
-    let address = listen.replacen("0.0.0.0", "127.0.0.1", 1);
-    let url = format!("http://{address}/healthz");
+    let url = format!("{}/healthz", client::url_of_listen(listen));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

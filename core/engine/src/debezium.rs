@@ -23,7 +23,7 @@ use crate::error::RecordError;
 use crate::event::Event;
 use crate::projection::{Cell, Op};
 use crate::schema::EventSchema;
-use crate::value::unwrap_union;
+use crate::value::{into_unwrapped, unwrap_union};
 
 /// Debezium's default `unavailable.value.placeholder`.
 pub const DEFAULT_PLACEHOLDER: &str = "__debezium_unavailable_value";
@@ -102,7 +102,7 @@ impl Debezium {
         let after = fields
             .iter_mut()
             .find(|(n, _)| n == "after")
-            .map(|(_, v)| unwrapped(std::mem::replace(v, Value::Null)));
+            .map(|(_, v)| into_unwrapped(std::mem::replace(v, Value::Null)));
         let Some(Value::Record(mut after)) = after else {
             return Err(fail(format!("op `{op}` without an `after` row")));
         };
@@ -116,7 +116,7 @@ impl Debezium {
                 .iter_mut()
                 .find(|(n, _)| **n == *f.name)
                 .map_or(Value::Null, |(_, v)| {
-                    unwrapped(std::mem::replace(v, Value::Null))
+                    into_unwrapped(std::mem::replace(v, Value::Null))
                 });
             if self.is_placeholder(&value) {
                 // Unchanged and not sent: the sink keeps its value.
@@ -203,12 +203,5 @@ fn find_named<'a>(schema: &'a Schema, fullname: &str) -> Option<&'a Schema> {
         Schema::Array(a) => find_named(&a.items, fullname),
         Schema::Map(m) => find_named(&m.types, fullname),
         _ => None,
-    }
-}
-
-fn unwrapped(v: Value) -> Value {
-    match v {
-        Value::Union(_, inner) => unwrapped(*inner),
-        other => other,
     }
 }

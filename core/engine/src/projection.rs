@@ -14,7 +14,7 @@ use crate::debezium::Debezium;
 use crate::error::RecordError;
 use crate::event::{Event, SourcePosition};
 use crate::schema::{ColumnType, EventSchema};
-use crate::value::{is_null, unwrap_union};
+use crate::value::{into_unwrapped, is_null, unwrap_union};
 
 /// One column value of an operation.
 #[derive(Clone, Debug, PartialEq)]
@@ -130,7 +130,7 @@ impl Projector {
                             continue;
                         }
                         let value = find(&mut fields, i, &f.name).map_or(Value::Null, |v| {
-                            unwrapped(std::mem::replace(v, Value::Null))
+                            into_unwrapped(std::mem::replace(v, Value::Null))
                         });
                         cells.push(Cell {
                             column: f.name.clone(),
@@ -199,7 +199,7 @@ impl Projector {
     }
 
     fn key_from_kafka(&self, key: Option<Value>) -> Result<Vec<Cell>, String> {
-        let key = match key.map(unwrapped) {
+        let key = match key.map(into_unwrapped) {
             None | Some(Value::Null) => return Err("the record has no Kafka key".into()),
             Some(k) => k,
         };
@@ -243,14 +243,6 @@ fn into_fields(body: Value) -> Vec<(String, Value)> {
         Value::Record(fields) => fields,
         Value::Union(_, inner) => into_fields(*inner),
         _ => Vec::new(),
-    }
-}
-
-/// A value without its union wrappers.
-fn unwrapped(v: Value) -> Value {
-    match v {
-        Value::Union(_, inner) => unwrapped(*inner),
-        other => other,
     }
 }
 

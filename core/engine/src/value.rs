@@ -3,6 +3,14 @@
 use apache_avro::types::Value;
 use serde_json::{Map, Number, Value as Json};
 
+/// A value without its union wrappers, by value.
+pub fn into_unwrapped(v: Value) -> Value {
+    match v {
+        Value::Union(_, inner) => into_unwrapped(*inner),
+        other => other,
+    }
+}
+
 /// Looks through `["null", T]`-style union wrappers to the value inside.
 pub fn unwrap_union(v: &Value) -> &Value {
     match v {

@@ -15,6 +15,7 @@ use sinkd_core::sink::TopicPartition;
 use super::{Api, ApiError, error};
 use crate::control::ControlError;
 use crate::control::rebuild::{Mode, Start};
+use sinkd_kafka::Position;
 
 fn refused(e: ControlError) -> Response {
     let status = match e {
@@ -115,25 +116,17 @@ pub async fn offsets(
     let kafka = c.kafka();
     let wanted: Result<Vec<(TopicPartition, i64)>, ApiError> = match (req.to, req.offsets) {
         (Some(to), None) => {
-            let lookup = match to.as_str() {
-                Some("earliest") => Ok(None),
-                Some("latest") => Ok(Some(i64::MAX)),
-                _ => parse_time(&to).map(Some),
+            let position = match to.as_str() {
+                Some("earliest") => Ok(Position::Earliest),
+                Some("latest") => Ok(Position::Latest),
+                _ => parse_time(&to).map(Position::Time),
             };
-            match lookup {
+            match position {
                 Err(e) => Err(ApiError(StatusCode::BAD_REQUEST, format!("to: {e}"))),
-                Ok(at) => tokio::task::spawn_blocking(move || match at {
-                    None => kafka
-                        .watermarks()
-                        .map(|m| m.into_iter().map(|(tp, w)| (tp, w.low)).collect()),
-                    Some(i64::MAX) => kafka
-                        .watermarks()
-                        .map(|m| m.into_iter().map(|(tp, w)| (tp, w.high)).collect()),
-                    Some(ms) => kafka.at_time(ms),
-                })
-                .await
-                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
-                .and_then(|r| r.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.0))),
+                Ok(position) => tokio::task::spawn_blocking(move || kafka.offsets_at(position))
+                    .await
+                    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+                    .and_then(|r| r.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.0))),
             }
         }
         (None, Some(list)) => Ok(list

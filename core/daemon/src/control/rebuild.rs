@@ -30,6 +30,7 @@ use tracing::{error, info, warn};
 
 use super::{ControlError, Controller, State};
 use crate::wiring;
+use sinkd_kafka::Position;
 
 /// How a rebuild treats the live target.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -275,16 +276,13 @@ impl Controller {
     /// The start offsets of every partition.
     async fn start_offsets(&self, start: Start) -> Result<Vec<(TopicPartition, i64)>, Halt> {
         let kafka = self.kafka();
-        let found = tokio::task::spawn_blocking(move || match start {
-            Start::Earliest => kafka.watermarks().map(|m| {
-                let mut v: Vec<_> = m.into_iter().map(|(tp, w)| (tp, w.low)).collect();
-                v.sort();
-                v
-            }),
-            Start::Timestamp(ms) => kafka.at_time(ms),
-        })
-        .await
-        .map_err(|e| Halt::Failed(e.to_string()))?;
+        let position = match start {
+            Start::Earliest => Position::Earliest,
+            Start::Timestamp(ms) => Position::Time(ms),
+        };
+        let found = tokio::task::spawn_blocking(move || kafka.offsets_at(position))
+            .await
+            .map_err(|e| Halt::Failed(e.to_string()))?;
         found.map_err(|e| Halt::Failed(format!("Kafka: {}", e.0)))
     }
 

@@ -8,6 +8,7 @@
 //! checkpoint reload and seek when fenced, the record-by-record fallback when the sink
 //! rejected a row, and a stop for anything fatal.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, watch};
@@ -166,6 +167,13 @@ impl Runner {
     }
 
     fn committed(&mut self, advances: &[CheckpointAdvance], records: &[(RawRecord, bool)]) {
+        // The newest event time per partition, in one pass over the batch.
+        let mut last_ts: HashMap<(&str, i32), i64> = HashMap::with_capacity(advances.len());
+        for (r, _) in records {
+            if let Some(ts) = r.timestamp_ms {
+                last_ts.insert((&r.position.topic, r.position.partition), ts);
+            }
+        }
         let mut offsets = Vec::with_capacity(advances.len());
         let mut progress = Vec::with_capacity(advances.len());
         for a in advances {
@@ -173,17 +181,11 @@ impl Runner {
             if let Some(state) = self.partitions.get_mut(&tp) {
                 state.stored = Some(a.next);
             }
-            // The batch's last record of this partition carries its newest event time.
-            let last_ts = records
-                .iter()
-                .rev()
-                .find(|(r, _)| r.position.partition == a.partition && r.position.topic == a.topic)
-                .and_then(|(r, _)| r.timestamp_ms);
             progress.push(Committed {
                 high: self.source.high_watermark(&tp),
                 partition: tp.clone(),
                 next: a.next,
-                last_event_ms: last_ts,
+                last_event_ms: last_ts.get(&(&*a.topic, a.partition)).copied(),
             });
             offsets.push((tp, a.next));
         }
