@@ -38,9 +38,19 @@ pub fn consumer_config(cfg: &KafkaSourceConfig, group_id: &str) -> ClientConfig 
 
 /// Producer settings for dead letters: idempotent, acknowledged by all in-sync replicas.
 pub fn producer_config(cfg: &KafkaSourceConfig) -> ClientConfig {
+    idempotent_producer(&cfg.bootstrap_servers, &cfg.properties)
+}
+
+/// An idempotent producer acknowledged by all in-sync replicas: with it librdkafka keeps
+/// each partition's order through retries, and a record is reported delivered only once
+/// it is durable. Consumer-only keys of `properties` are left out.
+pub fn idempotent_producer(
+    bootstrap_servers: &str,
+    properties: &std::collections::BTreeMap<String, String>,
+) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.bootstrap_servers);
-    for (k, v) in &cfg.properties {
+    c.set("bootstrap.servers", bootstrap_servers);
+    for (k, v) in properties {
         // Consumer-only settings would make the producer refuse to start.
         if !is_consumer_only(k) {
             c.set(k, v);

@@ -135,18 +135,57 @@ impl Registry {
         })
     }
 
+    /// Registers `schema` (Avro JSON) under `subject`, or finds it already registered
+    /// there, and returns its id. Any 4xx is the schema's or the subject's fault
+    /// (incompatible, invalid) and comes back as `RegistryRefused` with the registry's
+    /// own message.
+    pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RecordError> {
+        #[derive(serde::Deserialize)]
+        struct Registered {
+            id: u32,
+        }
+        let path = format!("/subjects/{subject}/versions");
+        let request = self.authorised(self.http.post(format!("{}{path}", self.url)));
+        let response = request
+            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            .json(&serde_json::json!({ "schema": schema }))
+            .send()
+            .await
+            .map_err(|e| RecordError::RegistryUnavailable(format!("POST {path}: {e}")))?;
+        let status = response.status();
+        if status.is_success() {
+            return response
+                .json::<Registered>()
+                .await
+                .map(|r| r.id)
+                .map_err(|e| {
+                    RecordError::RegistryUnavailable(format!("POST {path}: bad body: {e}"))
+                });
+        }
+        let body = response.text().await.unwrap_or_default();
+        let message = format!("POST {path} answered {status}: {body}");
+        if status.is_server_error() {
+            Err(RecordError::RegistryUnavailable(message))
+        } else {
+            Err(RecordError::RegistryRefused(message))
+        }
+    }
+
+    fn authorised(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            Auth::None => request,
+            Auth::Basic(u, p) => request.basic_auth(u, Some(p)),
+            Auth::Bearer(t) => request.bearer_auth(t),
+        }
+    }
+
     /// `GET` a registry path as JSON. `Ok(None)` when the registry answers 4xx (other than
     /// 401/403): the thing asked for does not exist.
     async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
     ) -> Result<Option<T>, RecordError> {
-        let request = self.http.get(format!("{}{path}", self.url));
-        let request = match &self.auth {
-            Auth::None => request,
-            Auth::Basic(u, p) => request.basic_auth(u, Some(p)),
-            Auth::Bearer(t) => request.bearer_auth(t),
-        };
+        let request = self.authorised(self.http.get(format!("{}{path}", self.url)));
         let response = request
             .header("Accept", "application/vnd.schemaregistry.v1+json")
             .send()

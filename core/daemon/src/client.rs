@@ -104,10 +104,15 @@ impl Client {
             "PIPELINE", "STATE", "SINK", "APPLIED", "DEAD", "LAG"
         );
         for p in &list {
-            let lag: i64 = p["partitions"]
-                .as_array()
-                .map(|ps| ps.iter().filter_map(|x| x["lag"].as_i64()).sum())
-                .unwrap_or(0);
+            // A capture's lag is its slot's, in WAL bytes.
+            let lag = match p["slot"]["lag_bytes"].as_u64() {
+                Some(bytes) => format!("{bytes}B"),
+                None => p["partitions"]
+                    .as_array()
+                    .map(|ps| ps.iter().filter_map(|x| x["lag"].as_i64()).sum::<i64>())
+                    .unwrap_or(0)
+                    .to_string(),
+            };
             println!(
                 "{:<24} {:<11} {:<9} {:>10} {:>8} {:>8}  {}",
                 p["name"].as_str().unwrap_or(""),
@@ -122,7 +127,20 @@ impl Client {
                 println!("  error: {e}");
             }
         }
-        if name.is_some() {
+        if name.is_some() && list[0]["slot"].is_object() {
+            let slot = &list[0]["slot"];
+            for key in [
+                "slot",
+                "publication",
+                "confirmed_lsn",
+                "lag_bytes",
+                "lag_seconds",
+                "active",
+                "last_confirmed_commit",
+            ] {
+                println!("{key:<22} {}", slot[key]);
+            }
+        } else if name.is_some() {
             let p = &list[0];
             println!(
                 "\n{:<32} {:>10} {:>10} {:>8} {:>10}",

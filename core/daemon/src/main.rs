@@ -168,9 +168,9 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::Validate { files } => match load_paths(&files) {
-            Ok(pipelines) => {
-                for p in pipelines {
-                    println!("ok: {} (pipeline `{}`)", p.path.display(), p.pipeline.name);
+            Ok(loaded) => {
+                for (path, name) in loaded.names() {
+                    println!("ok: {} (pipeline `{name}`)", path.display());
                 }
                 ExitCode::SUCCESS
             }
@@ -185,7 +185,7 @@ fn main() -> ExitCode {
             topic,
         } => {
             let pipeline = match load_paths(std::slice::from_ref(&config)) {
-                Ok(mut p) if p.len() == 1 => p.remove(0),
+                Ok(mut p) if p.pipelines.len() == 1 => p.pipelines.remove(0),
                 Ok(_) => {
                     eprintln!("error: {}: give one pipeline file", config.display());
                     return ExitCode::from(2);
@@ -325,7 +325,7 @@ fn report(errors: &[ConfigError]) -> ExitCode {
 }
 
 async fn run(
-    pipelines: Vec<sinkd_core::config::LoadedPipeline>,
+    loaded: sinkd_core::config::Loaded,
     listen: String,
     auth: api::auth::Auth,
     keep_failed: bool,
@@ -337,8 +337,25 @@ async fn run(
             None
         }
     };
+    let claimed: Vec<String> = loaded
+        .captures
+        .iter()
+        .map(|c| c.capture.source.postgres_cdc.slot_name(&c.capture.name))
+        .collect();
+    let captures: BTreeMap<String, Arc<control::capture::CaptureController>> = loaded
+        .captures
+        .into_iter()
+        .map(|c| {
+            let name = c.capture.name.clone();
+            (
+                name,
+                control::capture::CaptureController::new(c.capture, c.path, claimed.clone()),
+            )
+        })
+        .collect();
+    let captures = Arc::new(captures);
     let mut controllers = BTreeMap::new();
-    for loaded in pipelines {
+    for loaded in loaded.pipelines {
         let name = loaded.pipeline.name.clone();
         let file = loaded.path.clone();
         match control::Controller::new(loaded.pipeline, loaded.path) {
@@ -363,6 +380,7 @@ async fn run(
             let app = api::router(
                 api::Api {
                     pipelines: controllers.clone(),
+                    captures: captures.clone(),
                     metrics,
                 },
                 auth,
@@ -382,15 +400,25 @@ async fn run(
         let c = c.clone();
         tokio::spawn(async move { c.start().await });
     }
+    for c in captures.values() {
+        let c = c.clone();
+        tokio::spawn(async move { c.start().await });
+    }
     // Runs until SIGTERM / Ctrl-C, or until every pipeline has failed (a daemon that can
     // do nothing exits, so its supervisor sees it) unless told to keep failed pipelines.
-    let mut changes: Vec<_> = controllers.values().map(|c| c.subscribe()).collect();
+    let mut changes: Vec<_> = controllers
+        .values()
+        .map(|c| c.subscribe())
+        .chain(captures.values().map(|c| c.subscribe()))
+        .collect();
     let signal = shutdown_signal();
     tokio::pin!(signal);
     loop {
         let all_failed = controllers
             .values()
-            .all(|c| matches!(c.state(), control::State::Failed(_)));
+            .map(|c| c.state())
+            .chain(captures.values().map(|c| c.state()))
+            .all(|s| matches!(s, control::State::Failed(_)));
         if all_failed && !keep_failed {
             break;
         }
@@ -405,14 +433,19 @@ async fn run(
         }
     }
     futures::future::join_all(controllers.values().map(|c| c.shutdown())).await;
+    futures::future::join_all(captures.values().map(|c| c.shutdown())).await;
     let mut failed = false;
-    for c in controllers.values() {
-        match c.state() {
+    let ends = controllers
+        .values()
+        .map(|c| (&c.name, c.state()))
+        .chain(captures.values().map(|c| (&c.name, c.state())));
+    for (name, state) in ends {
+        match state {
             control::State::Failed(e) => {
                 eprintln!("error: {e}");
                 failed = true;
             }
-            _ => info!(pipeline = %c.name, "pipeline stopped"),
+            _ => info!(pipeline = %name, "pipeline stopped"),
         }
     }
     if failed {
@@ -439,7 +472,9 @@ async fn shutdown_signal() {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")
+        // pg_walstream logs every status update at info, and warns of a slot that
+        // exists, which sinkd creates itself beforehand; its real failures reach sinkd.
+        tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn,pg_walstream=error")
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

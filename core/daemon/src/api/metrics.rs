@@ -11,6 +11,12 @@
 //!   `sinkd_partition_sink_offset` {pipeline, topic, partition};
 //! - `sinkd_rebuild_active`, `sinkd_rebuild_events_done`, `sinkd_rebuild_events_total`
 //!   {pipeline}.
+//!
+//! Capture pipelines (PostgreSQL into Kafka):
+//! - `sinkd_cdc_rows_total`, `sinkd_cdc_records_acknowledged_total`,
+//!   `sinkd_cdc_dead_lettered_total`, `sinkd_cdc_transactions_total` {pipeline};
+//! - `sinkd_cdc_slot_lag_bytes`, `sinkd_cdc_slot_lag_seconds`, `sinkd_cdc_confirmed_lsn`
+//!   {pipeline, slot}; `sinkd_pipeline_running` {pipeline}.
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -84,9 +90,40 @@ pub async fn render(State(api): State<Api>) -> Response {
             gauge!("sinkd_rebuild_events_total", &labels).set(r.events_total as f64);
         }
     }
+    for c in api.captures.values() {
+        let labels = [("pipeline", c.name.clone())];
+        let s = &c.stats;
+        counter!("sinkd_cdc_rows_total", &labels).absolute(s.rows.load(Ordering::Relaxed));
+        counter!("sinkd_cdc_records_acknowledged_total", &labels)
+            .absolute(s.acknowledged.load(Ordering::Relaxed));
+        counter!("sinkd_cdc_dead_lettered_total", &labels)
+            .absolute(s.dead_lettered.load(Ordering::Relaxed));
+        counter!("sinkd_cdc_transactions_total", &labels)
+            .absolute(s.transactions.load(Ordering::Relaxed));
+        let running = c.state_name() == "running";
+        gauge!("sinkd_pipeline_running", &labels).set(if running { 1.0 } else { 0.0 });
+        let slot_labels = [("pipeline", c.name.clone()), ("slot", c.slot.clone())];
+        let (view, _) = c.slot_view().await;
+        if let Some(b) = view["lag_bytes"].as_f64() {
+            gauge!("sinkd_cdc_slot_lag_bytes", &slot_labels).set(b);
+        }
+        if let Some(t) = view["lag_seconds"].as_f64() {
+            gauge!("sinkd_cdc_slot_lag_seconds", &slot_labels).set(t);
+        }
+        let confirmed = view["confirmed_lsn"].as_str().and_then(pg_lsn);
+        if let Some(lsn) = confirmed {
+            gauge!("sinkd_cdc_confirmed_lsn", &slot_labels).set(lsn as f64);
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         handle.render(),
     )
         .into_response()
+}
+
+/// `16/B374D848` as a number.
+fn pg_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }

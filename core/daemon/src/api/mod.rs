@@ -24,6 +24,7 @@ use axum::{Json, Router, middleware};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::control::Controller;
+use crate::control::capture::CaptureController;
 use auth::Auth;
 
 /// The OpenAPI document of this API.
@@ -34,16 +35,33 @@ pub const OPENAPI: &str = include_str!("openapi.yaml");
 pub struct Api {
     /// Pipelines by name.
     pub pipelines: Arc<BTreeMap<String, Arc<Controller>>>,
+    /// Capture pipelines (PostgreSQL into Kafka) by name.
+    pub captures: Arc<BTreeMap<String, Arc<CaptureController>>>,
     /// Renders the recorded metrics.
     pub metrics: Option<PrometheusHandle>,
 }
 
 impl Api {
+    /// A sink pipeline; a capture's name is refused with 409, since what is asked (offsets,
+    /// rebuild, wait, search) has no meaning for a capture, whose position is its slot's.
     fn pipeline(&self, name: &str) -> Result<Arc<Controller>, ApiError> {
+        if self.captures.contains_key(name) {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "`{name}` is a capture pipeline (postgres_cdc): its position is its slot's, \
+                     so it has no offsets, rebuild, wait or search"
+                ),
+            ));
+        }
         self.pipelines
             .get(name)
             .cloned()
             .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no pipeline named `{name}`")))
+    }
+
+    fn capture(&self, name: &str) -> Option<Arc<CaptureController>> {
+        self.captures.get(name).cloned()
     }
 }
 
@@ -101,13 +119,14 @@ async fn openapi() -> Response {
 /// 200 while every pipeline is connected and running (a rebuild counts as running);
 /// 503 naming the others and their state.
 async fn readyz(State(api): State<Api>) -> Response {
-    let not_ready: Vec<String> = api
+    let states = api
         .pipelines
         .values()
-        .filter_map(|c| {
-            let state = c.state_name();
-            (!matches!(state, "running" | "rebuilding")).then(|| format!("{} ({state})", c.name))
-        })
+        .map(|c| (&c.name, c.state_name()))
+        .chain(api.captures.values().map(|c| (&c.name, c.state_name())));
+    let not_ready: Vec<String> = states
+        .filter(|(_, state)| !matches!(*state, "running" | "rebuilding"))
+        .map(|(name, state)| format!("{name} ({state})"))
         .collect();
     if not_ready.is_empty() {
         return "ready".into_response();

@@ -30,6 +30,9 @@ fn refused(e: ControlError) -> Response {
 pub async fn list(State(api): State<Api>) -> Response {
     let mut out = Vec::new();
     for c in api.pipelines.values() {
+        out.push(serde_json::to_value(c.status().await).unwrap_or_default());
+    }
+    for c in api.captures.values() {
         out.push(c.status().await);
     }
     Json(json!({ "pipelines": out })).into_response()
@@ -37,6 +40,9 @@ pub async fn list(State(api): State<Api>) -> Response {
 
 /// `GET /pipelines/{name}`.
 pub async fn status(State(api): State<Api>, Path(name): Path<String>) -> Response {
+    if let Some(c) = api.capture(&name) {
+        return Json(c.status().await).into_response();
+    }
     match api.pipeline(&name) {
         Ok(c) => Json(c.status().await).into_response(),
         Err(e) => e.into_response(),
@@ -45,6 +51,12 @@ pub async fn status(State(api): State<Api>, Path(name): Path<String>) -> Respons
 
 /// `POST /pipelines/{name}/pause`.
 pub async fn pause(State(api): State<Api>, Path(name): Path<String>) -> Response {
+    if let Some(c) = api.capture(&name) {
+        return match c.pause().await {
+            Ok(()) => Json(c.status().await).into_response(),
+            Err(e) => refused(e),
+        };
+    }
     let c = match api.pipeline(&name) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
@@ -57,6 +69,12 @@ pub async fn pause(State(api): State<Api>, Path(name): Path<String>) -> Response
 
 /// `POST /pipelines/{name}/resume`.
 pub async fn resume(State(api): State<Api>, Path(name): Path<String>) -> Response {
+    if let Some(c) = api.capture(&name) {
+        return match c.resume().await {
+            Ok(()) => Json(c.status().await).into_response(),
+            Err(e) => refused(e),
+        };
+    }
     let c = match api.pipeline(&name) {
         Ok(c) => c,
         Err(e) => return e.into_response(),

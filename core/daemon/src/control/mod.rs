@@ -9,10 +9,12 @@
 //!
 //! - [`rebuild`]: the shadow build and its swap, or the in-place replay.
 //! - [`status`]: what the API reports: state, per-partition offsets, lag, staleness.
+//! - [`capture`]: the controller of a capture pipeline (PostgreSQL slot into Kafka).
 //!
 //! Pausing is per daemon: in a shared consumer group the partitions of a paused instance
 //! go to the other instances.
 
+pub mod capture;
 pub mod rebuild;
 pub mod status;
 

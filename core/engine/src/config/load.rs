@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use super::capture::{self, CaptureFile};
 use super::model::PipelineFile;
 use super::validate;
 
@@ -15,6 +16,43 @@ pub struct LoadedPipeline {
     pub path: PathBuf,
     /// Its content.
     pub pipeline: PipelineFile,
+}
+
+/// A capture pipeline file (`source: postgres_cdc`) that parsed and validated.
+#[derive(Clone, Debug)]
+pub struct LoadedCapture {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Its content.
+    pub capture: CaptureFile,
+}
+
+/// Every pipeline the given paths hold, by kind.
+#[derive(Clone, Debug, Default)]
+pub struct Loaded {
+    /// Pipelines from Kafka into a sink.
+    pub pipelines: Vec<LoadedPipeline>,
+    /// Pipelines from a PostgreSQL slot into Kafka.
+    pub captures: Vec<LoadedCapture>,
+}
+
+impl Loaded {
+    /// Every file with its pipeline's name, in load order by kind.
+    pub fn names(&self) -> impl Iterator<Item = (&Path, &str)> {
+        self.pipelines
+            .iter()
+            .map(|p| (p.path.as_path(), p.pipeline.name.as_str()))
+            .chain(
+                self.captures
+                    .iter()
+                    .map(|c| (c.path.as_path(), c.capture.name.as_str())),
+            )
+    }
+}
+
+enum LoadedFile {
+    Pipeline(LoadedPipeline),
+    Capture(LoadedCapture),
 }
 
 /// A problem with a pipeline file, located as precisely as the parser allows.
@@ -47,16 +85,17 @@ impl std::error::Error for ConfigError {}
 
 /// Loads every pipeline under the given paths (files, or folders whose `*.yaml` / `*.yml`
 /// files are read in name order). Returns every problem found, not just the first.
-pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<LoadedPipeline>, Vec<ConfigError>> {
+pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, Vec<ConfigError>> {
     let env: HashMap<String, String> = std::env::vars().collect();
-    let mut loaded = Vec::new();
+    let mut loaded = Loaded::default();
     let mut errors = Vec::new();
     for path in paths {
         match files_under(path) {
             Ok(files) => {
                 for file in files {
-                    match load_file(&file, &env) {
-                        Ok(p) => loaded.push(p),
+                    match load_any(&file, &env) {
+                        Ok(LoadedFile::Pipeline(p)) => loaded.pipelines.push(p),
+                        Ok(LoadedFile::Capture(c)) => loaded.captures.push(c),
                         Err(mut e) => errors.append(&mut e),
                     }
                 }
@@ -65,15 +104,14 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<LoadedPipeline>, Vec<ConfigEr
         }
     }
     let mut seen: HashMap<&str, &Path> = HashMap::new();
-    for p in &loaded {
-        if let Some(first) = seen.insert(&p.pipeline.name, &p.path) {
+    for (path, name) in loaded.names() {
+        if let Some(first) = seen.insert(name, path) {
             errors.push(ConfigError {
-                file: p.path.clone(),
+                file: path.to_path_buf(),
                 line: None,
                 field: Some("name".into()),
                 message: format!(
-                    "pipeline name `{}` is already used by {}",
-                    p.pipeline.name,
+                    "pipeline name `{name}` is already used by {}",
                     first.display()
                 ),
             });
@@ -87,7 +125,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<LoadedPipeline>, Vec<ConfigEr
 }
 
 /// Loads one path (file or folder) with the process environment.
-pub fn load_path(path: &Path) -> Result<Vec<LoadedPipeline>, Vec<ConfigError>> {
+pub fn load_path(path: &Path) -> Result<Loaded, Vec<ConfigError>> {
     load_paths(&[path.to_path_buf()])
 }
 
@@ -114,43 +152,83 @@ fn files_under(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(files)
 }
 
-/// Parses one file's text with the given environment. Public for tests.
-pub fn load_file(
-    path: &Path,
-    env: &HashMap<String, String>,
-) -> Result<LoadedPipeline, Vec<ConfigError>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+fn read(path: &Path) -> Result<String, Vec<ConfigError>> {
+    std::fs::read_to_string(path).map_err(|e| {
         vec![ConfigError {
             file: path.to_path_buf(),
             line: None,
             field: None,
             message: format!("cannot read: {e}"),
         }]
-    })?;
-    let pipeline = parse_str(path, &text, env).map_err(|e| vec![e])?;
-    validate::validate(&pipeline).map_err(|problems| {
-        problems
-            .into_iter()
-            .map(|(field, message)| ConfigError {
-                file: path.to_path_buf(),
-                line: line_of_field(&text, &field),
-                field: Some(field),
-                message,
-            })
-            .collect::<Vec<_>>()
-    })?;
+    })
+}
+
+/// A file whose source is `postgres_cdc:` is a capture pipeline; any other is read as a
+/// sink pipeline (and its errors are reported against that model).
+fn load_any(path: &Path, env: &HashMap<String, String>) -> Result<LoadedFile, Vec<ConfigError>> {
+    let text = read(path)?;
+    let is_capture = text
+        .lines()
+        .any(|l| l.trim_start().starts_with("postgres_cdc:"));
+    if !is_capture {
+        return load_text(path, &text, env).map(LoadedFile::Pipeline);
+    }
+    let capture: CaptureFile = parse_as(path, &text, env).map_err(|e| vec![e])?;
+    capture::validate(&capture).map_err(|p| located(path, &text, p))?;
+    Ok(LoadedFile::Capture(LoadedCapture {
+        path: path.to_path_buf(),
+        capture,
+    }))
+}
+
+fn located(path: &Path, text: &str, problems: Vec<(String, String)>) -> Vec<ConfigError> {
+    problems
+        .into_iter()
+        .map(|(field, message)| ConfigError {
+            file: path.to_path_buf(),
+            line: line_of_field(text, &field),
+            field: Some(field),
+            message,
+        })
+        .collect()
+}
+
+/// Parses one sink pipeline file with the given environment. Public for tests.
+pub fn load_file(
+    path: &Path,
+    env: &HashMap<String, String>,
+) -> Result<LoadedPipeline, Vec<ConfigError>> {
+    load_text(path, &read(path)?, env)
+}
+
+fn load_text(
+    path: &Path,
+    text: &str,
+    env: &HashMap<String, String>,
+) -> Result<LoadedPipeline, Vec<ConfigError>> {
+    let pipeline = parse_str(path, text, env).map_err(|e| vec![e])?;
+    validate::validate(&pipeline).map_err(|p| located(path, text, p))?;
     Ok(LoadedPipeline {
         path: path.to_path_buf(),
         pipeline,
     })
 }
 
-/// Parses YAML text into a pipeline, interpolating the environment.
+/// Parses YAML text into a sink pipeline, interpolating the environment.
 pub fn parse_str(
     path: &Path,
     text: &str,
     env: &HashMap<String, String>,
 ) -> Result<PipelineFile, ConfigError> {
+    parse_as(path, text, env)
+}
+
+/// Parses YAML text into `T`, interpolating the environment; errors are located.
+fn parse_as<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+    env: &HashMap<String, String>,
+) -> Result<T, ConfigError> {
     // Only the variables the file names are handed to the parser: the rest of the
     // environment has no business in a config error (and would be redacted from it).
     let referenced: HashMap<String, String> = env
@@ -167,7 +245,7 @@ pub fn parse_str(
     // aside and the error handed back to serde-saphyr so it stays located.
     let mut field: Option<String> = None;
     let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
-        serde_path_to_error::deserialize::<_, PipelineFile>(de).map_err(|e| {
+        serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
             let path = e.path().to_string();
             if path != "." && !path.is_empty() {
                 field = Some(path);

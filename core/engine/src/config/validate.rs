@@ -3,24 +3,24 @@
 
 use super::model::*;
 
+/// What is wrong with a pipeline name, if anything.
+pub fn name_problem(name: &str) -> Option<String> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    (!ok).then(|| {
+        format!("`{name}` is not a valid pipeline name: use letters, digits, `-`, `_` and `.`")
+    })
+}
+
 /// Every problem of the pipeline, or `Ok` when there is none.
 pub fn validate(p: &PipelineFile) -> Result<(), Vec<(String, String)>> {
     let mut problems = Vec::new();
     let mut problem = |field: &str, message: String| problems.push((field.to_owned(), message));
 
-    if p.name.is_empty()
-        || !p
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-    {
-        problem(
-            "name",
-            format!(
-                "`{}` is not a valid pipeline name: use letters, digits, `-`, `_` and `.`",
-                p.name
-            ),
-        );
+    if let Some(message) = name_problem(&p.name) {
+        problem("name", message);
     }
     if p.source.kafka.topics.is_empty() {
         problem("source.kafka.topics", "name at least one topic".into());
