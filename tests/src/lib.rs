@@ -16,6 +16,7 @@ pub mod control;
 pub mod daemon;
 pub mod evolution;
 pub mod mongod;
+pub mod outbox;
 pub mod scenarios;
 pub mod shop;
 pub mod stack;
