@@ -205,7 +205,17 @@ async fn outbox_to_kafka_to_mongodb_end_to_end() {
     let aggregate = format!("order_{id}");
     let topic = format!("outbox.{aggregate}");
     stack::create_topic(&topic, 3).await;
-    outbox::capture_file(&dir, &pipeline, &table, "");
+    // This capture also deletes each row once the broker has it.
+    let file = outbox::capture_file(&dir, &pipeline, &table, "");
+    let text = std::fs::read_to_string(&file).expect("capture file");
+    std::fs::write(
+        &file,
+        text.replace(
+            "      schemas:",
+            "      delete_after_capture: true\n      schemas:",
+        ),
+    )
+    .expect("capture file");
     let collection = format!("orders_{id}");
     dir.file(
         "sink.yaml",
@@ -331,6 +341,23 @@ batch:
     // Both pipelines show in one status list.
     let s = status(&listen, &pipeline).await;
     assert_eq!(s["counts"]["applied"], 400, "{s}");
+    // Every captured row was deleted after its acknowledgement.
+    let start_wait = Instant::now();
+    loop {
+        let left: i64 = pg
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .expect("count")
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        assert!(
+            start_wait.elapsed() < Duration::from_secs(30),
+            "{left} rows not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     daemon.terminate(Duration::from_secs(20));
     outbox::drop_capture(&pg, &slot, &table).await;
     let _ = coll.drop().await;
