@@ -328,6 +328,16 @@ async fn a_swap_keeps_the_live_tables_indexes_and_grants() {
         .unwrap()
         .get(0);
     assert!(granted, "the grant survived the swap");
+    let log = api.daemon.log();
+    let swap_ddl: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("swapping in the rebuilt table"))
+        .collect();
+    assert!(
+        swap_ddl.iter().any(|l| l.contains("ALTER INDEX"))
+            && !swap_ddl.iter().any(|l| l.contains("CREATE INDEX")),
+        "the index was built on the shadow before the swap, which only renamed it: {swap_ddl:#?}"
+    );
     assert_eq!(s.orders().await, shop::expected(&events));
     // A second rebuild finds the shadow's names free again.
     api.rebuild_to_done(&s.pipeline, Duration::from_secs(120))

@@ -50,3 +50,98 @@ async fn a_replay_after_an_offset_reset_is_skipped_by_row_guards() {
     )
     .await;
 }
+
+/// The live table's indexes, by name, with their OIDs and definitions.
+async fn indexes_of(pg: &tokio_postgres::Client, table: &str) -> Vec<(String, u32, String)> {
+    pg.query(
+        "SELECT c.relname::text, c.oid, pg_get_indexdef(c.oid) FROM pg_index i \
+         JOIN pg_class c ON c.oid = i.indexrelid \
+         WHERE i.indrelid = $1::text::regclass ORDER BY 1",
+        &[&format!("public.\"{table}\"")],
+    )
+    .await
+    .expect("indexes")
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swap_renames_the_indexes_built_before_it_and_builds_only_later_ones() {
+    use sinkd_core::sink::TargetAdmin;
+    use sinkd_postgres::admin::{PgAdmin, shadow_table};
+    // Capitals make every name need quoting, as pg_get_indexdef writes it.
+    let table = format!("{}_Orders", stack::unique("idx"));
+    let shadow = shadow_table(&table);
+    let pg = stack::pg().await;
+    pg.batch_execute(&format!(
+        "CREATE TABLE \"{table}\" (id text PRIMARY KEY, customer text, status text);
+         CREATE TABLE \"{shadow}\" (id text PRIMARY KEY, customer text, status text);
+         INSERT INTO \"{shadow}\" SELECT 'o' || i, 'c' || (i % 7), 's' || (i % 3)
+             FROM generate_series(1, 500) i;
+         CREATE INDEX \"{table}_by_customer\" ON \"{table}\" (customer);
+         CREATE UNIQUE INDEX \"{table}_Odd\" ON \"{table}\" (lower(id)) INCLUDE (customer)
+             WHERE status <> 'x';
+         CREATE INDEX \"{table}_gone\" ON \"{table}\" (status);"
+    ))
+    .await
+    .expect("tables");
+    let live_before = indexes_of(&pg, &table).await;
+    let admin = PgAdmin::new(&config(&table), &table);
+
+    admin.prepare_swap().await.expect("prepare");
+    let copies = indexes_of(&pg, &shadow).await;
+    let built: Vec<&String> = copies
+        .iter()
+        .filter(|(n, _, _)| n.starts_with("sinkd_shadow_idx_"))
+        .map(|(_, _, def)| def)
+        .collect();
+    assert_eq!(built.len(), 3, "a copy of each secondary index: {copies:?}");
+    for def in built {
+        assert!(def.contains(&format!("ON public.\"{shadow}\"")), "{def}");
+    }
+    // Built again (say by a retried rebuild step), nothing changes.
+    admin.prepare_swap().await.expect("prepare again");
+    assert_eq!(indexes_of(&pg, &shadow).await, copies);
+
+    // The user changes the live table's indexes after the copies were built.
+    pg.batch_execute(&format!(
+        "CREATE INDEX \"{table}_by_status\" ON \"{table}\" (status, customer);
+         DROP INDEX \"{table}_gone\";"
+    ))
+    .await
+    .expect("later index changes");
+    admin.swap_in_shadow().await.expect("swap");
+
+    let after = indexes_of(&pg, &table).await;
+    let mut names: Vec<&str> = after.iter().map(|(n, _, _)| n.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            format!("{table}_Odd"),
+            format!("{table}_by_customer"),
+            format!("{table}_by_status"),
+            format!("{table}_pkey"),
+        ],
+        "the user's indexes under their names, the stale copy dropped"
+    );
+    for (name, oid, def) in &after {
+        if let Some((_, _, old_def)) = live_before.iter().find(|(n, _, _)| n == name) {
+            assert_eq!(def, old_def, "{name} is defined as on the old table");
+            assert!(
+                copies.iter().any(|(_, copy_oid, _)| copy_oid == oid),
+                "{name} is the copy built before the swap (renamed, not built again)"
+            );
+        }
+    }
+    let rows: i64 = pg
+        .query_one(&format!("SELECT count(*) FROM \"{table}\""), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 500);
+    pg.batch_execute(&format!("DROP TABLE \"{table}\""))
+        .await
+        .ok();
+}

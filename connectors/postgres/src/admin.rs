@@ -1,10 +1,11 @@
 //! Whole-table operations for the control plane.
 //!
 //! The shadow of `schema.table` is `schema.table__sinkd_shadow`, with its own checkpoint
-//! rows (target `schema.table__sinkd_shadow`). The swap is one transaction: the live table
-//! is dropped, the shadow renamed into its place together with its primary key, the live
-//! table's secondary indexes and grants re-created on it, and the shadow's checkpoint rows
-//! become the live ones. Readers wait on the table lock for that moment and then see the
+//! rows (target `schema.table__sinkd_shadow`). Before the swap, while the live table still
+//! serves, the live table's secondary indexes are built on the shadow (`indexes.rs`). The
+//! swap is one transaction: the live table is dropped, the shadow renamed into its place
+//! together with its primary key and index copies, the live table's grants re-created on
+//! it, and the shadow's checkpoint rows become the live ones. Readers wait on the table lock for that moment and then see the
 //! new table: never an empty or half-built one. A crash anywhere leaves either the old
 //! state or the new one, so there is nothing to recover.
 
@@ -16,7 +17,7 @@ use tokio_postgres::{Client, GenericClient, Transaction};
 use tracing::info;
 
 use crate::checkpoint::{self, connect};
-use crate::{classify, ident};
+use crate::{classify, ident, indexes};
 
 /// The name of a table's shadow.
 pub fn shadow_table(table: &str) -> String {
@@ -73,21 +74,34 @@ impl PgAdmin {
         Ok(row.get(0))
     }
 
-    /// The DDL that gives the new live table the old one's secondary indexes and grants
-    /// (users add both for their queries; sinkd creates neither).
+    /// The DDL, run after the shadow has taken the live table's name, that gives it the
+    /// old table's secondary indexes and grants (users add both for their queries; sinkd
+    /// creates neither). Indexes whose copy [`TargetAdmin::prepare_swap`] built are only
+    /// renamed; copies whose live index is gone meanwhile are dropped.
     async fn carried_over(&self, tx: &Transaction<'_>) -> Result<Vec<String>, SinkError> {
         let live = self.qualified(Target::Live);
-        let mut ddl: Vec<String> = tx
-            .query(
-                "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i \
-                 WHERE i.indrelid = $1::text::regclass AND NOT i.indisprimary",
-                &[&live],
-            )
-            .await
-            .map_err(|e| classify(&e))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let mut copies = indexes::copies_on(tx, &self.qualified(Target::Shadow)).await?;
+        let mut ddl = Vec::new();
+        for index in indexes::secondary(tx, &live).await? {
+            let copy = index.copy_name();
+            if copies.remove(&copy) {
+                ddl.push(format!(
+                    "ALTER INDEX {}.{} RENAME TO {}",
+                    ident(&self.schema),
+                    ident(&copy),
+                    ident(&index.name)
+                ));
+            } else {
+                ddl.push(index.def);
+            }
+        }
+        for stale in copies {
+            ddl.push(format!(
+                "DROP INDEX {}.{}",
+                ident(&self.schema),
+                ident(&stale)
+            ));
+        }
         let grants = tx
             .query(
                 "SELECT grantee::text, privilege_type::text FROM information_schema.role_table_grants \
@@ -172,6 +186,23 @@ impl TargetAdmin for PgAdmin {
         .map_err(|e| classify(&e))?;
         self.set_offsets(&tx, Target::Shadow, &[]).await?;
         tx.commit().await.map_err(|e| classify(&e))
+    }
+
+    async fn prepare_swap(&self) -> Result<(), SinkError> {
+        let client = self.client().await?;
+        if !(self.exists(&client, Target::Live).await?
+            && self.exists(&client, Target::Shadow).await?)
+        {
+            return Ok(());
+        }
+        let shadow = self.qualified(Target::Shadow);
+        for index in indexes::secondary(&client, &self.qualified(Target::Live)).await? {
+            if let Some(sql) = index.build_copy_on(&shadow) {
+                info!(pipeline = %self.pipeline, index = %index.name, "building the live table's index on the rebuilt table");
+                client.batch_execute(&sql).await.map_err(|e| classify(&e))?;
+            }
+        }
+        Ok(())
     }
 
     async fn swap_in_shadow(&self) -> Result<(), SinkError> {

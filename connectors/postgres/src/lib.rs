@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod checkpoint;
+mod indexes;
 pub mod sink;
 pub mod statements;
 pub mod table;

@@ -91,6 +91,15 @@ pub trait TargetAdmin: Send + Sync {
     /// Removes the shadow and its checkpoints; nothing to remove is fine.
     async fn drop_shadow(&self) -> Result<(), SinkError>;
 
+    /// Readies a filled shadow for [`TargetAdmin::swap_in_shadow`] while the live target
+    /// still serves and consumes, so the swap itself stays short: PostgreSQL builds the
+    /// live table's secondary indexes on the shadow here rather than inside the swap's
+    /// transaction, where readers would wait for them. The shadow's writer may still be
+    /// appending. Nothing to do by default.
+    async fn prepare_swap(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
     /// Replaces the live target and its checkpoints with the shadow's, atomically for
     /// readers, and drops the old live data.
     async fn swap_in_shadow(&self) -> Result<(), SinkError>;

@@ -46,6 +46,47 @@ struct Rebuilt {
     events: i64,
 }
 
+/// What a reader of the live table saw while the rebuild ran.
+struct Reads {
+    count: u64,
+    longest: Duration,
+}
+
+/// The secondary indexes a read model's queries need. sinkd creates none; the swap must
+/// carry them over, and must not make readers wait while they are built.
+const USER_INDEXES: [&str; 2] = ["(customer)", "(status, customer)"];
+
+/// Gives the live table [`USER_INDEXES`], as its users would.
+async fn add_user_indexes(table: &str) {
+    let pg = stack::pg().await;
+    for (i, columns) in USER_INDEXES.iter().enumerate() {
+        pg.batch_execute(&format!(
+            "CREATE INDEX \"{table}_user_{i}\" ON \"{table}\" {columns}"
+        ))
+        .await
+        .expect("user index");
+    }
+}
+
+/// Queries the live table through its first user index until `stop`, timing each read.
+async fn read_live(table: String, stop: tokio::sync::watch::Receiver<bool>) -> Reads {
+    let pg = stack::pg().await;
+    let sql = format!("SELECT count(*) FROM \"{table}\" WHERE customer = $1");
+    let mut reads = Reads {
+        count: 0,
+        longest: Duration::ZERO,
+    };
+    while !*stop.borrow() {
+        let customer = format!("customer-{}", reads.count % 1000);
+        let began = Instant::now();
+        pg.query_one(&sql, &[&customer]).await.expect("live read");
+        reads.longest = reads.longest.max(began.elapsed());
+        reads.count += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    reads
+}
+
 /// Asks the daemon for a swap rebuild and follows it to the end: wall time from the
 /// request, and how long the live pipeline was paused (the swapping phase).
 async fn rebuild(base: &str, pipeline: &str) -> Rebuilt {
@@ -160,10 +201,29 @@ async fn main() {
     let sinkd_secs = start.elapsed().as_secs_f64();
     let rss = sinkd_tests::daemon::proc_status_kib(pid, "VmHWM").unwrap_or(0);
     let rebuilt = if args.rebuild {
+        let reader = if matches!(target, Target::Postgres) {
+            add_user_indexes(&name).await;
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            Some((stop, tokio::spawn(read_live(name.clone(), stopped))))
+        } else {
+            None
+        };
         eprintln!("rebuilding with a swap…");
-        Some(rebuild(&format!("http://{listen}"), &name).await)
+        let rebuilt = rebuild(&format!("http://{listen}"), &name).await;
+        let reads = match reader {
+            Some((stop, task)) => {
+                let _ = stop.send(true);
+                Some(task.await.expect("reader"))
+            }
+            None => None,
+        };
+        Some((rebuilt, reads))
     } else {
         None
+    };
+    let kept_indexes = match (&target, args.rebuild) {
+        (Target::Postgres, true) => Some(user_indexes_of(&name).await),
+        _ => None,
     };
     let rebuild_rss = sinkd_tests::daemon::proc_status_kib(pid, "VmHWM").unwrap_or(0);
     daemon.terminate(Duration::from_secs(30));
@@ -206,7 +266,7 @@ async fn main() {
         sinkd_rate / baseline_rate
     );
     println!("| server | {} |", baseline.server);
-    if let Some(r) = rebuilt {
+    if let Some((r, reads)) = rebuilt {
         println!(
             "| **rebuild with swap** (request → swapped in) | **{:.1} s**, {:.0} events/s ({} events) |",
             r.secs,
@@ -225,12 +285,38 @@ async fn main() {
             "| sinkd peak RSS with the rebuild | {:.1} MiB |",
             rebuild_rss as f64 / 1024.0
         );
+        if let Some(reads) = reads {
+            println!(
+                "| reads of the live table during the rebuild (through a user index) | {}, **longest {:.0} ms** |",
+                reads.count,
+                reads.longest.as_secs_f64() * 1000.0
+            );
+        }
+        if let Some(kept) = kept_indexes {
+            println!(
+                "| user indexes on the table after the swap | {kept} of {} |",
+                USER_INDEXES.len()
+            );
+        }
     }
     println!("\nsinkd's log: {}", kept_log.display());
     if !exact {
         eprintln!("the read model differs from the expected state");
         std::process::exit(1);
     }
+}
+
+/// How many of [`USER_INDEXES`] the live table has, under their own names.
+async fn user_indexes_of(table: &str) -> usize {
+    let pg = stack::pg().await;
+    let row = pg
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE tablename = $1 AND indexname LIKE $2",
+            &[&table, &format!("{table}_user_%")],
+        )
+        .await
+        .expect("indexes");
+    row.get::<_, i64>(0) as usize
 }
 
 /// COPY of the sink table's rows into an empty table of the same shape.

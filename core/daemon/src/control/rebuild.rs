@@ -3,7 +3,9 @@
 //! **swap** (the default): the shadow target is emptied and given the start offsets as
 //! its checkpoints, then a second task (its own consumer, no group, every partition)
 //! fills it while the live task keeps serving and consuming. Once the shadow is within
-//! one batch of the high watermarks, the live task is stopped after writing what it holds;
+//! one batch of the high watermarks, the sink readies it for a short swap
+//! ([`TargetAdmin::prepare_swap`]: PostgreSQL builds the live table's indexes on it), still
+//! with the live task running. Then the live task is stopped after writing what it holds;
 //! the shadow catches up to at least the live checkpoints, is stopped the same way, and
 //! the sink swaps it in with its checkpoints in one step ([`TargetAdmin::swap_in_shadow`]).
 //! The live task then starts again from the swapped-in checkpoints. Readers of the live
@@ -60,6 +62,10 @@ pub enum Phase {
     Preparing,
     /// The shadow is being filled.
     Building,
+    /// The shadow, nearly caught up, gets what the swap must carry over that takes time
+    /// to build (PostgreSQL: the live table's secondary indexes); the live target still
+    /// serves and consumes.
+    Indexing,
     /// The live task is paused while the shadow catches up and is swapped in.
     Swapping,
     /// In place: the live target is replaying.
@@ -383,6 +389,12 @@ impl Controller {
                 // Shown while it lasts; the build goes on and the next round asks again.
                 Err(e) => status.trouble(e.to_string()),
             }
+        }
+        status.phase(Phase::Indexing);
+        tokio::select! {
+            _ = cancelled.changed() => return Err(Halt::Cancelled),
+            ended = &mut *shadow => return Err(shadow_ended(ended)),
+            prepared = self.admin.prepare_swap() => prepared?,
         }
         status.phase(Phase::Swapping);
         let mut live = self.ops.lock().await;
