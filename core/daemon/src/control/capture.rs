@@ -7,7 +7,7 @@
 //! offset to move or target to rebuild here.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,15 +16,10 @@ use sinkd_core::config::CaptureFile;
 use sinkd_core::config::redact_text;
 use sinkd_postgres_cdc::{CaptureStats, SlotProbe};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use super::task::{Lifecycle, Task};
 use super::{ControlError, State};
-
-struct Task {
-    stop: watch::Sender<bool>,
-    handle: JoinHandle<()>,
-}
 
 /// One capture pipeline under control.
 pub struct CaptureController {
@@ -40,12 +35,10 @@ pub struct CaptureController {
     /// Every slot the loaded pipelines use, to tell which `sinkd_…` slots are unclaimed.
     claimed: Vec<String>,
     unclaimed: Mutex<Vec<Value>>,
-    state: Mutex<State>,
+    /// The task and the state.
+    life: Lifecycle,
     /// The last error of a task that is being restarted.
     retrying: Mutex<Option<String>>,
-    ops: tokio::sync::Mutex<Option<Task>>,
-    changes: watch::Sender<u64>,
-    closing: AtomicBool,
 }
 
 impl CaptureController {
@@ -62,27 +55,19 @@ impl CaptureController {
             stats: Arc::new(CaptureStats::default()),
             claimed,
             unclaimed: Mutex::new(Vec::new()),
-            state: Mutex::new(State::Starting),
+            life: Lifecycle::default(),
             retrying: Mutex::new(None),
-            ops: tokio::sync::Mutex::new(None),
-            changes: watch::channel(0).0,
-            closing: AtomicBool::new(false),
         })
     }
 
     /// The current state.
     pub fn state(&self) -> State {
-        self.state.lock().expect("state lock").clone()
-    }
-
-    fn set_state(&self, state: State) {
-        *self.state.lock().expect("state lock") = state;
-        self.changes.send_modify(|n| *n += 1);
+        self.life.state()
     }
 
     /// Changes whenever the state does.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
+        self.life.subscribe()
     }
 
     /// The state's name as the API shows it.
@@ -104,84 +89,62 @@ impl CaptureController {
                 warn!(pipeline = %self.name, error = %redact_text(&e), "cannot list replication slots")
             }
         }
-        let mut live = self.ops.lock().await;
+        let mut live = self.life.task.lock().await;
         if live.is_none() && self.state() == State::Starting {
             self.start_task(&mut live);
         }
     }
 
     fn start_task(self: &Arc<Self>, live: &mut Option<Task>) {
-        if self.closing.load(Relaxed) {
-            return;
-        }
-        let (stop, mut stop_rx) = watch::channel(false);
+        *self.retrying.lock().expect("lock") = None;
         let me = self.clone();
-        let handle = tokio::spawn(async move {
+        self.life.start(live, |mut stop| async move {
             let base = me.path.parent().unwrap_or(Path::new(".")).to_path_buf();
             let mut wait = Duration::from_millis(500);
             loop {
                 let result =
-                    sinkd_postgres_cdc::run(&me.file, &base, me.stats.clone(), stop_rx.clone())
-                        .await;
+                    sinkd_postgres_cdc::run(&me.file, &base, me.stats.clone(), stop.clone()).await;
                 match result {
                     Ok(()) => break,
-                    Err(_) if *stop_rx.borrow() => break,
+                    Err(_) if *stop.borrow() => break,
                     Err(e) if e.retriable => {
                         warn!(pipeline = %me.name, error = %e, retry_in = ?wait, "capture interrupted; starting again from the slot's confirmed position");
                         *me.retrying.lock().expect("lock") = Some(e.message);
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}
-                            _ = stop_rx.changed() => break,
+                            _ = stop.changed() => break,
                         }
                         wait = (wait * 2).min(Duration::from_secs(30));
                     }
                     Err(e) => {
                         error!(pipeline = %me.name, error = %e, "capture failed");
-                        me.set_state(State::Failed(e.message));
+                        me.life.set_state(State::Failed(e.message));
                         break;
                     }
                 }
             }
         });
-        *live = Some(Task { stop, handle });
-        *self.retrying.lock().expect("lock") = None;
-        self.set_state(State::Running);
-    }
-
-    async fn stop_task(&self, live: &mut Option<Task>) {
-        if let Some(task) = live.take() {
-            let _ = task.stop.send(true);
-            let _ = task.handle.await;
-        }
     }
 
     /// Stops reading the slot (what was sent is confirmed first) and stays stopped. The
     /// slot keeps the position; WAL accumulates on the server while paused.
     pub async fn pause(&self) -> Result<(), ControlError> {
-        let mut live = self.ops.lock().await;
-        self.stop_task(&mut live).await;
+        self.life.pause().await;
         info!(pipeline = %self.name, "paused");
-        self.set_state(State::Paused);
         Ok(())
     }
 
     /// Starts a paused or failed capture from the slot's confirmed position.
     pub async fn resume(self: &Arc<Self>) -> Result<(), ControlError> {
-        let mut live = self.ops.lock().await;
-        if live.as_ref().is_some_and(|t| !t.handle.is_finished()) {
-            return Ok(());
+        if self.life.resume(|live| self.start_task(live)).await {
+            info!(pipeline = %self.name, "resumed");
         }
-        self.stop_task(&mut live).await;
-        info!(pipeline = %self.name, "resumed");
-        self.start_task(&mut live);
         Ok(())
     }
 
     /// Stops at daemon shutdown.
     pub async fn shutdown(&self) {
-        self.closing.store(true, Relaxed);
-        let mut live = self.ops.lock().await;
-        self.stop_task(&mut live).await;
+        self.life.close().await;
     }
 
     /// The slot's position and lag as the server reports them, with this process's view.

@@ -10,6 +10,7 @@
 //! - [`rebuild`]: the shadow build and its swap, or the in-place replay.
 //! - [`status`]: what the API reports: state, per-partition offsets, lag, staleness.
 //! - [`capture`]: the controller of a capture pipeline (PostgreSQL slot into Kafka).
+//! - [`task`]: what both controllers share: their task, state and change signal.
 //!
 //! Pausing is per daemon: in a shared consumer group the partitions of a paused instance
 //! go to the other instances.
@@ -17,6 +18,7 @@
 pub mod capture;
 pub mod rebuild;
 pub mod status;
+pub mod task;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -35,6 +37,7 @@ use tracing::{error, info, warn};
 use crate::wiring;
 use rebuild::RebuildStatus;
 use status::Marks;
+use task::{Lifecycle, Task};
 
 /// Where a pipeline's task stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,11 +73,6 @@ impl From<SinkError> for ControlError {
     }
 }
 
-struct Task {
-    stop: watch::Sender<bool>,
-    handle: JoinHandle<()>,
-}
-
 /// One pipeline under control.
 pub struct Controller {
     /// Pipeline name.
@@ -88,15 +86,11 @@ pub struct Controller {
     admin: Arc<dyn TargetAdmin>,
     checkpoints: Arc<dyn CheckpointReader>,
     kafka: Arc<KafkaOffsets>,
-    state: Mutex<State>,
-    /// Serialises operations that start or stop the live task.
-    ops: tokio::sync::Mutex<Option<Task>>,
+    /// The live task and the state.
+    life: Lifecycle,
     rebuild: Mutex<Option<Arc<RebuildStatus>>>,
     rebuild_task: tokio::sync::Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
     marks: Marks,
-    changes: watch::Sender<u64>,
-    /// Set at daemon shutdown: nothing starts the live task again.
-    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Controller {
@@ -114,13 +108,10 @@ impl Controller {
             admin,
             checkpoints,
             kafka,
-            state: Mutex::new(State::Starting),
-            ops: tokio::sync::Mutex::new(None),
+            life: Lifecycle::default(),
             rebuild: Mutex::new(None),
             rebuild_task: tokio::sync::Mutex::new(None),
             marks: Marks::default(),
-            changes: watch::channel(0).0,
-            closing: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -131,17 +122,12 @@ impl Controller {
 
     /// The current state.
     pub fn state(&self) -> State {
-        self.state.lock().expect("state lock").clone()
-    }
-
-    fn set_state(&self, state: State) {
-        *self.state.lock().expect("state lock") = state;
-        self.changes.send_modify(|n| *n += 1);
+        self.life.state()
     }
 
     /// Changes whenever the state does.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
+        self.life.subscribe()
     }
 
     /// The current or last rebuild.
@@ -168,12 +154,12 @@ impl Controller {
                 }
                 Err(e) => {
                     error!(pipeline = %self.name, error = %e, "cannot prepare the sink");
-                    self.set_state(State::Failed(e.to_string()));
+                    self.life.set_state(State::Failed(e.to_string()));
                     return;
                 }
             }
         }
-        let mut live = self.ops.lock().await;
+        let mut live = self.life.task.lock().await;
         // A pause (or a resume) may have come while the sink was being prepared.
         if live.is_none() && self.state() == State::Starting {
             self.start_live(&mut live);
@@ -193,9 +179,9 @@ impl Controller {
         Ok(())
     }
 
-    /// Starts the live task (the caller holds `ops`).
+    /// Starts the live task (the caller holds the lifecycle's task lock).
     fn start_live(self: &Arc<Self>, live: &mut Option<Task>) {
-        if self.closing.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.life.closing() {
             return;
         }
         let built = wiring::build(
@@ -209,32 +195,17 @@ impl Controller {
             Ok(p) => p,
             Err(e) => {
                 error!(pipeline = %self.name, error = %e, "cannot start the pipeline");
-                self.set_state(State::Failed(e));
+                self.life.set_state(State::Failed(e));
                 return;
             }
         };
-        let (stop, stop_rx) = watch::channel(false);
         let me = self.clone();
-        let handle = tokio::spawn(async move {
-            let result = pipeline.run(stop_rx.clone()).await;
-            if let Err(e) = result {
+        self.life.start(live, |stop| async move {
+            if let Err(e) = pipeline.run(stop).await {
                 error!(pipeline = %me.name, error = %e, "pipeline failed");
-                me.set_state(State::Failed(e.to_string()));
+                me.life.set_state(State::Failed(e.to_string()));
             }
         });
-        *live = Some(Task { stop, handle });
-        self.set_state(State::Running);
-    }
-
-    /// Stops the live task, writing what it holds (the caller holds `ops`). Returns
-    /// whether one was running.
-    async fn stop_live(&self, live: &mut Option<Task>) -> bool {
-        let Some(task) = live.take() else {
-            return false;
-        };
-        let _ = task.stop.send(true);
-        let _ = task.handle.await;
-        true
     }
 
     /// Writes what the live task holds, stops it and keeps it stopped.
@@ -245,22 +216,16 @@ impl Controller {
                 self.name
             )));
         }
-        let mut live = self.ops.lock().await;
-        self.stop_live(&mut live).await;
+        self.life.pause().await;
         info!(pipeline = %self.name, "paused");
-        self.set_state(State::Paused);
         Ok(())
     }
 
     /// Starts a paused or failed pipeline from the offsets stored in its sink.
     pub async fn resume(self: &Arc<Self>) -> Result<(), ControlError> {
-        let mut live = self.ops.lock().await;
-        if live.as_ref().is_some_and(|t| !t.handle.is_finished()) {
-            return Ok(());
+        if self.life.resume(|live| self.start_live(live)).await {
+            info!(pipeline = %self.name, "resumed");
         }
-        self.stop_live(&mut live).await;
-        info!(pipeline = %self.name, "resumed");
-        self.start_live(&mut live);
         Ok(())
     }
 
@@ -270,7 +235,7 @@ impl Controller {
         &self,
         offsets: Vec<(TopicPartition, i64)>,
     ) -> Result<Vec<(TopicPartition, i64)>, ControlError> {
-        let live = self.ops.lock().await;
+        let live = self.life.task.lock().await;
         if live.is_some() || self.state() != State::Paused {
             return Err(ControlError::Conflict(format!(
                 "pipeline `{}` must be paused to move its offsets (POST /pipelines/{}/pause)",
@@ -320,13 +285,12 @@ impl Controller {
     /// Stops everything at daemon shutdown: an unfinished rebuild is left for the next
     /// start to abandon; the live task writes what it holds.
     pub async fn shutdown(&self) {
-        self.closing
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // First, so a cancelled rebuild does not start the live task again.
+        self.life.begin_closing();
         if let Some((cancel, handle)) = self.rebuild_task.lock().await.take() {
             let _ = cancel.send(true);
             let _ = handle.await;
         }
-        let mut live = self.ops.lock().await;
-        self.stop_live(&mut live).await;
+        self.life.close().await;
     }
 }

@@ -30,6 +30,7 @@ use sinkd_core::sink::{Target, TopicPartition};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use super::task::Lifecycle;
 use super::{ControlError, Controller, State};
 use crate::wiring;
 use sinkd_kafka::Position;
@@ -257,7 +258,7 @@ impl Controller {
                     st.failed(e);
                 }
             }
-            me.changes.send_modify(|n| *n += 1);
+            me.life.changed();
         });
         *task = Some((cancel, handle));
         Ok(status)
@@ -352,7 +353,7 @@ impl Controller {
                 warn!(pipeline = %self.name, error = %e, "cannot drop the shadow; the next start drops it");
             }
             // The live task may have been stopped for the swap: it serves again.
-            let mut live = self.ops.lock().await;
+            let mut live = self.life.task.lock().await;
             if live.is_none() && self.state() == State::Running {
                 self.start_live(&mut live);
             }
@@ -397,9 +398,9 @@ impl Controller {
             prepared = self.admin.prepare_swap() => prepared?,
         }
         status.phase(Phase::Swapping);
-        let mut live = self.ops.lock().await;
+        let mut live = self.life.task.lock().await;
         let was_running = self.state() == State::Running;
-        self.stop_live(&mut live).await;
+        Lifecycle::stop(&mut live).await;
         let partitions: Vec<TopicPartition> = from.iter().map(|(tp, _)| tp.clone()).collect();
         let live_offsets: HashMap<TopicPartition, i64> = self.checkpoints.load(&partitions).await?;
         info!(pipeline = %self.name, "live task stopped for the swap; the shadow catches up to it");
@@ -452,8 +453,8 @@ impl Controller {
     ) -> Result<(), Halt> {
         let from = self.start_offsets(start).await?;
         let end = {
-            let mut live = self.ops.lock().await;
-            self.stop_live(&mut live).await;
+            let mut live = self.life.task.lock().await;
+            Lifecycle::stop(&mut live).await;
             // Done once the replay reaches the end of the log as it was when it began.
             let (end, _) = self.ends(None).await?;
             self.admin.reset(Target::Live, true, &from).await?;
