@@ -209,9 +209,11 @@ async fn a_rebuild_under_load_never_shows_a_partial_collection_and_misses_nothin
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn kill_dash_nine_during_a_rebuild_leaves_the_live_collection_intact() {
-    sinkd_tests::control::kill_dash_nine_during_a_rebuild_leaves_the_live_target_intact(
+async fn kill_dash_nine_during_a_rebuild_leaves_the_live_collection_intact_and_the_rebuild_resumes()
+{
+    sinkd_tests::control::a_rebuild_interrupted_by_a_restart_resumes(
         &Target::mongo(),
+        sinkd_tests::control::Stop::Kill9,
     )
     .await;
 }

@@ -274,8 +274,26 @@ async fn a_rebuild_under_load_never_shows_a_partial_table_and_misses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn kill_dash_nine_during_a_rebuild_leaves_the_live_table_intact() {
-    sinkd_tests::control::kill_dash_nine_during_a_rebuild_leaves_the_live_target_intact(
+async fn kill_dash_nine_during_a_rebuild_leaves_the_live_table_intact_and_the_rebuild_resumes() {
+    sinkd_tests::control::a_rebuild_interrupted_by_a_restart_resumes(
+        &Target::Postgres,
+        sinkd_tests::control::Stop::Kill9,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_rebuild_keeps_the_shadow_and_the_restart_resumes_it() {
+    sinkd_tests::control::a_rebuild_interrupted_by_a_restart_resumes(
+        &Target::Postgres,
+        sinkd_tests::control::Stop::Term,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_interrupted_by_a_changed_pipeline_is_abandoned() {
+    sinkd_tests::control::a_rebuild_interrupted_by_a_changed_pipeline_is_abandoned(
         &Target::Postgres,
     )
     .await;

@@ -223,9 +223,12 @@ async fn a_rebuild_under_load_never_shows_a_partial_index_and_misses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn kill_dash_nine_during_a_rebuild_leaves_the_live_index_intact() {
-    sinkd_tests::control::kill_dash_nine_during_a_rebuild_leaves_the_live_target_intact(&target())
-        .await;
+async fn kill_dash_nine_during_a_rebuild_leaves_the_live_index_intact_and_the_rebuild_resumes() {
+    sinkd_tests::control::a_rebuild_interrupted_by_a_restart_resumes(
+        &target(),
+        sinkd_tests::control::Stop::Kill9,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::daemon::Daemon;
 use crate::scenarios::{Setup, merge_ends};
+use crate::shop::Expected;
 use crate::target::Target;
 use crate::{shop, stack};
 
@@ -275,10 +276,78 @@ pub async fn a_rebuild_under_load_never_shows_a_partial_target_and_misses_nothin
     assert_eq!(status["state"], "running", "{status}");
 }
 
-/// Scenario: sinkd is killed with -9 in the middle of a rebuild; after the restart the
-/// live target is intact and complete, the rebuild is reported abandoned and its shadow
-/// dropped, and a new rebuild then completes.
-pub async fn kill_dash_nine_during_a_rebuild_leaves_the_live_target_intact(target: &Target) {
+/// How a test stops the daemon.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Stop {
+    /// SIGKILL.
+    Kill9,
+    /// SIGTERM, as a container runtime stops it; the daemon must exit 0.
+    Term,
+}
+
+/// Starts a swap rebuild of a 60,000-event log and stops the daemon once the shadow
+/// holds part of it; returns how many offsets the shadow had applied by then. The live
+/// target must be exactly as before the rebuild right after the stop.
+async fn rebuild_then_stop(s: &Setup, api: &mut Api, want: &Expected, stop: Stop) -> i64 {
+    let (code, v) = api
+        .call("POST", &format!("/pipelines/{}/rebuild", s.pipeline), None)
+        .await;
+    assert_eq!(code, 202, "{v}");
+    let start = Instant::now();
+    let done = loop {
+        let (_, v) = api
+            .call("GET", &format!("/pipelines/{}/rebuild", s.pipeline), None)
+            .await;
+        let done = v["events_done"].as_i64().unwrap_or(0);
+        if v["phase"] == "building" && done > 2_000 {
+            assert!(done < 60_000, "the rebuild was too quick to interrupt: {v}");
+            break done;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "{v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    match stop {
+        Stop::Kill9 => api.daemon.kill9(),
+        Stop::Term => assert_eq!(
+            api.daemon.terminate(Duration::from_secs(30)),
+            Some(0),
+            "{}",
+            api.daemon.log()
+        ),
+    }
+    assert_eq!(
+        &s.orders().await,
+        want,
+        "the live target right after the {stop:?}"
+    );
+    done
+}
+
+/// The rebuild a restarted daemon reports, once it has one (it is resumed or abandoned
+/// while the daemon starts).
+async fn rebuild_after_restart(api: &Api, pipeline: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let (code, _) = api
+            .call("GET", &format!("/pipelines/{pipeline}/rebuild"), None)
+            .await;
+        if code == 200 {
+            return api.wait_rebuild(pipeline, Duration::from_secs(240)).await.0;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no rebuild after the restart\n{}",
+            api.daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Scenario: kill -9 (or SIGTERM) in the middle of a swap rebuild, restart with the same
+/// pipeline file → the live target was never touched, and the restarted daemon resumes
+/// the rebuild from the shadow's checkpoints (nothing the shadow held is built again) and
+/// swaps it in.
+pub async fn a_rebuild_interrupted_by_a_restart_resumes(target: &Target, stop: Stop) {
     let s = Setup::new(target, "rebuild-kill", 4, "batch:\n  max_events: 500\n").await;
     let events = shop::generate(60_000, 5_000, 12);
     let ends = shop::publish(&s.topic, &events).await;
@@ -286,38 +355,60 @@ pub async fn kill_dash_nine_during_a_rebuild_leaves_the_live_target_intact(targe
     s.caught_up(&ends, &api.daemon).await;
     let want = shop::expected(&events);
     assert_eq!(s.orders().await, want);
-
-    let (code, v) = api
-        .call("POST", &format!("/pipelines/{}/rebuild", s.pipeline), None)
-        .await;
-    assert_eq!(code, 202, "{v}");
-    // Kill it once the shadow holds part of the log.
-    let start = Instant::now();
-    loop {
-        let (_, v) = api
-            .call("GET", &format!("/pipelines/{}/rebuild", s.pipeline), None)
-            .await;
-        let done = v["events_done"].as_i64().unwrap_or(0);
-        if v["phase"] == "building" && done > 2_000 {
-            assert!(done < 60_000, "the rebuild was too quick to interrupt: {v}");
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(120), "{v}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    api.daemon.kill9();
-    assert_eq!(
-        s.orders().await,
-        want,
-        "the live target right after the kill"
-    );
+    let held = rebuild_then_stop(&s, &mut api, &want, stop).await;
 
     let api = Api::start(&s, &[]).await;
+    let v = rebuild_after_restart(&api, &s.pipeline).await;
+    assert_eq!(v["phase"], "done", "{v}\n{}", api.daemon.log());
+    assert!(v["resumed_at"].is_string(), "{v}");
+    let at_resume = v["events_done_at_resume"].as_i64().unwrap_or(0);
+    assert!(
+        at_resume >= held,
+        "the shadow kept the {held} offsets it had applied before the {stop:?}: {v}"
+    );
+    assert!(
+        api.daemon
+            .log()
+            .contains("resumes from its shadow's checkpoints"),
+        "{}",
+        api.daemon.log()
+    );
+    s.caught_up(&ends, &api.daemon).await;
+    assert_eq!(s.orders().await, want);
+    assert!(
+        !target.shadow_exists(&s.table).await,
+        "the shadow was swapped in"
+    );
+    assert_eq!(s.checkpoints().await, ends);
+}
+
+/// Scenario: as above, but the pipeline file changes before the restart → the half-built
+/// shadow no longer matches the pipeline, so the rebuild is abandoned and its shadow
+/// dropped; the live target is intact and a new rebuild completes.
+pub async fn a_rebuild_interrupted_by_a_changed_pipeline_is_abandoned(target: &Target) {
+    let s = Setup::new(target, "rebuild-changed", 4, "batch:\n  max_events: 500\n").await;
+    let events = shop::generate(60_000, 5_000, 13);
+    let ends = shop::publish(&s.topic, &events).await;
+    let mut api = Api::start(&s, &[]).await;
+    s.caught_up(&ends, &api.daemon).await;
+    let want = shop::expected(&events);
+    rebuild_then_stop(&s, &mut api, &want, Stop::Kill9).await;
+
+    let yaml = std::fs::read_to_string(&s.file).expect("pipeline file");
+    let changed = yaml.replace("max_events: 500", "max_events: 400");
+    assert_ne!(yaml, changed);
+    std::fs::write(&s.file, changed).expect("pipeline file");
+    let api = Api::start(&s, &[]).await;
+    let v = rebuild_after_restart(&api, &s.pipeline).await;
+    assert_eq!(v["phase"], "abandoned", "{v}\n{}", api.daemon.log());
+    assert!(
+        api.daemon
+            .log()
+            .contains("because the pipeline file or sinkd's version changed"),
+        "{}",
+        api.daemon.log()
+    );
     api.wait_state(&s.pipeline, "running").await;
-    let (code, v) = api
-        .call("GET", &format!("/pipelines/{}/rebuild", s.pipeline), None)
-        .await;
-    assert_eq!((code, v["phase"].as_str()), (200, Some("abandoned")), "{v}");
     assert!(
         !target.shadow_exists(&s.table).await,
         "the shadow was dropped"
@@ -359,6 +450,17 @@ pub async fn a_crash_inside_the_swap_leaves_a_consistent_target(
     api.daemon.kill9();
 
     let api = Api::start(&s, &[]).await;
+    // Where the shadow survived the crash, the restart resumes the rebuild: let it end.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (code, _) = api
+        .call("GET", &format!("/pipelines/{}/rebuild", s.pipeline), None)
+        .await;
+    if code == 200 {
+        let (v, _) = api
+            .wait_rebuild(&s.pipeline, Duration::from_secs(120))
+            .await;
+        assert_eq!(v["phase"], "done", "{v}\n{}", api.daemon.log());
+    }
     api.wait_state(&s.pipeline, "running").await;
     s.caught_up(&ends, &api.daemon).await;
     assert_eq!(

@@ -62,6 +62,19 @@ impl MongoAdmin {
         doc! { "_id": { "pipeline": &self.pipeline, "target": format!("{}#swap", self.collection) } }
     }
 
+    /// The shadow's rebuild ticket's `_id` filter (beside the checkpoints, like the marker).
+    fn ticket(&self) -> Document {
+        doc! { "_id": { "pipeline": &self.pipeline, "target": format!("{}#rebuild", self.collection) } }
+    }
+
+    async fn delete_ticket(&self, db: &Database) -> Result<(), SinkError> {
+        db.collection::<Document>(COLLECTION)
+            .delete_one(self.ticket())
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(())
+    }
+
     async fn db(&self) -> Result<Database, SinkError> {
         let client = self
             .client
@@ -141,6 +154,7 @@ impl MongoAdmin {
             .collect();
         self.set_offsets(db, Target::Live, &offsets).await?;
         self.set_offsets(db, Target::Shadow, &[]).await?;
+        self.delete_ticket(db).await?;
         offsets_coll
             .delete_one(self.marker())
             .await
@@ -260,7 +274,33 @@ impl TargetAdmin for MongoAdmin {
             .drop()
             .await
             .map_err(|e| classify(&e))?;
-        self.set_offsets(&db, Target::Shadow, &[]).await
+        self.set_offsets(&db, Target::Shadow, &[]).await?;
+        self.delete_ticket(&db).await
+    }
+
+    async fn set_shadow_ticket(&self, ticket: &str) -> Result<(), SinkError> {
+        let db = self.db().await?;
+        db.collection::<Document>(COLLECTION)
+            .replace_one(self.ticket(), {
+                let mut d = self.ticket();
+                d.insert("ticket", ticket);
+                d.insert("updated_at", mongodb::bson::DateTime::now());
+                d
+            })
+            .upsert(true)
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(())
+    }
+
+    async fn shadow_ticket(&self) -> Result<Option<String>, SinkError> {
+        let db = self.db().await?;
+        let found = db
+            .collection::<Document>(COLLECTION)
+            .find_one(self.ticket())
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(found.and_then(|d| d.get_str("ticket").ok().map(str::to_owned)))
     }
 
     async fn swap_in_shadow(&self) -> Result<(), SinkError> {

@@ -19,6 +19,15 @@ use tracing::info;
 use crate::checkpoint::{self, connect};
 use crate::{classify, ident, indexes};
 
+/// Holds each shadow's rebuild ticket ([`TargetAdmin::set_shadow_ticket`]).
+const TICKETS: &str = "CREATE TABLE IF NOT EXISTS sinkd_rebuilds (
+    pipeline text NOT NULL,
+    target text NOT NULL,
+    ticket text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (pipeline, target)
+)";
+
 /// The name of a table's shadow.
 pub fn shadow_table(table: &str) -> String {
     format!("{table}__sinkd_shadow")
@@ -58,6 +67,10 @@ impl PgAdmin {
         let client = connect(&self.url).await?;
         client
             .batch_execute(checkpoint::CREATE)
+            .await
+            .map_err(|e| classify(&e))?;
+        client
+            .batch_execute(TICKETS)
             .await
             .map_err(|e| classify(&e))?;
         Ok(client)
@@ -123,6 +136,16 @@ impl PgAdmin {
         Ok(ddl)
     }
 
+    async fn delete_ticket(&self, tx: &Transaction<'_>) -> Result<(), SinkError> {
+        tx.execute(
+            "DELETE FROM sinkd_rebuilds WHERE pipeline = $1 AND target = $2",
+            &[&self.pipeline, &self.describe(Target::Shadow)],
+        )
+        .await
+        .map_err(|e| classify(&e))?;
+        Ok(())
+    }
+
     async fn set_offsets(
         &self,
         tx: &Transaction<'_>,
@@ -185,7 +208,33 @@ impl TargetAdmin for PgAdmin {
         .await
         .map_err(|e| classify(&e))?;
         self.set_offsets(&tx, Target::Shadow, &[]).await?;
+        self.delete_ticket(&tx).await?;
         tx.commit().await.map_err(|e| classify(&e))
+    }
+
+    async fn set_shadow_ticket(&self, ticket: &str) -> Result<(), SinkError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO sinkd_rebuilds (pipeline, target, ticket) VALUES ($1, $2, $3) \
+                 ON CONFLICT (pipeline, target) DO UPDATE SET ticket = $3, updated_at = now()",
+                &[&self.pipeline, &self.describe(Target::Shadow), &ticket],
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(())
+    }
+
+    async fn shadow_ticket(&self) -> Result<Option<String>, SinkError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT ticket FROM sinkd_rebuilds WHERE pipeline = $1 AND target = $2",
+                &[&self.pipeline, &self.describe(Target::Shadow)],
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     async fn prepare_swap(&self) -> Result<(), SinkError> {
@@ -267,6 +316,7 @@ impl TargetAdmin for PgAdmin {
         )
         .await
         .map_err(|e| classify(&e))?;
+        self.delete_ticket(&tx).await?;
         sinkd_core::crash::point("postgres-swap-before-commit");
         tx.commit().await.map_err(|e| classify(&e))
     }

@@ -74,6 +74,8 @@ impl TantivyAdmin {
         let index = index::open(&self.cfg, &shadow)?;
         let old = layout::switch_to_shadow(&root)?;
         sinkd_core::crash::point("tantivy-swap-switched");
+        // Written for the generation that is live now, it would never be read again.
+        layout::remove_ticket(&root)?;
         info!(pipeline = %self.pipeline, live = %shadow.display(), "the rebuilt index is live");
         let reader = index
             .reader_builder()
@@ -112,8 +114,16 @@ impl TargetAdmin for TantivyAdmin {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(SinkError::Unavailable(
                 format!("cannot remove {}: {e}", dir.display()),
             )),
-            _ => Ok(()),
+            _ => layout::remove_ticket(&self.root()),
         }
+    }
+
+    async fn set_shadow_ticket(&self, ticket: &str) -> Result<(), SinkError> {
+        layout::set_ticket(&self.root(), ticket)
+    }
+
+    async fn shadow_ticket(&self) -> Result<Option<String>, SinkError> {
+        layout::ticket(&self.root())
     }
 
     async fn swap_in_shadow(&self) -> Result<(), SinkError> {

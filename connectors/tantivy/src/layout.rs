@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use sinkd_core::error::SinkError;
 
 const ACTIVE: &str = "ACTIVE";
+/// The rebuild ticket of the shadow generation named on its first line.
+const REBUILD: &str = "REBUILD";
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> SinkError {
     SinkError::Unavailable(format!("{what} {}: {e}", path.display()))
@@ -54,19 +56,58 @@ pub fn shadow_dir(root: &Path) -> Result<PathBuf, SinkError> {
     Ok(dir_of(root, generation(root)? + 1))
 }
 
+/// Replaces `root/name` with `text` durably: a synced temporary file renamed over it,
+/// then the folder synced.
+fn write_durably(root: &Path, name: &str, text: &str) -> Result<(), SinkError> {
+    let tmp = root.join(format!("{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io("cannot write", &tmp, e))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io("cannot write", &tmp, e))?;
+    std::fs::rename(&tmp, root.join(name)).map_err(|e| io("cannot rename", &tmp, e))?;
+    std::fs::File::open(root)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("cannot sync", root, e))
+}
+
 /// Makes the shadow live (durably) and returns the old live folder's generation.
 pub fn switch_to_shadow(root: &Path) -> Result<u32, SinkError> {
     let old = generation(root)?;
-    let tmp = root.join("ACTIVE.tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| io("cannot write", &tmp, e))?;
-    f.write_all(format!("gen-{}\n", old + 1).as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| io("cannot write", &tmp, e))?;
-    std::fs::rename(&tmp, root.join(ACTIVE)).map_err(|e| io("cannot rename", &tmp, e))?;
-    std::fs::File::open(root)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io("cannot sync", root, e))?;
+    write_durably(root, ACTIVE, &format!("gen-{}\n", old + 1))?;
     Ok(old)
+}
+
+/// Records the shadow generation's rebuild ticket.
+pub fn set_ticket(root: &Path, ticket: &str) -> Result<(), SinkError> {
+    write_durably(
+        root,
+        REBUILD,
+        &format!("gen-{}\n{ticket}", generation(root)? + 1),
+    )
+}
+
+/// The shadow generation's rebuild ticket; one written for another generation is not.
+pub fn ticket(root: &Path) -> Result<Option<String>, SinkError> {
+    let path = root.join(REBUILD);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io("cannot read", &path, e)),
+    };
+    let shadow = format!("gen-{}", generation(root)? + 1);
+    Ok(text
+        .split_once('\n')
+        .filter(|(generation, _)| *generation == shadow)
+        .map(|(_, ticket)| ticket.to_owned()))
+}
+
+/// Removes the rebuild ticket, if there is one.
+pub fn remove_ticket(root: &Path) -> Result<(), SinkError> {
+    let path = root.join(REBUILD);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("cannot remove", &path, e)),
+        _ => Ok(()),
+    }
 }
 
 /// Deletes a generation that is not live any more (generation 0: the index files in the
@@ -82,7 +123,7 @@ pub fn remove_generation(root: &Path, generation: u32) -> Result<(), SinkError> 
     let entries = std::fs::read_dir(root).map_err(|e| io("cannot read", root, e))?;
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.is_file() && entry.file_name() != ACTIVE {
+        if path.is_file() && entry.file_name() != ACTIVE && entry.file_name() != REBUILD {
             std::fs::remove_file(&path).map_err(|e| io("cannot remove", &path, e))?;
         }
     }

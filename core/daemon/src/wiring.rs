@@ -50,6 +50,11 @@ pub fn live_target(
     (sink.admin(), sink.checkpoint_reader())
 }
 
+/// The checkpoints of a rebuild's shadow.
+pub fn shadow_checkpoints(p: &PipelineFile, search: &SearchHandle) -> Arc<dyn CheckpointReader> {
+    sink_for(p, Target::Shadow, search).0.checkpoint_reader()
+}
+
 /// Connects the parts of a validated pipeline read from `file`, writing `target`. A
 /// rebuild's shadow reads every partition itself (no consumer group), from the offsets
 /// stored for the shadow. Must run inside the tokio runtime.

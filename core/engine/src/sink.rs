@@ -88,8 +88,16 @@ pub trait TargetAdmin: Send + Sync {
     /// Whether a shadow (data or checkpoints) is present: a rebuild was interrupted.
     async fn shadow_exists(&self) -> Result<bool, SinkError>;
 
-    /// Removes the shadow and its checkpoints; nothing to remove is fine.
+    /// Removes the shadow, its checkpoints and its ticket; nothing to remove is fine.
     async fn drop_shadow(&self) -> Result<(), SinkError>;
+
+    /// Records `ticket` beside the shadow: what a restart needs to decide whether it may
+    /// resume the rebuild (the control plane writes and reads it; the sink only keeps it).
+    /// Removed with the shadow, by [`TargetAdmin::drop_shadow`] or the swap.
+    async fn set_shadow_ticket(&self, ticket: &str) -> Result<(), SinkError>;
+
+    /// The ticket recorded beside the shadow, if any.
+    async fn shadow_ticket(&self) -> Result<Option<String>, SinkError>;
 
     /// Readies a filled shadow for [`TargetAdmin::swap_in_shadow`] while the live target
     /// still serves and consumes, so the swap itself stays short: PostgreSQL builds the

@@ -11,6 +11,7 @@
 //! - [`status`]: what the API reports: state, per-partition offsets, lag, staleness.
 //! - [`capture`]: the controller of a capture pipeline (PostgreSQL slot into Kafka).
 //! - [`task`]: what both controllers share: their task, state and change signal.
+//! - [`ticket`]: what lets a restart resume a swap rebuild.
 //!
 //! Pausing is per daemon: in a shared consumer group the partitions of a paused instance
 //! go to the other instances.
@@ -19,6 +20,7 @@ pub mod capture;
 pub mod rebuild;
 pub mod status;
 pub mod task;
+pub mod ticket;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -38,6 +40,7 @@ use crate::wiring;
 use rebuild::RebuildStatus;
 use status::Marks;
 use task::{Lifecycle, Task};
+use ticket::Ticket;
 
 /// Where a pipeline's task stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,6 +94,10 @@ pub struct Controller {
     rebuild: Mutex<Option<Arc<RebuildStatus>>>,
     rebuild_task: tokio::sync::Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
     marks: Marks,
+    /// [`ticket::fingerprint`] of the pipeline as loaded.
+    fingerprint: String,
+    /// An interrupted rebuild that start-up found resumable.
+    resume: Mutex<Option<Ticket>>,
 }
 
 impl Controller {
@@ -101,6 +108,8 @@ impl Controller {
         let kafka = Arc::new(KafkaOffsets::new(&file.source.kafka).map_err(|e| e.0)?);
         Ok(Arc::new(Controller {
             name: file.name.clone(),
+            fingerprint: ticket::fingerprint(&file, &path),
+            resume: Mutex::new(None),
             file,
             path,
             stats: Arc::new(PipelineStats::default()),
@@ -140,8 +149,9 @@ impl Controller {
         self.rebuild_status().is_some_and(|r| !r.finished())
     }
 
-    /// Repairs the target after a crash (an interrupted swap; an abandoned rebuild's
-    /// shadow is dropped), then starts the live task. Waits out a sink that is not up yet.
+    /// Repairs the target after a crash (an interrupted swap), then starts the live task
+    /// and resumes an interrupted rebuild (or drops its shadow when it cannot be resumed).
+    /// Waits out a sink that is not up yet.
     pub async fn start(self: &Arc<Self>) {
         let mut wait = Duration::from_millis(200);
         loop {
@@ -159,23 +169,44 @@ impl Controller {
                 }
             }
         }
-        let mut live = self.life.task.lock().await;
-        // A pause (or a resume) may have come while the sink was being prepared.
-        if live.is_none() && self.state() == State::Starting {
-            self.start_live(&mut live);
+        {
+            let mut live = self.life.task.lock().await;
+            // A pause (or a resume) may have come while the sink was being prepared.
+            if live.is_none() && self.state() == State::Starting {
+                self.start_live(&mut live);
+            }
+        }
+        let resume = self.resume.lock().expect("resume lock").take();
+        if let Some(ticket) = resume {
+            self.resume_rebuild(ticket).await;
         }
     }
 
     async fn prepare(&self) -> Result<(), SinkError> {
         self.admin.recover().await?;
-        if self.admin.shadow_exists().await? {
-            warn!(pipeline = %self.name, shadow = %self.admin.describe(Target::Shadow),
-                  "a rebuild was interrupted by a restart; it is abandoned and its shadow dropped \
-                   (the live target was never touched). Start it again to rebuild");
-            self.admin.drop_shadow().await?;
-            *self.rebuild.lock().expect("rebuild lock") =
-                Some(Arc::new(RebuildStatus::abandoned()));
+        if !self.admin.shadow_exists().await? {
+            return Ok(());
         }
+        let shadow = self.admin.describe(Target::Shadow);
+        let why = match self.admin.shadow_ticket().await? {
+            None => "it has no ticket (it stopped as it began, or an older sinkd made it)",
+            Some(text) => match serde_json::from_str::<Ticket>(&text) {
+                Ok(t) if t.fingerprint == self.fingerprint => {
+                    info!(pipeline = %self.name, %shadow, started_at = %t.started_at,
+                          "a rebuild was interrupted by a restart; the pipeline is unchanged, so it \
+                           resumes from its shadow's checkpoints");
+                    *self.resume.lock().expect("resume lock") = Some(t);
+                    return Ok(());
+                }
+                Ok(_) => "the pipeline file or sinkd's version changed since it began",
+                Err(_) => "its ticket cannot be read",
+            },
+        };
+        warn!(pipeline = %self.name, %shadow,
+              "a rebuild was interrupted by a restart; it is abandoned and its shadow dropped \
+               because {why} (the live target was never touched). Start it again to rebuild");
+        self.admin.drop_shadow().await?;
+        *self.rebuild.lock().expect("rebuild lock") = Some(Arc::new(RebuildStatus::abandoned()));
         Ok(())
     }
 

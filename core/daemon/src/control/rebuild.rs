@@ -16,8 +16,10 @@
 //! the start offsets in one step, and the task started again; the read model is partial
 //! until it has replayed.
 //!
-//! A daemon restart abandons an unfinished rebuild: the shadow is dropped at start-up and
-//! the live target is as it was. Cancelling does the same without a restart.
+//! A daemon restart resumes an unfinished swap rebuild from its shadow's checkpoints when
+//! the pipeline is unchanged ([`super::ticket`]); otherwise it abandons it: the shadow is
+//! dropped at start-up and the live target is as it was. Cancelling drops the shadow
+//! without a restart. An unfinished in-place rebuild is simply a replay that goes on.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,6 +33,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::task::Lifecycle;
+use super::ticket::Ticket;
 use super::{ControlError, Controller, State};
 use crate::wiring;
 use sinkd_kafka::Position;
@@ -77,7 +80,8 @@ pub enum Phase {
     Failed,
     /// Cancelled on request.
     Cancelled,
-    /// Interrupted by a restart; its shadow was dropped at start-up.
+    /// Interrupted by a restart that could not resume it (no ticket, or the pipeline or
+    /// sinkd changed meanwhile); its shadow was dropped at start-up.
     Abandoned,
 }
 
@@ -96,6 +100,10 @@ pub struct RebuildView {
     pub started_at: Option<DateTime<Utc>>,
     /// When it ended.
     pub finished_at: Option<DateTime<Utc>>,
+    /// When a restart resumed it from its shadow (the last time, if several).
+    pub resumed_at: Option<DateTime<Utc>>,
+    /// Offsets the shadow already held when it was resumed.
+    pub events_done_at_resume: Option<i64>,
     /// Offsets applied so far, over all partitions.
     pub events_done: i64,
     /// Offsets from the start to the current high watermarks.
@@ -112,6 +120,9 @@ pub struct RebuildView {
 pub struct RebuildStatus {
     view: Mutex<RebuildView>,
     began: Instant,
+    /// Events done at the first measure of this process: the rate counts from there, so
+    /// a resumed rebuild's earlier work does not inflate it.
+    first_done: Mutex<Option<i64>>,
 }
 
 impl RebuildStatus {
@@ -130,6 +141,8 @@ impl RebuildStatus {
                 target,
                 started_at: Some(Utc::now()),
                 finished_at: None,
+                resumed_at: None,
+                events_done_at_resume: None,
                 events_done: 0,
                 events_total: 0,
                 rate: 0.0,
@@ -137,7 +150,20 @@ impl RebuildStatus {
                 error: None,
             }),
             began: Instant::now(),
+            first_done: Mutex::new(None),
         }
+    }
+
+    /// A swap rebuild a restart resumes, as its ticket describes it.
+    fn resumed(ticket: &Ticket, target: String) -> RebuildStatus {
+        let status = RebuildStatus::new(Mode::Swap, Start::Earliest, target);
+        {
+            let mut v = status.view.lock().expect("rebuild lock");
+            v.start = ticket.start.clone();
+            v.started_at = Some(ticket.started_at);
+            v.resumed_at = Some(Utc::now());
+        }
+        status
     }
 
     /// A rebuild found interrupted at start-up.
@@ -190,11 +216,24 @@ impl RebuildStatus {
         let mut v = self.view.lock().expect("rebuild lock");
         v.error = None;
         let secs = self.began.elapsed().as_secs_f64().max(0.001);
+        let first = *self
+            .first_done
+            .lock()
+            .expect("rebuild lock")
+            .get_or_insert(if v.resumed_at.is_some() { done } else { 0 });
         v.events_done = done;
         v.events_total = total.max(done);
-        v.rate = done as f64 / secs;
+        v.rate = (done - first).max(0) as f64 / secs;
         v.eta_seconds = (v.rate > 0.0).then(|| (total - done).max(0) as f64 / v.rate);
     }
+}
+
+/// Where a rebuild's progress counts from.
+struct Origin {
+    /// The start offsets.
+    from: Vec<(TopicPartition, i64)>,
+    /// Stored positions of partitions the task does not hold yet (a resumed shadow's).
+    known: HashMap<TopicPartition, i64>,
 }
 
 /// Why a rebuild stopped before its end.
@@ -222,6 +261,34 @@ impl Controller {
         mode: Mode,
         start: Start,
     ) -> Result<Arc<RebuildStatus>, ControlError> {
+        let target = match mode {
+            Mode::Swap => Target::Shadow,
+            Mode::InPlace => Target::Live,
+        };
+        let status = RebuildStatus::new(mode, start, self.admin.describe(target));
+        info!(pipeline = %self.name, ?mode, ?start, "rebuild started");
+        self.launch(mode, start, status, None).await
+    }
+
+    /// Goes on with the swap rebuild a restart interrupted, from its shadow's checkpoints.
+    pub(super) async fn resume_rebuild(self: &Arc<Self>, ticket: Ticket) {
+        let status = RebuildStatus::resumed(&ticket, self.admin.describe(Target::Shadow));
+        info!(pipeline = %self.name, started_at = %ticket.started_at, "rebuild resumed from its shadow");
+        if let Err(e) = self
+            .launch(Mode::Swap, Start::Earliest, status, Some(ticket))
+            .await
+        {
+            warn!(pipeline = %self.name, error = %e, "cannot resume the rebuild");
+        }
+    }
+
+    async fn launch(
+        self: &Arc<Self>,
+        mode: Mode,
+        start: Start,
+        status: RebuildStatus,
+        resume: Option<Ticket>,
+    ) -> Result<Arc<RebuildStatus>, ControlError> {
         let mut task = self.rebuild_task.lock().await;
         if self.rebuilding() {
             return Err(ControlError::Conflict(format!(
@@ -229,19 +296,14 @@ impl Controller {
                 self.name
             )));
         }
-        let target = match mode {
-            Mode::Swap => Target::Shadow,
-            Mode::InPlace => Target::Live,
-        };
-        let status = Arc::new(RebuildStatus::new(mode, start, self.admin.describe(target)));
+        let status = Arc::new(status);
         *self.rebuild.lock().expect("rebuild lock") = Some(status.clone());
         let (cancel, cancelled) = watch::channel(false);
         let me = self.clone();
         let st = status.clone();
-        info!(pipeline = %self.name, ?mode, ?start, "rebuild started");
         let handle = tokio::spawn(async move {
             let result = match mode {
-                Mode::Swap => me.swap(&st, start, cancelled).await,
+                Mode::Swap => me.swap(&st, start, resume, cancelled).await,
                 Mode::InPlace => me.in_place(&st, start, cancelled).await,
             };
             match result {
@@ -249,6 +311,7 @@ impl Controller {
                     info!(pipeline = %me.name, "rebuild done");
                     st.phase(Phase::Done);
                 }
+                Err(Halt::Cancelled) if me.life.closing() => st.phase(Phase::Cancelled),
                 Err(Halt::Cancelled) => {
                     info!(pipeline = %me.name, "rebuild cancelled");
                     st.phase(Phase::Cancelled);
@@ -293,19 +356,24 @@ impl Controller {
         found.map_err(|e| Halt::Failed(format!("Kafka: {}", e.0)))
     }
 
-    /// Offsets `stats`' task applied since `from`, offsets from `from` to the end of the
-    /// log (see [`Controller::ends`]), and what is left.
+    /// Offsets `stats`' task applied since the origin, offsets from there to the end of
+    /// the log (see [`Controller::ends`]), and what is left.
     async fn measure(
         &self,
-        from: &[(TopicPartition, i64)],
+        origin: &Origin,
         stats: &PipelineStats,
     ) -> Result<(i64, i64, i64), ControlError> {
         let (ends, _) = self.ends(Some(stats)).await?;
         let applied = stats.partitions();
         let (mut done, mut total, mut lag) = (0, 0, 0);
-        for (tp, start) in from {
+        for (tp, start) in &origin.from {
             let end = ends.get(tp).copied().unwrap_or(*start);
-            let next = applied.get(tp).and_then(|p| p.next).unwrap_or(*start);
+            // Before the task holds a partition, what the target stored for it.
+            let next = applied
+                .get(tp)
+                .and_then(|p| p.next)
+                .or_else(|| origin.known.get(tp).copied())
+                .unwrap_or(*start);
             done += (next - start).max(0);
             total += (end - start).max(0);
             lag += (end - next).max(0);
@@ -317,11 +385,53 @@ impl Controller {
         self: &Arc<Self>,
         status: &RebuildStatus,
         start: Start,
+        resume: Option<Ticket>,
         mut cancelled: watch::Receiver<bool>,
     ) -> Result<(), Halt> {
-        let from = self.start_offsets(start).await?;
-        self.admin.drop_shadow().await?;
-        self.admin.reset(Target::Shadow, true, &from).await?;
+        let origin = match resume {
+            // The shadow and its checkpoints are as the interrupted build left them.
+            Some(ticket) => {
+                let from = ticket.start_offsets();
+                let partitions: Vec<TopicPartition> =
+                    from.iter().map(|(tp, _)| tp.clone()).collect();
+                let known = wiring::shadow_checkpoints(&self.file, &self.search)
+                    .load(&partitions)
+                    .await?;
+                let origin = Origin { from, known };
+                if let Ok((done, total, _)) = self.measure(&origin, &PipelineStats::default()).await
+                {
+                    status.progress(done, total);
+                    status
+                        .view
+                        .lock()
+                        .expect("rebuild lock")
+                        .events_done_at_resume = Some(done);
+                }
+                origin
+            }
+            None => {
+                let from = self.start_offsets(start).await?;
+                self.admin.drop_shadow().await?;
+                self.admin.reset(Target::Shadow, true, &from).await?;
+                let view = status.view();
+                let ticket = Ticket {
+                    fingerprint: self.fingerprint.clone(),
+                    start: view.start,
+                    started_at: view.started_at.unwrap_or_else(Utc::now),
+                    from: from
+                        .iter()
+                        .map(|((topic, partition), next)| (topic.to_string(), *partition, *next))
+                        .collect(),
+                };
+                let ticket =
+                    serde_json::to_string(&ticket).map_err(|e| Halt::Failed(e.to_string()))?;
+                self.admin.set_shadow_ticket(&ticket).await?;
+                Origin {
+                    from,
+                    known: HashMap::new(),
+                }
+            }
+        };
         let stats = Arc::new(PipelineStats::default());
         let pipeline = wiring::build(
             &self.file,
@@ -337,7 +447,7 @@ impl Controller {
         let outcome = self
             .fill_and_swap(
                 status,
-                &from,
+                &origin,
                 &stats,
                 &mut shadow,
                 &stop_shadow,
@@ -348,6 +458,10 @@ impl Controller {
             let _ = stop_shadow.send(true);
             if !shadow.is_finished() {
                 let _ = (&mut shadow).await;
+            }
+            if matches!(outcome, Err(Halt::Cancelled)) && self.life.closing() {
+                info!(pipeline = %self.name, "the daemon is stopping: the rebuild's shadow is kept, and the next start resumes it if the pipeline is unchanged");
+                return outcome;
             }
             if let Err(e) = self.admin.drop_shadow().await {
                 warn!(pipeline = %self.name, error = %e, "cannot drop the shadow; the next start drops it");
@@ -364,7 +478,7 @@ impl Controller {
     async fn fill_and_swap(
         self: &Arc<Self>,
         status: &RebuildStatus,
-        from: &[(TopicPartition, i64)],
+        origin: &Origin,
         stats: &PipelineStats,
         shadow: &mut tokio::task::JoinHandle<Result<(), sinkd_core::error::PipelineError>>,
         stop_shadow: &watch::Sender<bool>,
@@ -378,7 +492,7 @@ impl Controller {
                 ended = &mut *shadow => return Err(shadow_ended(ended)),
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
-            match self.measure(from, stats).await {
+            match self.measure(origin, stats).await {
                 Ok((done, total, lag)) => {
                     status.progress(done, total);
                     if lag <= threshold
@@ -401,7 +515,8 @@ impl Controller {
         let mut live = self.life.task.lock().await;
         let was_running = self.state() == State::Running;
         Lifecycle::stop(&mut live).await;
-        let partitions: Vec<TopicPartition> = from.iter().map(|(tp, _)| tp.clone()).collect();
+        let partitions: Vec<TopicPartition> =
+            origin.from.iter().map(|(tp, _)| tp.clone()).collect();
         let live_offsets: HashMap<TopicPartition, i64> = self.checkpoints.load(&partitions).await?;
         info!(pipeline = %self.name, "live task stopped for the swap; the shadow catches up to it");
         // The shadow reads on to at least where the live target is.
@@ -426,7 +541,7 @@ impl Controller {
             }
         }
         // The last count while the shadow still holds its partitions.
-        if let Ok((done, _, _)) = self.measure(from, stats).await {
+        if let Ok((done, _, _)) = self.measure(origin, stats).await {
             status.progress(done, done);
         }
         let _ = stop_shadow.send(true);
@@ -451,19 +566,22 @@ impl Controller {
         start: Start,
         mut cancelled: watch::Receiver<bool>,
     ) -> Result<(), Halt> {
-        let from = self.start_offsets(start).await?;
+        let origin = Origin {
+            from: self.start_offsets(start).await?,
+            known: HashMap::new(),
+        };
         let end = {
             let mut live = self.life.task.lock().await;
             Lifecycle::stop(&mut live).await;
             // Done once the replay reaches the end of the log as it was when it began.
             let (end, _) = self.ends(None).await?;
-            self.admin.reset(Target::Live, true, &from).await?;
+            self.admin.reset(Target::Live, true, &origin.from).await?;
             self.start_live(&mut live);
             end
         };
         status.phase(Phase::Replaying);
         loop {
-            match self.measure(&from, &self.stats).await {
+            match self.measure(&origin, &self.stats).await {
                 Ok((done, total, _)) => status.progress(done, total),
                 Err(e) => status.trouble(e.to_string()),
             }
