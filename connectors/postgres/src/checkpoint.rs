@@ -140,6 +140,12 @@ pub async fn connect(url: &str) -> Result<Client, SinkError> {
             warn!(error = %e, "PostgreSQL connection closed");
         }
     });
+    // sinkd's DDL is idempotent (`IF NOT EXISTS`, `IF EXISTS`): the server's notices that
+    // it skipped something would only fill the log at info level.
+    client
+        .batch_execute("SET client_min_messages TO warning")
+        .await
+        .map_err(|e| classify(&e))?;
     Ok(client)
 }
 
