@@ -180,7 +180,8 @@ impl Client {
     }
 
     /// `sinkd rebuild NAME`: starts (or with `cancel`, cancels) a rebuild; with `follow`,
-    /// shows its progress until it ends. Fails if the rebuild does.
+    /// shows its progress until it ends (following the one under way, if there is one).
+    /// Fails if the rebuild does.
     pub async fn rebuild(
         &self,
         name: &str,
@@ -205,12 +206,18 @@ impl Client {
                 Err(_) => json!(f),
             };
         }
-        let started = self.call(Method::POST, &path, Some(body)).await?;
-        println!(
-            "{name}: rebuild started ({} into {})",
-            started["mode"].as_str().unwrap_or(""),
-            started["target"].as_str().unwrap_or("")
-        );
+        match self.call(Method::POST, &path, Some(body)).await {
+            Ok(started) => println!(
+                "{name}: rebuild started ({} into {})",
+                started["mode"].as_str().unwrap_or(""),
+                started["target"].as_str().unwrap_or("")
+            ),
+            // One under way (say resumed by a restart): following it is what was asked.
+            Err(e) if follow && e.starts_with("409") && e.contains("already rebuilding") => {
+                println!("{name}: a rebuild is already under way; following it")
+            }
+            Err(e) => return Err(e),
+        }
         if !follow {
             return Ok(());
         }

@@ -120,7 +120,8 @@ enum Command {
         /// offsets.
         #[arg(long)]
         from: Option<String>,
-        /// Show a progress bar until the rebuild ends; exit 1 if it fails.
+        /// Show a progress bar until the rebuild ends; exit 1 if it fails. Follows the
+        /// rebuild under way if there is one.
         #[arg(long)]
         follow: bool,
         /// Cancel the rebuild under way and drop its shadow.

@@ -266,14 +266,12 @@ impl Controller {
             Mode::InPlace => Target::Live,
         };
         let status = RebuildStatus::new(mode, start, self.admin.describe(target));
-        info!(pipeline = %self.name, ?mode, ?start, "rebuild started");
         self.launch(mode, start, status, None).await
     }
 
     /// Goes on with the swap rebuild a restart interrupted, from its shadow's checkpoints.
     pub(super) async fn resume_rebuild(self: &Arc<Self>, ticket: Ticket) {
         let status = RebuildStatus::resumed(&ticket, self.admin.describe(Target::Shadow));
-        info!(pipeline = %self.name, started_at = %ticket.started_at, "rebuild resumed from its shadow");
         if let Err(e) = self
             .launch(Mode::Swap, Start::Earliest, status, Some(ticket))
             .await
@@ -295,6 +293,12 @@ impl Controller {
                 "pipeline `{}` is already rebuilding; GET its progress or DELETE it",
                 self.name
             )));
+        }
+        match &resume {
+            None => info!(pipeline = %self.name, ?mode, ?start, "rebuild started"),
+            Some(t) => {
+                info!(pipeline = %self.name, started_at = %t.started_at, "rebuild resumed from its shadow")
+            }
         }
         let status = Arc::new(status);
         *self.rebuild.lock().expect("rebuild lock") = Some(status.clone());
