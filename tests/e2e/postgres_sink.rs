@@ -145,3 +145,37 @@ async fn a_swap_renames_the_indexes_built_before_it_and_builds_only_later_ones()
         .await
         .ok();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_ticket_lives_with_its_shadow_table() {
+    use sinkd_core::sink::TargetAdmin;
+    use sinkd_postgres::admin::{PgAdmin, shadow_table};
+    let table = stack::unique("ticket");
+    let admin = PgAdmin::new(&config(&table), &table);
+    let pg = stack::pg().await;
+    admin.set_shadow_ticket("t-1").await.expect("ticket");
+    assert_eq!(
+        admin.shadow_ticket().await.expect("read"),
+        None,
+        "no shadow table (never written, or dropped by hand): nothing to resume"
+    );
+    pg.batch_execute(&format!(
+        "CREATE TABLE \"{}\" (id text PRIMARY KEY)",
+        shadow_table(&table)
+    ))
+    .await
+    .expect("shadow");
+    assert_eq!(admin.shadow_ticket().await.unwrap().as_deref(), Some("t-1"));
+    admin.set_shadow_ticket("t-2").await.expect("replaced");
+    assert_eq!(admin.shadow_ticket().await.unwrap().as_deref(), Some("t-2"));
+    admin.drop_shadow().await.expect("drop");
+    let left: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM sinkd_rebuilds WHERE pipeline = $1",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "dropping the shadow removes its ticket");
+}

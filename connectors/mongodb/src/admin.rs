@@ -295,6 +295,14 @@ impl TargetAdmin for MongoAdmin {
 
     async fn shadow_ticket(&self) -> Result<Option<String>, SinkError> {
         let db = self.db().await?;
+        // The shadow collection is made when the rebuild begins; gone (dropped by hand), it
+        // took documents its checkpoints still count: not resumable.
+        if !self
+            .collection_exists(&db, &self.name(Target::Shadow))
+            .await?
+        {
+            return Ok(None);
+        }
         let found = db
             .collection::<Document>(COLLECTION)
             .find_one(self.ticket())

@@ -227,6 +227,11 @@ impl TargetAdmin for PgAdmin {
 
     async fn shadow_ticket(&self) -> Result<Option<String>, SinkError> {
         let client = self.client().await?;
+        // A shadow table dropped by hand took rows its checkpoints still count: not
+        // resumable. (Before its first write it has none, and a restart merely begins anew.)
+        if !self.exists(&client, Target::Shadow).await? {
+            return Ok(None);
+        }
         let row = client
             .query_opt(
                 "SELECT ticket FROM sinkd_rebuilds WHERE pipeline = $1 AND target = $2",

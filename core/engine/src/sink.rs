@@ -96,7 +96,8 @@ pub trait TargetAdmin: Send + Sync {
     /// Removed with the shadow, by [`TargetAdmin::drop_shadow`] or the swap.
     async fn set_shadow_ticket(&self, ticket: &str) -> Result<(), SinkError>;
 
-    /// The ticket recorded beside the shadow, if any.
+    /// The ticket recorded beside the shadow, if any, and only while the shadow's data is
+    /// there to be resumed (a shadow dropped by hand would skip what it lost).
     async fn shadow_ticket(&self) -> Result<Option<String>, SinkError>;
 
     /// Readies a filled shadow for [`TargetAdmin::swap_in_shadow`] while the live target

@@ -189,7 +189,10 @@ impl Controller {
         }
         let shadow = self.admin.describe(Target::Shadow);
         let why = match self.admin.shadow_ticket().await? {
-            None => "it has no ticket (it stopped as it began, or an older sinkd made it)",
+            None => {
+                "it has no ticket or its data is gone (it stopped as it began, an older sinkd \
+                 made it, or it was dropped by hand)"
+            }
             Some(text) => match serde_json::from_str::<Ticket>(&text) {
                 Ok(t) if t.fingerprint == self.fingerprint => {
                     info!(pipeline = %self.name, %shadow, started_at = %t.started_at,
