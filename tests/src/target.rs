@@ -186,26 +186,34 @@ impl Target {
 
     /// How many orders table, collection or index `name` holds now (0 if it is missing).
     pub async fn count(&self, name: &str) -> u64 {
+        self.try_count(name).await.unwrap_or(0)
+    }
+
+    /// [`Target::count`], with a failed read as the reader saw it rather than as 0.
+    pub async fn try_count(&self, name: &str) -> Result<u64, String> {
         match self {
             Target::Tantivy(base) => {
                 let dir = live_index(&base.join(name));
                 let Ok(index) = tantivy::Index::open_in_dir(&dir) else {
-                    return 0;
+                    return Ok(0);
                 };
-                index.reader().map(|r| r.searcher().num_docs()).unwrap_or(0)
+                index
+                    .reader()
+                    .map(|r| r.searcher().num_docs())
+                    .map_err(|e| e.to_string())
             }
             Target::Postgres => stack::pg()
                 .await
                 .query_one(&format!("SELECT count(*) FROM \"{name}\""), &[])
                 .await
                 .map(|r| r.get::<_, i64>(0) as u64)
-                .unwrap_or(0),
+                .map_err(|e| format!("{e:?}")),
             Target::Mongo(url) => Self::mongo_db(url)
                 .await
                 .collection::<Document>(name)
                 .count_documents(doc! {})
                 .await
-                .unwrap_or(0),
+                .map_err(|e| e.to_string()),
         }
     }
 
