@@ -12,7 +12,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use apache_avro::Schema;
-use apache_avro::types::Value;
 use pg_walstream::{ColumnValue, RowData};
 use sinkd_core::config::capture::OutboxConfig;
 use sinkd_core::error::RecordError;
@@ -194,8 +193,7 @@ fn column_text(v: &ColumnValue) -> Option<String> {
 
 /// JSON into an Avro datum of `schema`.
 fn encode(schema: &Schema, json: serde_json::Value) -> Result<Vec<u8>, String> {
-    let value = Value::try_from(json).map_err(|e| e.to_string())?;
-    let value = value.resolve(schema).map_err(|e| e.to_string())?;
+    let value = sinkd_core::json_avro::from_json(json, schema)?;
     apache_avro::writer::datum::GenericDatumWriter::builder(schema)
         .build()
         .and_then(|w| w.write_value_to_vec(value))
@@ -205,6 +203,7 @@ fn encode(schema: &Schema, json: serde_json::Value) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use apache_avro::types::Value;
 
     const SCHEMA: &str = r#"{"type":"record","name":"OrderPlaced","namespace":"com.shop",
       "fields":[{"name":"order_id","type":"string"},{"name":"total_cents","type":"long"},
@@ -243,5 +242,42 @@ mod tests {
             serde_json::json!({"order_id": 5, "total_cents": 1}),
         );
         assert!(wrong.is_err());
+    }
+
+    /// The payload column's text as the row carries it, through the datum sinkd produces
+    /// and back: every double comes out bit for bit (a run of 20,000 outbox rows once lost
+    /// the last digit of 4 % of them).
+    #[test]
+    fn payload_doubles_reach_the_datum_bit_for_bit() {
+        let schema = Schema::parse_str(
+            r#"{"type":"record","name":"M","fields":[{"name":"x","type":"double"}]}"#,
+        )
+        .unwrap();
+        let reader = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+            .build()
+            .unwrap();
+        for text in [
+            "0.11500462567076519",
+            "0.30000000000000004",
+            "1.7976931348623157e308",
+            "2.2250738585072014e-308",
+            "4.9406564584124654e-324",
+            "-0.0",
+            "0.9999999999999999",
+        ] {
+            let payload = format!(r#"{{"x": {text}}}"#);
+            let json: serde_json::Value = serde_json::from_str(&payload).unwrap();
+            let datum = encode(&schema, json).unwrap();
+            let back = reader.read_value(&mut datum.as_slice()).unwrap();
+            let want: f64 = text.parse().unwrap();
+            assert_eq!(
+                back,
+                Value::Record(vec![("x".into(), Value::Double(want))]),
+                "{text}"
+            );
+            let Value::Record(f) = back else { panic!() };
+            let Value::Double(got) = f[0].1 else { panic!() };
+            assert_eq!(got.to_bits(), want.to_bits(), "{text}");
+        }
     }
 }

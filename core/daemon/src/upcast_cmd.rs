@@ -274,8 +274,7 @@ async fn json_event(
     let value = match &doc["value"] {
         Json::Null => None,
         v => {
-            let value = Value::try_from(v.clone())
-                .and_then(|v| v.resolve(writer))
+            let value = sinkd_core::json_avro::from_json(v.clone(), writer)
                 .map_err(|e| format!("`value` does not fit {ty} v{version}: {e}"))?;
             Some(match reader {
                 Some(r) => {

@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: pipeline files (YAML), environment interpolation, validation without I/O.
 //! - [`event`]: the decoded event and its source position.
+//! - [`json_avro`]: JSON text into Avro values of a schema, exactly (outbox, `sinkd upcast`).
 //! - [`schema`]: column types derived from Avro writer schemas.
 //! - [`upcast`]: upcasters that bring old event versions to the newest one.
 //! - [`projection`]: event → operation on a read model (upsert, merge, increment, delete).
@@ -20,6 +21,7 @@ pub mod debezium;
 pub mod decode;
 pub mod error;
 pub mod event;
+pub mod json_avro;
 pub mod projection;
 pub mod runtime;
 pub mod schema;
