@@ -231,16 +231,17 @@ fn parse_as<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ConfigError> {
     // Only the variables the file names are handed to the parser: the rest of the
     // environment has no business in a config error (and would be redacted from it).
+    let named = referenced_names(text);
     let referenced: HashMap<String, String> = env
         .iter()
-        .filter(|(k, _)| {
-            text.contains(&format!("${{{k}}}"))
-                || text.contains(&format!("${{{k}:"))
-                || text.contains(&format!("${{{k}-"))
-        })
+        .filter(|(k, _)| named.contains(k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let options = serde_saphyr::options! {}.with_properties(referenced);
+    // Compose-style interpolation is the one serde-saphyr applies to every scalar style
+    // (plain, quoted, block); the rewrite keeps sinkd's rules on top of it.
+    let mut options = serde_saphyr::options! {}.with_properties(referenced);
+    options.property_syntax = serde_saphyr::PropertySyntax::DockerCompose;
+    let text = &compose_rules(text);
     // serde_path_to_error knows the field; serde-saphyr knows the line. The path is kept
     // aside and the error handed back to serde-saphyr so it stays located.
     let mut field: Option<String> = None;
@@ -259,8 +260,17 @@ fn parse_as<T: serde::de::DeserializeOwned>(
     };
     let line = error.location().map(|l| l.line());
     // Errors raised while reading a scalar (a missing variable) are reported before the
-    // path tracker has entered the key: complete the path with the key on that line.
-    if let (Some(f), Some(key)) = (&mut field, line.and_then(|l| key_on_line(text, l)))
+    // path tracker has entered the key: complete the path with the key of that scalar.
+    let key = error
+        .location()
+        .and_then(|l| key_at(text, l.line(), l.column()));
+    // A syntax error leaves unknown steps (`?`) in the path: keep the known part.
+    if let Some(f) = &mut field
+        && let Some(unknown) = f.find(".?")
+    {
+        f.truncate(unknown);
+    }
+    if let (Some(f), Some(key)) = (&mut field, key)
         && !f.ends_with(&key)
         && !key.starts_with('-')
     {
@@ -268,6 +278,12 @@ fn parse_as<T: serde::de::DeserializeOwned>(
         f.push_str(&key);
     }
     let mut message = first_line(&error.to_string());
+    if line.is_some_and(|l| unquoted_reference_in_flow(text, l)) {
+        message.push_str(
+            "; inside a flow mapping `{ … }` a value holding `${VAR}` must be quoted, as in \
+             `{ url: \"${VAR}\" }`",
+        );
+    }
     // serde-saphyr hides key names in mappings that hold an interpolated value; the path
     // tracker knows the key, and a key is never a secret.
     if let Some(key) = field.as_deref().and_then(|f| f.rsplit('.').next()) {
@@ -279,6 +295,103 @@ fn parse_as<T: serde::de::DeserializeOwned>(
         field,
         message,
     })
+}
+
+/// Whether line `line` holds `${` unquoted after a `{`: YAML reads `{` and `}` there as
+/// the flow mapping's own brackets, so the parser's complaint needs a hint.
+fn unquoted_reference_in_flow(text: &str, line: u64) -> bool {
+    let Some(l) = line
+        .checked_sub(1)
+        .and_then(|i| text.lines().nth(usize::try_from(i).ok()?))
+    else {
+        return false;
+    };
+    let Some(open) = l.find('{') else {
+        return false;
+    };
+    l[open..]
+        .match_indices("${")
+        .any(|(i, _)| !matches!(l[..open + i].chars().last(), Some('"' | '\'')))
+}
+
+/// The names of the variables that `${NAME…}` references in the text mention.
+fn referenced_names(text: &str) -> std::collections::HashSet<&str> {
+    text.match_indices("${")
+        .filter_map(|(i, _)| {
+            let rest = &text[i + 2..];
+            let end = rest
+                .find(|c: char| !(c == '_' || c.is_ascii_alphanumeric()))
+                .unwrap_or(rest.len());
+            (end > 0).then(|| &rest[..end])
+        })
+        .collect()
+}
+
+/// Rewrites a pipeline file so that Compose-style interpolation follows sinkd's rules:
+/// `${NAME}` of an unset variable is an error (Compose would make it empty: it becomes
+/// `${NAME?}`), and a bare `$NAME` stays literal text (it becomes `$$NAME`). `$$` stays the
+/// escape of a literal `$`, and the `${NAME:-default}` family is untouched. Characters are
+/// only inserted within a line, so the parser's line numbers still point into the file.
+fn compose_rules(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'$' {
+            let next = text[i..].find('$').map_or(text.len(), |n| i + n);
+            out.push_str(&text[i..next]);
+            i = next;
+            continue;
+        }
+        let run = bytes[i..].iter().take_while(|&&b| b == b'$').count();
+        out.push_str(&text[i..i + run]);
+        i += run;
+        if run % 2 == 0 {
+            continue; // only escapes
+        }
+        match bytes.get(i) {
+            Some(b'{') => {
+                let name_len = bytes[i + 1..]
+                    .iter()
+                    .take_while(|&&b| b == b'_' || b.is_ascii_alphanumeric())
+                    .count();
+                if name_len > 0 && bytes.get(i + 1 + name_len) == Some(&b'}') {
+                    out.push('{');
+                    out.push_str(&text[i + 1..i + 1 + name_len]);
+                    out.push_str("?}");
+                    i += name_len + 2;
+                }
+            }
+            Some(b) if *b == b'_' || b.is_ascii_alphabetic() => out.push('$'),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The key whose value starts at `line`:`column` (1-based): the last `key:` before that
+/// column on the line (inside a flow mapping, `{ url: "${X}" }`), else the line's own key,
+/// else that of the nearest line above (a block scalar's text).
+fn key_at(text: &str, line: u64, column: u64) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let index = usize::try_from(line.checked_sub(1)?).ok()?;
+    let here = lines.get(index)?;
+    let before: String = here
+        .chars()
+        .take(usize::try_from(column.saturating_sub(1)).ok()?)
+        .collect();
+    let before = before.trim_end();
+    if let Some(head) = before.strip_suffix(':') {
+        let start = head
+            .rfind(|c: char| !(c == '_' || c == '-' || c == '.' || c.is_ascii_alphanumeric()))
+            .map_or(0, |p| p + 1);
+        if start < head.len() {
+            return Some(head[start..].to_owned());
+        }
+    }
+    (0..=index)
+        .rev()
+        .find_map(|i| key_on_line(text, i as u64 + 1))
 }
 
 fn key_on_line(text: &str, line: u64) -> Option<String> {
@@ -402,5 +515,117 @@ batch:
             "{all:?}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// `BASE` with the registry's url line written in another YAML form.
+    fn with_url(form: &str) -> String {
+        BASE.replace(
+            "  registry:\n    url: ${SCHEMA_REGISTRY_URL}",
+            &format!("  registry:{form}"),
+        )
+    }
+
+    /// Every YAML scalar style, and a flow mapping: each is interpolated, and an unset
+    /// variable is an error naming it, its line and its field.
+    const FORMS: [(&str, &str, u64); 7] = [
+        ("plain", "\n    url: ${SCHEMA_REGISTRY_URL}", 7),
+        ("single-quoted", "\n    url: '${SCHEMA_REGISTRY_URL}'", 7),
+        ("double-quoted", "\n    url: \"${SCHEMA_REGISTRY_URL}\"", 7),
+        (
+            "literal block",
+            "\n    url: |-\n      ${SCHEMA_REGISTRY_URL}",
+            7,
+        ),
+        (
+            "folded block",
+            "\n    url: >-\n      ${SCHEMA_REGISTRY_URL}",
+            7,
+        ),
+        (
+            "flow, double-quoted",
+            " { url: \"${SCHEMA_REGISTRY_URL}\", timeout_ms: 5 }",
+            6,
+        ),
+        (
+            "flow, single-quoted",
+            " { timeout_ms: 5, url: '${SCHEMA_REGISTRY_URL}' }",
+            6,
+        ),
+    ];
+
+    #[test]
+    fn every_scalar_style_is_interpolated() {
+        for (style, form, _) in FORMS {
+            let p = parse(&with_url(form), &env()).unwrap_or_else(|e| panic!("{style}: {e}"));
+            assert_eq!(p.source.registry.url, "http://r:8081", "{style}");
+        }
+    }
+
+    #[test]
+    fn an_unset_variable_is_an_error_in_every_scalar_style() {
+        for (style, form, line) in FORMS {
+            let e = parse(&with_url(form), &HashMap::new())
+                .expect_err(&format!("{style}: an unset variable must not validate"));
+            eprintln!("{style}: {e}");
+            assert!(e.message.contains("SCHEMA_REGISTRY_URL"), "{style}: {e}");
+            assert!(
+                e.line.is_some_and(|l| l >= line && l <= line + 1),
+                "{style}: {e}"
+            );
+            assert_eq!(
+                e.field.as_deref(),
+                Some("source.registry.url"),
+                "{style}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn dollars_that_are_not_references_stay_literal() {
+        let env = HashMap::from([
+            ("SCHEMA_REGISTRY_URL".to_owned(), "http://r:8081".to_owned()),
+            ("word".to_owned(), "SECRET".to_owned()),
+        ]);
+        for (form, want) in [
+            (r#""pa$word""#, "pa$word"),
+            ("pa$word", "pa$word"),
+            (r#""pa$${word}""#, "pa${word}"),
+            (r#"'a$$b'"#, "a$b"),
+            (r#""${word}$""#, "SECRET$"),
+            (r#""${NOPE:-fallback}""#, "fallback"),
+            (r#""${NOPE-}""#, ""),
+        ] {
+            let text = BASE.replace(
+                "    topics: [shop.orders]",
+                &format!("    topics: [shop.orders]\n    properties:\n      sasl.password: {form}"),
+            );
+            let p = parse(&text, &env).unwrap_or_else(|e| panic!("{form}: {e}"));
+            assert_eq!(p.source.kafka.properties["sasl.password"], want, "{form}");
+        }
+    }
+
+    #[test]
+    fn an_unquoted_reference_in_a_flow_mapping_says_to_quote_it() {
+        let e = parse(&with_url(" { url: ${SCHEMA_REGISTRY_URL} }"), &env()).unwrap_err();
+        eprintln!("{e}");
+        assert_eq!(e.line, Some(6));
+        assert!(e.message.contains("quote"), "{e}");
+    }
+
+    #[test]
+    fn validation_messages_are_clean_sentences() {
+        let p = parse(&format!("{BASE}envelope: debezium\n"), &env()).unwrap();
+        let problems = validate::validate(&p).unwrap_err();
+        let events = problems
+            .iter()
+            .find(|(field, _)| field == "events")
+            .expect("events are refused with a Debezium envelope");
+        assert_eq!(
+            events.1,
+            "with `envelope: debezium` each change's `op` says what to do; remove `events`"
+        );
+        for (field, message) in &problems {
+            assert!(!message.contains("  "), "{field}: {message:?}");
+        }
     }
 }

@@ -50,7 +50,7 @@ pub fn validate(p: &PipelineFile) -> Result<(), Vec<(String, String)>> {
             if !p.events.is_empty() {
                 problem(
                     "events",
-                    "with `envelope: debezium` each change's `op` says what to do; remove                      `events`"
+                    "with `envelope: debezium` each change's `op` says what to do; remove `events`"
                         .into(),
                 );
             }
