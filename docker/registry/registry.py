@@ -21,6 +21,8 @@ plus its references.
     python registry.py --host 127.0.0.1 --port 8081
     REGISTRY_BASIC_AUTH=user:pass    require HTTP basic auth on every request
     REGISTRY_BEARER_TOKEN=token      or accept this bearer token
+    REGISTRY_STYLE=karapace          answer 401 as Karapace does: {"message": "Unauthorized"},
+                                     with no error_code (clients must still show it)
 """
 import argparse
 import base64
@@ -429,6 +431,7 @@ class Handler(BaseHTTPRequestHandler):
     registry = None  # set in main()
     basic = os.environ.get("REGISTRY_BASIC_AUTH")
     bearer = os.environ.get("REGISTRY_BEARER_TOKEN")
+    style = os.environ.get("REGISTRY_STYLE", "confluent")
 
     def do_GET(self):
         self.handle_api("GET")
@@ -449,6 +452,8 @@ class Handler(BaseHTTPRequestHandler):
             status, payload = 200, self.dispatch(method, raw)
         except ApiError as e:
             status, payload = e.status, {"error_code": e.code, "message": e.message}
+            if status == 401 and self.style == "karapace":
+                payload = {"message": e.message}
         except Exception as e:  # a bug here must not look like a client error
             traceback.print_exc()
             status, payload = 500, {"error_code": 50001, "message": f"Error in the backend data store: {e}"}

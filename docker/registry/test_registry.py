@@ -175,6 +175,13 @@ class AuthTest(unittest.TestCase):
         finally:
             srv.stop()
 
+    def test_karapace_style_401_has_no_error_code(self):
+        srv = Server(REGISTRY_BASIC_AUTH="alice:secret", REGISTRY_STYLE="karapace")
+        try:
+            self.assertEqual(srv.call("GET", "/subjects")[:2], (401, {"message": "Unauthorized"}))
+        finally:
+            srv.stop()
+
 
 if __name__ == "__main__":
     unittest.main()

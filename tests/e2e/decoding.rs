@@ -117,65 +117,56 @@ async fn an_unreachable_registry_is_retriable_not_a_bad_record() {
 }
 
 /// A registry that requires basic authentication: with the credentials decoding works;
-/// without them the error is fatal (configuration), never a bad record.
+/// without them the error is fatal (configuration), never a bad record, and it carries the
+/// HTTP status and the registry's own message, also when the body has no `error_code`
+/// (Karapace's `{"message": "Unauthorized"}`).
 #[tokio::test(flavor = "multi_thread")]
 async fn registry_basic_auth_is_sent_and_its_absence_is_fatal() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut server = std::process::Command::new(root.join(".stack/venv/bin/python"))
-        .arg(root.join("docker/registry/registry.py"))
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .env("REGISTRY_BASIC_AUTH", "alice:s3cret")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("registry.py runs (docker/up installs its venv)");
-    let url = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let mut id = None;
-    for _ in 0..100 {
-        if let Ok(r) = client
+    for style in ["confluent", "karapace"] {
+        let server = stack::OwnRegistry::start(&[
+            ("REGISTRY_BASIC_AUTH", "alice:s3cret"),
+            ("REGISTRY_STYLE", style),
+        ]);
+        let url = server.url.clone();
+        let id = reqwest::Client::new()
             .post(format!("{url}/subjects/t-value/versions"))
             .basic_auth("alice", Some("s3cret"))
             .header("Content-Type", "application/vnd.schemaregistry.v1+json")
             .body(serde_json::json!({ "schema": shop::ORDER_CANCELLED }).to_string())
             .send()
             .await
-        {
-            id = r
-                .json::<serde_json::Value>()
-                .await
-                .ok()
-                .and_then(|j| j["id"].as_u64());
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let id = id.expect("registered") as u32;
-    let schema = shop::Kind::Cancelled.schema();
-    let value = Value::Record(vec![
-        ("order_id".into(), Value::String("o".into())),
-        ("reason".into(), Value::String("r".into())),
-    ]);
-    let bytes = stack::encode(id, &schema, &value);
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()["id"]
+            .as_u64()
+            .expect("registered") as u32;
+        let schema = shop::Kind::Cancelled.schema();
+        let value = Value::Record(vec![
+            ("order_id".into(), Value::String("o".into())),
+            ("reason".into(), Value::String("r".into())),
+        ]);
+        let bytes = stack::encode(id, &schema, &value);
 
-    let cfg: RegistryConfig = serde_json::from_value(serde_json::json!({
-        "url": url, "basic_auth": { "username": "alice", "password": "s3cret" }
-    }))
-    .unwrap();
-    let with_auth =
-        AvroEventDecoder::new(Arc::new(Registry::new(&cfg).unwrap()), KeyFormat::String);
-    let event = with_auth
-        .decode(&raw("t", Some(bytes.clone())))
-        .await
+        let cfg: RegistryConfig = serde_json::from_value(serde_json::json!({
+            "url": url, "basic_auth": { "username": "alice", "password": "s3cret" }
+        }))
         .unwrap();
-    assert_eq!(&*event.event_type, "com.shop.OrderCancelled");
+        let with_auth =
+            AvroEventDecoder::new(Arc::new(Registry::new(&cfg).unwrap()), KeyFormat::String);
+        let event = with_auth
+            .decode(&raw("t", Some(bytes.clone())))
+            .await
+            .unwrap();
+        assert_eq!(&*event.event_type, "com.shop.OrderCancelled");
 
-    let without = AvroEventDecoder::new(registry(&url), KeyFormat::String);
-    let e = without.decode(&raw("t", Some(bytes))).await.unwrap_err();
-    assert_eq!(e.class(), ErrorClass::Fatal, "{e}");
-    let _ = server.kill();
-    let _ = server.wait();
+        let without = AvroEventDecoder::new(registry(&url), KeyFormat::String);
+        let e = without.decode(&raw("t", Some(bytes))).await.unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Fatal, "{style}: {e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("401 Unauthorized: Unauthorized") && !text.contains("couldn't parse"),
+            "{style}: {text}"
+        );
+    }
 }

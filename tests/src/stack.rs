@@ -50,6 +50,48 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A registry of the test stack's kind (`docker/registry/registry.py`) of a test's own, with
+/// settings from `env` (`REGISTRY_BASIC_AUTH`, `REGISTRY_STYLE`, …): its URL, and the
+/// process, stopped when dropped.
+pub struct OwnRegistry {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    process: std::process::Child,
+}
+
+impl OwnRegistry {
+    /// Starts it and waits until it accepts connections.
+    pub fn start(env: &[(&str, &str)]) -> OwnRegistry {
+        let port = free_port();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let process = std::process::Command::new(root.join(".stack/venv/bin/python"))
+            .arg(root.join("docker/registry/registry.py"))
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .envs(env.iter().copied())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("registry.py runs (docker/up installs its venv)");
+        let registry = OwnRegistry {
+            url: format!("http://127.0.0.1:{port}"),
+            process,
+        };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return registry;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("registry.py did not start on port {port}");
+    }
+}
+
+impl Drop for OwnRegistry {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
 /// A name no other test uses: `prefix_` and 8 random hex digits (valid as topic and table).
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{:08x}", rand::rng().random::<u32>())

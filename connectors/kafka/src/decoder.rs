@@ -3,7 +3,8 @@
 //! The frame is `0x00`, a big-endian u32 schema id, then the Avro datum. The frame is
 //! checked here (length, magic byte) so that each failure has its own typed error; the
 //! writer schema comes from the registry through the converter (cached, references
-//! resolved) and the datum is decoded by `apache-avro` with a reader built once per schema.
+//! resolved) and the datum is decoded by `apache-avro` with a reader built once per schema
+//! and owned beside it (nothing is leaked: a decoder is rebuilt at every task start).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -34,12 +35,24 @@ pub fn split_frame(bytes: &[u8]) -> Result<(u32, &[u8]), RecordError> {
     Ok((id, &bytes[5..]))
 }
 
+self_cell::self_cell!(
+    /// A writer schema and the datum reader that borrows it: the reader resolves the
+    /// schema's named types once, not per record (building that resolution per record was
+    /// a quarter of the decode time). Both live exactly as long as the cache entry, so a
+    /// decoder rebuilt at every task start (pause/resume, a rebuild's shadow, a restart
+    /// after a failure) frees its schemas with it.
+    struct WriterDatum {
+        owner: Schema,
+        #[covariant]
+        dependent: GenericDatumReader,
+    }
+);
+
 /// What one writer schema means for a topic: its event type, version and column view,
 /// and the reader schema its values are resolved to, if one is declared.
 struct SchemaInfo {
-    /// Reads datums of the writer schema with its named types resolved once, not per
-    /// record (building that resolution per record was a quarter of the decode time).
-    datum: GenericDatumReader<'static>,
+    /// Reads datums of the writer schema.
+    datum: WriterDatum,
     event_type: Arc<str>,
     schema: Arc<EventSchema>,
     version: u32,
@@ -89,6 +102,7 @@ pub struct AvroEventDecoder {
     registry: Arc<Registry>,
     key_format: KeyFormat,
     infos: SchemaCache,
+    keys: RwLock<FxHashMap<u32, Arc<WriterDatum>>>,
     readers: HashMap<String, ReaderSchema>,
 }
 
@@ -99,6 +113,7 @@ impl AvroEventDecoder {
             registry,
             key_format,
             infos: RwLock::new(FxHashMap::default()),
+            keys: RwLock::new(FxHashMap::default()),
             readers: HashMap::new(),
         }
     }
@@ -141,17 +156,13 @@ impl AvroEventDecoder {
             })?,
             None => schema,
         };
-        // The reader borrows the schema for as long as the cache lives, which is the
-        // process's life: the schema is leaked, once per (id, topic), as the registry
-        // converter does for its own cache of resolved schemas.
-        let leaked: &'static Schema = Box::leak(Box::new(writer.parsed.clone()));
-        let datum =
-            GenericDatumReader::builder(leaked)
-                .build()
-                .map_err(|e| RecordError::CorruptDatum {
-                    schema_id: id,
-                    detail: format!("the writer schema does not resolve: {e}"),
-                })?;
+        let datum = WriterDatum::try_new(writer.parsed.clone(), |schema| {
+            GenericDatumReader::builder(schema).build()
+        })
+        .map_err(|e| RecordError::CorruptDatum {
+            schema_id: id,
+            detail: format!("the writer schema does not resolve: {e}"),
+        })?;
         let info = Arc::new(SchemaInfo {
             datum,
             event_type,
@@ -179,16 +190,42 @@ impl AvroEventDecoder {
             ),
             KeyFormat::Bytes => Value::Bytes(bytes.to_vec()),
             KeyFormat::Avro => {
-                split_frame(bytes).map_err(|e| bad("avro", e.to_string()))?;
-                match self.registry.avro().decode(Some(bytes)).await {
-                    Ok(r) => r.value,
-                    Err(e) if e.retriable => {
-                        return Err(RecordError::RegistryUnavailable(e.to_string()));
+                let (id, mut datum) = split_frame(bytes).map_err(|e| bad("avro", e.to_string()))?;
+                let reader = self.key_datum(id).await.map_err(|e| match e {
+                    e @ (RecordError::RegistryUnavailable(_) | RecordError::RegistryRefused(_)) => {
+                        e
                     }
-                    Err(e) => return Err(bad("avro", e.to_string())),
-                }
+                    other => bad("avro", other.to_string()),
+                })?;
+                reader
+                    .borrow_dependent()
+                    .read_value(&mut datum)
+                    .map_err(|e| bad("avro", format!("schema {id}: {e}")))?
             }
         }))
+    }
+
+    /// The datum reader of a key schema, cached by id like the value schemas (and, like
+    /// them, freed with the decoder).
+    async fn key_datum(&self, id: u32) -> Result<Arc<WriterDatum>, RecordError> {
+        if let Some(d) = self.keys.read().expect("lock poisoned").get(&id) {
+            return Ok(d.clone());
+        }
+        let writer = self.registry.schema(id).await?;
+        let datum = Arc::new(
+            WriterDatum::try_new(writer.parsed.clone(), |schema| {
+                GenericDatumReader::builder(schema).build()
+            })
+            .map_err(|e| RecordError::CorruptDatum {
+                schema_id: id,
+                detail: format!("the key schema does not resolve: {e}"),
+            })?,
+        );
+        self.keys
+            .write()
+            .expect("lock poisoned")
+            .insert(id, datum.clone());
+        Ok(datum)
     }
 }
 
@@ -232,6 +269,7 @@ impl Decoder for AvroEventDecoder {
         let info = self.info(id, &raw.position.topic).await?;
         let decoded = info
             .datum
+            .borrow_dependent()
             .read_value(&mut datum)
             .map_err(|e| RecordError::CorruptDatum {
                 schema_id: id,

@@ -90,17 +90,12 @@ impl Registry {
         })
     }
 
-    /// The converter's decoder (schema cache, reference resolution, datum decoding).
-    pub fn avro(&self) -> &AvroDecoder {
-        &self.decoder
-    }
-
     /// The writer schema of an id, classified on failure.
     pub async fn schema(&self, id: u32) -> Result<Arc<AvroSchema>, RecordError> {
-        self.decoder
-            .get_schema(id)
-            .await
-            .map_err(|e| self.classify(id, e))
+        match self.decoder.get_schema(id).await {
+            Ok(schema) => Ok(schema),
+            Err(e) => Err(self.classify(id, e).await),
+        }
     }
 
     /// Where an id is registered, cached. An empty list when the registry does not offer
@@ -162,8 +157,12 @@ impl Registry {
                     RecordError::RegistryUnavailable(format!("POST {path}: bad body: {e}"))
                 });
         }
-        let body = response.text().await.unwrap_or_default();
-        let message = format!("POST {path} answered {status}: {body}");
+        let message = answered(
+            "POST",
+            &path,
+            status,
+            &response.text().await.unwrap_or_default(),
+        );
         if status.is_server_error() {
             Err(RecordError::RegistryUnavailable(message))
         } else {
@@ -193,35 +192,110 @@ impl Registry {
             .map_err(|e| RecordError::RegistryUnavailable(format!("GET {path}: {e}")))?;
         let status = response.status();
         if status.is_success() {
-            response
-                .json::<T>()
-                .await
-                .map(Some)
-                .map_err(|e| RecordError::RegistryUnavailable(format!("GET {path}: bad body: {e}")))
-        } else if status.as_u16() == 401 || status.as_u16() == 403 {
-            Err(RecordError::RegistryRefused(format!(
-                "GET {path} answered {status}"
-            )))
-        } else if status.is_server_error() {
-            Err(RecordError::RegistryUnavailable(format!(
-                "GET {path} answered {status}"
-            )))
-        } else {
-            Ok(None)
+            return response.json::<T>().await.map(Some).map_err(|e| {
+                RecordError::RegistryUnavailable(format!("GET {path}: bad body: {e}"))
+            });
+        }
+        let answer = answered(
+            "GET",
+            path,
+            status,
+            &response.text().await.unwrap_or_default(),
+        );
+        match status.as_u16() {
+            401 | 403 => Err(RecordError::RegistryRefused(answer)),
+            408 | 429 | 500..=599 => Err(RecordError::RegistryUnavailable(answer)),
+            _ => Ok(None),
         }
     }
 
-    fn classify(&self, id: u32, e: SRCError) -> RecordError {
-        let text = format!("{} {}", e.error, e.cause.as_deref().unwrap_or(""));
-        if e.retriable || text.contains("status 5") || text.contains("error sending request") {
-            // Not the schema's fault: forget the cached failure and let the caller retry.
-            self.decoder.remove_errors_from_cache();
-            RecordError::RegistryUnavailable(text)
-        } else if text.contains("status 401") || text.contains("status 403") {
-            self.decoder.remove_errors_from_cache();
-            RecordError::RegistryRefused(text)
-        } else {
-            RecordError::UnknownSchemaId { id, detail: text }
+    /// Classifies a failed schema lookup by what the registry answers. The converter's
+    /// error keeps the HTTP status only as text and drops a body without `error_code`
+    /// (Karapace's `{"message": "Unauthorized"}`), so the same path is asked again here,
+    /// once, to report the status and the registry's own message.
+    async fn classify(&self, id: u32, e: SRCError) -> RecordError {
+        // A failure is cached by the converter; it is the registry's to cure, not the id's.
+        self.decoder.remove_errors_from_cache();
+        let converter = format!("{} {}", e.error, e.cause.as_deref().unwrap_or(""));
+        let path = format!("/schemas/ids/{id}");
+        let request = self.authorised(self.http.get(format!("{}{path}", self.url)));
+        let response = match request
+            .header("Accept", "application/vnd.schemaregistry.v1+json")
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return RecordError::RegistryUnavailable(format!("GET {path}: {e}")),
+        };
+        let status = response.status();
+        if status.is_success() {
+            // The registry has it, but it is no usable writer schema (it does not parse,
+            // or a reference does not resolve).
+            return RecordError::UnknownSchemaId {
+                id,
+                detail: converter.trim().to_owned(),
+            };
         }
+        let answer = answered(
+            "GET",
+            &path,
+            status,
+            &response.text().await.unwrap_or_default(),
+        );
+        match status.as_u16() {
+            401 | 403 => RecordError::RegistryRefused(answer),
+            408 | 429 | 500..=599 => RecordError::RegistryUnavailable(answer),
+            _ => RecordError::UnknownSchemaId { id, detail: answer },
+        }
+    }
+}
+
+/// `GET /path answered 401 Unauthorized: <the registry's message>`: the registry's own
+/// words whatever the body's shape (Confluent's `{error_code, message}`, Karapace's
+/// `{message}`, or plain text), cut short if long.
+fn answered(method: &str, path: &str, status: reqwest::StatusCode, body: &str) -> String {
+    let message = match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(json) => match (json["message"].as_str(), json["error_code"].as_i64()) {
+            (Some(m), Some(code)) => format!("{m} (error code {code})"),
+            (Some(m), None) => m.to_owned(),
+            _ => json.to_string(),
+        },
+        Err(_) => body.trim().to_owned(),
+    };
+    let mut message: String = message.chars().take(500).collect();
+    if message.is_empty() {
+        message = "(no body)".into();
+    }
+    format!("{method} {path} answered {status}: {message}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registrys_message_is_shown_whatever_the_bodys_shape() {
+        let s = reqwest::StatusCode::UNAUTHORIZED;
+        assert_eq!(
+            answered("GET", "/x", s, r#"{"message":"Unauthorized"}"#),
+            "GET /x answered 401 Unauthorized: Unauthorized"
+        );
+        assert_eq!(
+            answered(
+                "GET",
+                "/x",
+                s,
+                r#"{"error_code":40101,"message":"bad creds"}"#
+            ),
+            "GET /x answered 401 Unauthorized: bad creds (error code 40101)"
+        );
+        assert_eq!(
+            answered("GET", "/x", s, "<html>nope</html>\n"),
+            "GET /x answered 401 Unauthorized: <html>nope</html>"
+        );
+        assert_eq!(
+            answered("GET", "/x", s, ""),
+            "GET /x answered 401 Unauthorized: (no body)"
+        );
     }
 }

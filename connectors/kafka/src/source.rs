@@ -289,7 +289,7 @@ fn poll_loop(
 ) {
     let mut topics: HashMap<String, Arc<str>> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
-        match consumer.poll(Duration::from_millis(100)) {
+        match consumer.poll(Duration::from_millis(20)) {
             None => {}
             Some(Ok(msg)) => {
                 let topic = match topics.get(msg.topic()) {

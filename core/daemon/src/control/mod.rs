@@ -30,7 +30,7 @@ use sinkd_core::config::PipelineFile;
 use sinkd_core::error::{ErrorClass, SinkError};
 use sinkd_core::runtime::PipelineStats;
 use sinkd_core::sink::{CheckpointReader, Target, TargetAdmin, TopicPartition};
-use sinkd_kafka::KafkaOffsets;
+use sinkd_kafka::{KafkaOffsets, Registry};
 use sinkd_tantivy::SearchHandle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -89,6 +89,8 @@ pub struct Controller {
     admin: Arc<dyn TargetAdmin>,
     checkpoints: Arc<dyn CheckpointReader>,
     kafka: Arc<KafkaOffsets>,
+    /// The schema registry client every task of the pipeline decodes through.
+    registry: Arc<Registry>,
     /// The live task and the state.
     life: Lifecycle,
     rebuild: Mutex<Option<Arc<RebuildStatus>>>,
@@ -106,7 +108,9 @@ impl Controller {
         let search = SearchHandle::default();
         let (admin, checkpoints) = wiring::live_target(&file, &search);
         let kafka = Arc::new(KafkaOffsets::new(&file.source.kafka).map_err(|e| e.0)?);
+        let registry = Arc::new(Registry::new(&file.source.registry)?);
         Ok(Arc::new(Controller {
+            registry,
             name: file.name.clone(),
             fingerprint: ticket::fingerprint(&file, &path),
             resume: Mutex::new(None),
@@ -224,6 +228,7 @@ impl Controller {
             Target::Live,
             self.stats.clone(),
             &self.search,
+            self.registry.clone(),
         );
         let pipeline = match built {
             Ok(p) => p,

@@ -443,6 +443,7 @@ impl Controller {
             Target::Shadow,
             stats.clone(),
             &self.search,
+            self.registry.clone(),
         )
         .map_err(Halt::Failed)?;
         let (stop_shadow, stop_rx) = watch::channel(false);
