@@ -66,9 +66,10 @@ pub fn classify_code(code: i32, message: &str) -> SinkError {
         // write conflict, no such transaction: another transaction holds the documents.
         codes::WRITE_CONFLICT | 251 => SinkError::Conflict(detail),
         // interrupted, not primary, shutdown in progress, host unreachable, network
-        // timeout, exceeded time limit, lock timeout…
+        // timeout, exceeded time limit, lock timeout…, out of disk space (as PostgreSQL's
+        // disk full, retried until there is room)
         11600 | 11601 | 11602 | 10107 | 13435 | 91 | 189 | 6 | 7 | 89 | 9001 | 50 | 24 | 262
-        | 10058 => SinkError::Unavailable(detail),
+        | 10058 | 14031 => SinkError::Unavailable(detail),
         _ => SinkError::Incompatible(detail),
     }
 }

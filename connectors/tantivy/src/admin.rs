@@ -12,8 +12,9 @@ use tantivy::{IndexWriter, ReloadPolicy, TantivyDocument};
 use tracing::info;
 
 use crate::checkpoint;
+use crate::error::classify;
 use crate::search::{SearchHandle, Searchable};
-use crate::{fatal, index, layout};
+use crate::{index, layout};
 
 /// [`TargetAdmin`] for a Tantivy index folder.
 pub struct TantivyAdmin {
@@ -53,11 +54,11 @@ impl TantivyAdmin {
         let index = index::open(&self.cfg, &dir)?;
         let mut writer: IndexWriter<TantivyDocument> = index
             .writer_with_num_threads(1, 15 * 1024 * 1024)
-            .map_err(|e| fatal("cannot open the index writer", e))?;
+            .map_err(|e| classify("cannot open the index writer", e))?;
         if truncate {
             writer
                 .delete_all_documents()
-                .map_err(|e| fatal("empty the index", e))?;
+                .map_err(|e| classify("empty the index", e))?;
         }
         checkpoint::commit(
             &mut writer,
@@ -81,7 +82,7 @@ impl TantivyAdmin {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()
-            .map_err(|e| fatal("cannot open an index reader", e))?;
+            .map_err(|e| classify("cannot open an index reader", e))?;
         *self.search.inner.write().expect("lock") = Some(Searchable { index, reader });
         layout::remove_generation(&root, old)
     }

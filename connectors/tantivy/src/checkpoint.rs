@@ -12,6 +12,7 @@ use sinkd_core::error::SinkError;
 use sinkd_core::sink::{CheckpointReader, Target, TopicPartition};
 use tantivy::{Index, IndexWriter, TantivyDocument};
 
+use crate::error::classify;
 use crate::layout;
 
 /// The payload of a commit.
@@ -51,13 +52,11 @@ pub fn commit<'a>(
             })
             .collect(),
     };
-    let fail =
-        |what: &str, e: tantivy::TantivyError| SinkError::Incompatible(format!("{what}: {e}"));
     let mut prepared = writer
         .prepare_commit()
-        .map_err(|e| fail("prepare commit", e))?;
+        .map_err(|e| classify("prepare the commit", e))?;
     prepared.set_payload(&serde_json::to_string(&payload).expect("payload serializes"));
-    prepared.commit().map_err(|e| fail("commit", e))?;
+    prepared.commit().map_err(|e| classify("commit", e))?;
     Ok(())
 }
 
@@ -65,7 +64,7 @@ pub fn commit<'a>(
 pub fn read(index: &Index, pipeline: &str) -> Result<HashMap<(String, i32), i64>, SinkError> {
     let metas = index
         .load_metas()
-        .map_err(|e| SinkError::Config(format!("cannot read the index's commit: {e}")))?;
+        .map_err(|e| classify("read the index's last commit", e))?;
     let Some(text) = metas.payload else {
         return Ok(HashMap::new());
     };
@@ -116,7 +115,7 @@ impl CheckpointReader for TantivyCheckpointReader {
             return Ok(HashMap::new());
         }
         let index = Index::open_in_dir(&dir)
-            .map_err(|e| SinkError::Config(format!("cannot open the index: {e}")))?;
+            .map_err(|e| classify(&format!("open the index in {}", dir.display()), e))?;
         let stored = read(&index, &self.pipeline)?;
         Ok(partitions
             .iter()

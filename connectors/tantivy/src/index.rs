@@ -5,6 +5,8 @@ use std::path::Path;
 use sinkd_core::config::{IndexField, IndexFieldKind, TantivySinkConfig};
 use sinkd_core::error::SinkError;
 use tantivy::Index;
+
+use crate::error::{classify, is_retriable};
 use tantivy::schema::{
     DateOptions, Field, IndexRecordOption, JsonObjectOptions, NumericOptions, STORED, STRING,
     Schema, TextFieldIndexing, TextOptions,
@@ -139,9 +141,8 @@ pub fn open(cfg: &TantivySinkConfig, path: &Path) -> Result<Index, SinkError> {
         }
     };
     if empty {
-        return Index::create_in_dir(path, wanted).map_err(|e| {
-            SinkError::Config(format!("cannot create an index in {}: {e}", path.display()))
-        });
+        return Index::create_in_dir(path, wanted)
+            .map_err(|e| classify(&format!("cannot create an index in {}", path.display()), e));
     }
     if !path.join("meta.json").exists() {
         return Err(SinkError::Config(format!(
@@ -151,6 +152,9 @@ pub fn open(cfg: &TantivySinkConfig, path: &Path) -> Result<Index, SinkError> {
         )));
     }
     let index = Index::open_in_dir(path).map_err(|e| {
+        if is_retriable(&e) {
+            return classify(&format!("cannot open the index in {}", path.display()), e);
+        }
         SinkError::Config(format!(
             "the index in {} cannot be opened ({e}); it is corrupt or from another Tantivy \
              version. Rebuild it into a new directory",

@@ -2,6 +2,7 @@
 //!
 //! - [`index`]: the schema from the pipeline file, and opening or creating the directory
 //!   (a corrupt or foreign directory is an error, never a silent empty index).
+//! - [`error`]: Tantivy's errors classified as retriable (I/O, locks) or fatal (corruption).
 //! - [`values`]: Avro values → Tantivy values by declared field type.
 //! - [`checkpoint`]: the checkpoint in each commit's payload, and a reader for the source.
 //! - [`sink`]: [`TantivySink`]: upsert = delete by key term + add, merges and increments
@@ -12,6 +13,7 @@
 
 pub mod admin;
 pub mod checkpoint;
+pub mod error;
 pub mod index;
 pub mod layout;
 pub mod search;
@@ -21,8 +23,3 @@ pub mod values;
 pub use admin::TantivyAdmin;
 pub use search::SearchHandle;
 pub use sink::TantivySink;
-
-/// Wraps a Tantivy error for a sink error message.
-pub(crate) fn fatal(what: &str, e: impl std::fmt::Display) -> sinkd_core::error::SinkError {
-    sinkd_core::error::SinkError::Incompatible(format!("{what}: {e}"))
-}

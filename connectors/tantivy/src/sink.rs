@@ -25,9 +25,10 @@ use tracing::info;
 
 use crate::admin::TantivyAdmin;
 use crate::checkpoint::{self, TantivyCheckpointReader};
+use crate::error::classify;
 use crate::index::{self, GUARD_OFFSET, GUARD_PARTITION, GUARD_TOPIC};
 use crate::search::{SearchHandle, Searchable};
-use crate::{fatal, layout, values};
+use crate::{layout, values};
 
 struct Open {
     writer: IndexWriter<TantivyDocument>,
@@ -85,20 +86,26 @@ impl TantivySink {
         let writer = index
             .writer_with_num_threads(1, self.cfg.heap_mb.max(15) * 1024 * 1024)
             .map_err(|e| match e {
-                tantivy::TantivyError::LockFailure(..) => SinkError::Config(format!(
-                    "another process is writing the index in {} (its lock is held); one \
-                     sinkd writes an index directory",
+                // Retried: the holder may be a writer on its way out (the previous task, a
+                // container being replaced); one sinkd writes an index directory.
+                tantivy::TantivyError::LockFailure(..) => SinkError::Unavailable(format!(
+                    "another writer holds the lock of the index in {}; waiting for it to \
+                     let go (one sinkd writes an index directory)",
                     self.cfg.path
                 )),
-                other => fatal("cannot open the index writer", other),
+                other => classify("cannot open the index writer", other),
             })?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()
-            .map_err(|e| fatal("cannot open an index reader", e))?;
+            .map_err(|e| classify("cannot open an index reader", e))?;
         let schema = index.schema();
-        let field = |name: &str| schema.get_field(name).map_err(|e| fatal("index field", e));
+        let field = |name: &str| {
+            schema
+                .get_field(name)
+                .map_err(|e| classify("index field", e))
+        };
         let fields = self
             .cfg
             .fields
@@ -146,30 +153,49 @@ impl TantivySink {
                 });
             }
         }
-        let open = self.open.as_mut().expect("opened");
-        let searcher = open.reader.searcher();
-        let applied = entries.iter().try_for_each(|e| apply(open, &searcher, e));
-        if let Err(detail) = applied {
-            let _ = open.writer.rollback();
-            return Err(SinkError::Rejected { detail });
-        }
         let mut offsets = self.offsets.clone();
         for a in advances {
             offsets.insert((a.topic.to_string(), a.partition), a.next);
         }
-        checkpoint::commit(
-            &mut open.writer,
-            &self.pipeline,
-            offsets
-                .iter()
-                .map(|((t, p), next)| ((t.as_str(), *p), *next)),
-        )?;
-        open.reader
-            .reload()
-            .map_err(|e| fatal("reload the reader", e))?;
-        self.offsets = offsets;
-        Ok(())
+        let open = self.open.as_mut().expect("opened");
+        let written = write_open(open, entries, &self.pipeline, &offsets);
+        match written {
+            Ok(()) => self.offsets = offsets,
+            Err(SinkError::Rejected { .. }) => {
+                // One document's fault: nothing of the batch stays pending, and the
+                // runtime writes it record by record to find that document.
+                let _ = open.writer.rollback();
+            }
+            Err(_) => {
+                // An index or disk failure may leave the writer unusable (a dead indexing
+                // thread, a half-prepared commit): drop it, and the retry of the same batch
+                // reopens the index from its last commit and its checkpoint.
+                self.open = None;
+            }
+        }
+        written
     }
+}
+
+/// Adds the batch and commits it with the checkpoint `offsets`, then shows it to searches.
+fn write_open(
+    open: &mut Open,
+    entries: &[Entry],
+    pipeline: &str,
+    offsets: &HashMap<(String, i32), i64>,
+) -> Result<(), SinkError> {
+    let searcher = open.reader.searcher();
+    entries.iter().try_for_each(|e| apply(open, &searcher, e))?;
+    checkpoint::commit(
+        &mut open.writer,
+        pipeline,
+        offsets
+            .iter()
+            .map(|((t, p), next)| ((t.as_str(), *p), *next)),
+    )?;
+    open.reader
+        .reload()
+        .map_err(|e| classify("reload the reader", e))
 }
 
 fn key_text(key: &[Cell]) -> String {
@@ -184,14 +210,41 @@ fn key_text(key: &[Cell]) -> String {
 }
 
 /// The stored document of a key, if any.
-fn previous(searcher: &Searcher, term: &Term) -> Result<Option<TantivyDocument>, String> {
+fn previous(searcher: &Searcher, term: &Term) -> Result<Option<TantivyDocument>, SinkError> {
     let query = TermQuery::new(term.clone(), IndexRecordOption::Basic);
     let top = searcher
         .search(&query, &TopDocs::with_limit(1).order_by_score())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| classify("look up the stored document", e))?;
     match top.first() {
-        Some((_, address)) => searcher.doc(*address).map(Some).map_err(|e| e.to_string()),
+        Some((_, address)) => searcher
+            .doc(*address)
+            .map(Some)
+            .map_err(|e| classify("read the stored document", e)),
         None => Ok(None),
+    }
+}
+
+/// A dead indexing thread is reported only as dead; its own error (most often a full
+/// disk) comes out when the writer joins its threads, which preparing a commit does. The
+/// writer is discarded after any such failure (see `write_sync`), so nothing prepared here
+/// is ever committed.
+fn thread_failure(
+    writer: &mut IndexWriter<TantivyDocument>,
+    what: &str,
+    e: tantivy::TantivyError,
+) -> SinkError {
+    if let tantivy::TantivyError::ErrorInThread(_) = e
+        && let Err(cause) = writer.prepare_commit()
+    {
+        return classify(what, cause);
+    }
+    classify(what, e)
+}
+
+/// A value of this document that its field cannot take: the document's own fault.
+fn rejected(column: &str, message: String) -> SinkError {
+    SinkError::Rejected {
+        detail: format!("field `{column}`: {message}"),
     }
 }
 
@@ -209,7 +262,7 @@ fn stale(open: &Open, prev: &TantivyDocument, e: &Entry) -> bool {
     same_topic && same_partition && offset.is_some_and(|o| o >= e.position.offset)
 }
 
-fn apply(open: &mut Open, searcher: &Searcher, e: &Entry) -> Result<(), String> {
+fn apply(open: &mut Open, searcher: &Searcher, e: &Entry) -> Result<(), SinkError> {
     let key = key_text(&e.key);
     let term = Term::from_field_text(open.key, &key);
     let prev = previous(searcher, &term)?;
@@ -241,17 +294,14 @@ fn apply(open: &mut Open, searcher: &Searcher, e: &Entry) -> Result<(), String> 
             if field == open.key {
                 continue;
             }
-            if let Some(v) =
-                values::convert(&c.value, kind).map_err(|m| format!("field `{}`: {m}", c.column))?
-            {
+            if let Some(v) = values::convert(&c.value, kind).map_err(|m| rejected(&c.column, m))? {
                 doc.add_field_value(field, &v);
             }
         }
     }
     for c in inc {
         if let Some((field, kind)) = open.fields.get(&*c.column).copied() {
-            let Some(v) = values::convert(&c.value, kind)
-                .map_err(|m| format!("field `{}`: {m}", c.column))?
+            let Some(v) = values::convert(&c.value, kind).map_err(|m| rejected(&c.column, m))?
             else {
                 continue;
             };
@@ -259,8 +309,7 @@ fn apply(open: &mut Open, searcher: &Searcher, e: &Entry) -> Result<(), String> 
                 .as_ref()
                 .and_then(|p| p.get_first(field))
                 .map(OwnedValue::from);
-            let sum = values::add(before.as_ref(), &v)
-                .map_err(|m| format!("field `{}`: {m}", c.column))?;
+            let sum = values::add(before.as_ref(), &v).map_err(|m| rejected(&c.column, m))?;
             doc.add_field_value(field, &sum);
         }
     }
@@ -270,7 +319,9 @@ fn apply(open: &mut Open, searcher: &Searcher, e: &Entry) -> Result<(), String> 
     doc.add_i64(p, e.position.partition as i64);
     doc.add_i64(o, e.position.offset);
     open.writer.delete_term(term);
-    open.writer.add_document(doc).map_err(|e| e.to_string())?;
+    if let Err(e) = open.writer.add_document(doc) {
+        return Err(thread_failure(&mut open.writer, "add the document", e));
+    }
     Ok(())
 }
 
