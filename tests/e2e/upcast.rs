@@ -114,6 +114,31 @@ fn a_bad_line_is_reported_with_its_cause_and_the_rest_still_shown() {
     assert_eq!(docs[2]["line"], 3);
 }
 
+/// A registry that refuses the credentials stops the command with its status and message
+/// (exit 2), instead of answering every line "no writer schema … not in the registry".
+#[test]
+fn a_registry_that_refuses_the_credentials_stops_sinkd_upcast() {
+    let registry = sinkd_tests::stack::OwnRegistry::start(&[
+        ("REGISTRY_BASIC_AUTH", "alice:s3cret"),
+        ("REGISTRY_STYLE", "karapace"),
+    ]);
+    let config = root().join("config/examples/shop-orders-upcast.yaml");
+    let input = root().join("tests/fixtures/upcast/com.shop.OrderPlaced/v1.json");
+    let out = Command::new(binary())
+        .arg("upcast")
+        .arg("--config")
+        .arg(&config)
+        .arg(&input)
+        .env("SCHEMA_REGISTRY_URL", &registry.url)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("refused"), "{err}");
+    assert!(err.contains("401 Unauthorized: Unauthorized"), "{err}");
+    assert!(!err.contains("not in the registry"), "{err}");
+}
+
 /// Runs `sinkd validate` on a pipeline text: (exit code, stderr).
 fn validate(dir: &Workdir, yaml: &str) -> (Option<i32>, String) {
     let file = dir.file("p.yaml", yaml);

@@ -105,19 +105,51 @@ pub async fn run(args: Args, out: &mut impl std::io::Write) -> Result<usize, Str
             InputFormat::Json => json_event(&line, position, &mut writers).await,
             InputFormat::Confluent => confluent_event(&line, position, &decoder).await,
         };
-        let doc = match result.and_then(|(raw, event)| shown(&transform, &raw, event)) {
+        let result =
+            result.and_then(|(raw, event)| shown(&transform, &raw, event).map_err(Failure::Line));
+        let doc = match result {
             Ok(mut doc) => {
                 doc["line"] = json!(n);
                 doc
             }
-            Err(e) => {
+            Err(Failure::Line(e)) => {
                 failed += 1;
                 json!({"line": n, "error": e})
             }
+            Err(Failure::Stop(e)) => return Err(format!("line {n}: {e}")),
         };
         writeln!(out, "{doc}").map_err(|e| e.to_string())?;
     }
     Ok(failed)
+}
+
+/// Why a line gave no output.
+enum Failure {
+    /// The line's own fault: reported on its line; the next lines go on.
+    Line(String),
+    /// No line can succeed (the registry refused the credentials): the command stops.
+    Stop(String),
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure::Line(message)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Failure {
+        Failure::Line(message.to_owned())
+    }
+}
+
+impl From<RecordError> for Failure {
+    fn from(e: RecordError) -> Failure {
+        match e.class() {
+            sinkd_core::error::ErrorClass::Fatal => Failure::Stop(e.to_string()),
+            _ => Failure::Line(e.to_string()),
+        }
+    }
 }
 
 /// The upcast event and its operation, as JSON.
@@ -156,7 +188,7 @@ async fn confluent_event(
     line: &str,
     position: SourcePosition,
     decoder: &AvroEventDecoder,
-) -> Result<(RawRecord, Event), String> {
+) -> Result<(RawRecord, Event), Failure> {
     let (key, value) = match line.split_once('\t') {
         Some((k, v)) => (Some(k.as_bytes().to_vec()), v),
         None => (None, line),
@@ -171,7 +203,7 @@ async fn confluent_event(
         value: Some(value),
         headers: Vec::new(),
     };
-    let event = decoder.decode(&raw).await.map_err(|e| e.to_string())?;
+    let event = decoder.decode(&raw).await?;
     Ok((raw, event))
 }
 
@@ -194,17 +226,13 @@ struct WriterEntry {
 }
 
 impl Writers {
-    async fn get(&mut self, ty: &str, version: u32) -> Result<&WriterEntry, String> {
+    async fn get(&mut self, ty: &str, version: u32) -> Result<&WriterEntry, Failure> {
         let key = (ty.to_owned(), version);
         if !self.cache.contains_key(&key) {
             let writer = self.writer(ty, version).await?;
             let reader = match self.readers.get(ty) {
                 None => None,
-                Some(r) => Some(
-                    r.load(&self.registry, ty)
-                        .await
-                        .map_err(|e| e.to_string())?,
-                ),
+                Some(r) => Some(r.load(&self.registry, ty).await?),
             };
             let view = EventSchema::from_avro(reader.as_deref().unwrap_or(&writer))
                 .ok_or_else(|| format!("the schema of {ty} v{version} is not a record"))?;
@@ -220,7 +248,7 @@ impl Writers {
         Ok(&self.cache[&key])
     }
 
-    async fn writer(&self, ty: &str, version: u32) -> Result<Schema, String> {
+    async fn writer(&self, ty: &str, version: u32) -> Result<Schema, Failure> {
         if let Some(dir) = &self.dir {
             let path = dir.join(ty).join(format!("v{version}.avsc"));
             let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -229,15 +257,21 @@ impl Writers {
                     path.display()
                 )
             })?;
-            return Schema::parse_str(&text).map_err(|e| format!("{}: {e}", path.display()));
+            return Schema::parse_str(&text)
+                .map_err(|e| Failure::Line(format!("{}: {e}", path.display())));
         }
         let topic = &self.topic;
         let subjects = subject_candidates(topic, ty);
         for subject in &subjects {
             let found = match self.registry.subject_schema(subject, Some(version)).await {
                 Ok(found) => found,
-                // An unreachable registry is not "no such schema": say so.
-                Err(e @ RecordError::RegistryUnavailable(_)) => return Err(e.to_string()),
+                // An unreachable registry, or one that refuses the credentials, is not
+                // "no such schema": say so (a refusal stops the command).
+                Err(
+                    e @ (RecordError::RegistryUnavailable(_) | RecordError::RegistryRefused(_)),
+                ) => {
+                    return Err(e.into());
+                }
                 Err(_) => continue,
             };
             let schema = Schema::parse_str(&found.schema)
@@ -246,10 +280,10 @@ impl Writers {
                 return Ok(schema);
             }
         }
-        Err(format!(
+        Err(Failure::Line(format!(
             "no writer schema for {ty} v{version}: not in the registry under {} (or pass --schemas DIR)",
             subjects.join(", ")
-        ))
+        )))
     }
 }
 
@@ -257,7 +291,7 @@ async fn json_event(
     line: &str,
     position: SourcePosition,
     writers: &mut Writers,
-) -> Result<(RawRecord, Event), String> {
+) -> Result<(RawRecord, Event), Failure> {
     let doc: Json = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
     let ty = doc["type"]
         .as_str()
