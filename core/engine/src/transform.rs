@@ -87,12 +87,15 @@ impl Transform {
             Locator::Schema => {}
             Locator::Field(f) => {
                 event.version = match event.field(f).map(unwrap_union) {
-                    Some(Value::Int(v)) if *v >= 0 => *v as u32,
-                    Some(Value::Long(v)) if *v >= 0 => *v as u32,
+                    Some(Value::Int(v)) => version(i64::from(*v), f, &fail)?,
+                    Some(Value::Long(v)) => version(*v, f, &fail)?,
                     Some(Value::String(s)) => s.parse().map_err(|_| {
                         fail(
                             "event version",
-                            format!("field `{f}` = `{s}` is not a number"),
+                            format!(
+                                "field `{f}` = `{s}` is not a version from 0 to {}",
+                                u32::MAX
+                            ),
                         )
                     })?,
                     other => {
@@ -117,5 +120,92 @@ impl Transform {
             }
         }
         Ok(event)
+    }
+}
+
+/// A version read from an event field: out of the range 0..=u32::MAX is a bad record, never
+/// wrapped into another version.
+fn version(
+    v: i64,
+    field: &str,
+    fail: &impl Fn(&str, String) -> RecordError,
+) -> Result<u32, RecordError> {
+    u32::try_from(v).map_err(|_| {
+        fail(
+            "event version",
+            format!(
+                "field `{field}` = {v} is not a version from 0 to {}",
+                u32::MAX
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::error::ErrorClass;
+    use crate::event::SourcePosition;
+
+    fn transform() -> Transform {
+        let text = "name: p\nsource:\n  kafka: { bootstrap_servers: b, topics: [t] }\n  \
+                    registry: { url: 'http://r' }\nsink:\n  postgres: { url: 'postgres://h/d', table: t }\n\
+                    key: { columns: [id] }\nevent_version: { field: v }\n\
+                    events:\n  E: { op: upsert }\n";
+        let p = crate::config::load::parse_str(Path::new("p.yaml"), text, &HashMap::new()).unwrap();
+        Transform::new(&p).unwrap()
+    }
+
+    fn event(v: Value) -> (RawRecord, Event) {
+        let position = SourcePosition {
+            topic: Arc::from("t"),
+            partition: 0,
+            offset: 0,
+        };
+        let raw = RawRecord {
+            position: position.clone(),
+            timestamp_ms: None,
+            key: None,
+            value: None,
+            headers: vec![],
+        };
+        let event = Event {
+            event_type: Arc::from("E"),
+            version: 1,
+            key: None,
+            body: Some(Value::Record(vec![("v".into(), v)])),
+            schema: None,
+            position,
+            timestamp_ms: None,
+        };
+        (raw, event)
+    }
+
+    #[test]
+    fn a_version_field_beyond_u32_is_a_bad_record_not_truncated() {
+        let t = transform();
+        let version_of = |v: Value| {
+            let (raw, e) = event(v);
+            t.identify(&raw, e).map(|e| e.version)
+        };
+        assert_eq!(
+            version_of(Value::Long(i64::from(u32::MAX))).unwrap(),
+            u32::MAX
+        );
+        assert_eq!(version_of(Value::Int(3)).unwrap(), 3);
+        for bad in [
+            Value::Long(i64::from(u32::MAX) + 1),
+            Value::Long(1 << 32 | 2),
+            Value::Long(-1),
+            Value::Int(-1),
+            Value::String("4294967298".into()),
+        ] {
+            let e = version_of(bad.clone()).expect_err(&format!("{bad:?}"));
+            assert_eq!(e.class(), ErrorClass::BadRecord, "{e}");
+            assert!(e.to_string().contains("field `v`"), "{e}");
+        }
     }
 }
