@@ -12,6 +12,8 @@
 //!    writes them: it must exit 0; started again, it must finish them with nothing lost
 //!    and nothing applied twice.
 //! 5. Prints the image size and the daemon's idle RSS.
+//!
+//! First of all, the binary must carry none of the tests' crash points.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -66,6 +68,22 @@ fn fail(what: &str, container: &str) -> ! {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    // The tests' crash points (`SINKD_CRASH_AT`) are compiled out of the release binary:
+    // a stray variable in production must never abort the daemon.
+    let crash_points = podman(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bin/sh",
+        &args.image,
+        "-c",
+        "grep -c SINKD_CRASH_AT /usr/local/bin/sinkd || true",
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        crash_points, "0",
+        "the image's sinkd carries the tests' crash points"
+    );
     let name = stack::unique("container");
     let topic = format!("{name}.orders");
     stack::create_topic(&topic, 4).await;
