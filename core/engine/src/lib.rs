@@ -13,6 +13,8 @@
 //!   the runtime and `sinkd upcast`.
 //! - [`runtime`]: the pipeline loop that ties them together with exactly-once effect.
 //! - [`error`]: errors that classify themselves as retriable, bad record or fatal.
+//! - `testing` (tests, or the `testing` feature): an in-memory log, store and decoder for
+//!   testing the runtime without servers.
 
 pub mod batch;
 pub mod config;
@@ -27,6 +29,8 @@ pub mod runtime;
 pub mod schema;
 pub mod sink;
 pub mod source;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod transform;
 pub mod upcast;
 pub mod value;

@@ -25,6 +25,8 @@
 
 mod records;
 mod stats;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 pub use stats::{PartitionProgress, PipelineStats};

@@ -1,0 +1,376 @@
+//! The exactly-once core without servers: the runtime over the in-memory log, store and
+//! decoder of `crate::testing`, with faults injected where real servers fail. Time is
+//! paused and advanced by tokio, so backoffs and batch timers cost nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{Pipeline, PipelineStats, Policies};
+use crate::config::{BadRecordPolicy, BatchConfig, UnknownEventPolicy};
+use crate::error::{PipelineError, SinkError};
+use crate::sink::TopicPartition;
+use crate::testing::{Fault, MemDeadLetters, MemLog, MemStore, TextDecoder};
+use crate::transform::Transform;
+
+/// `Set` replaces a row with `n`, `Add` adds `n` to `total`, `Gone` deletes.
+const PIPELINE: &str = "name: mem
+source:
+  kafka: { bootstrap_servers: none, topics: [t] }
+  registry: { url: 'http://none' }
+sink:
+  postgres: { url: 'postgres://none/none', table: t }
+key: { from: fields, columns: [id] }
+events:
+  Set: { op: upsert }
+  Add: { op: increment, columns: { total: n } }
+  Gone: { op: delete }
+";
+
+fn tp() -> TopicPartition {
+    (Arc::from("t"), 0)
+}
+
+/// A running pipeline and the parts the test drives.
+struct Run {
+    log: MemLog,
+    store: MemStore,
+    decoder: Arc<TextDecoder>,
+    dlq: Arc<MemDeadLetters>,
+    stats: Arc<PipelineStats>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), PipelineError>>,
+}
+
+struct Options {
+    on_error: BadRecordPolicy,
+    max_events: usize,
+    max_wait_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            on_error: BadRecordPolicy::Fail,
+            max_events: 1_000,
+            max_wait_ms: 10,
+        }
+    }
+}
+
+fn start(log: &MemLog, store: &MemStore, o: Options) -> Run {
+    let file = crate::config::load::parse_str(
+        std::path::Path::new("mem.yaml"),
+        PIPELINE,
+        &Default::default(),
+    )
+    .expect("the test pipeline parses");
+    let decoder = Arc::new(TextDecoder::default());
+    let dlq = Arc::new(MemDeadLetters::default());
+    let stats = Arc::new(PipelineStats::default());
+    let pipeline = Pipeline {
+        name: "mem".into(),
+        source: Box::new(log.source()),
+        decoder: decoder.clone(),
+        transform: Transform::new(&file).expect("the test pipeline compiles"),
+        sink: Box::new(store.sink()),
+        dead_letters: Some(dlq.clone()),
+        policies: Policies {
+            on_error: o.on_error,
+            unknown_events: UnknownEventPolicy::Fail,
+        },
+        batch: BatchConfig {
+            max_events: o.max_events,
+            max_wait_ms: o.max_wait_ms,
+        },
+        stats: stats.clone(),
+    };
+    let (stop, stopped) = watch::channel(false);
+    Run {
+        log: log.clone(),
+        store: store.clone(),
+        decoder,
+        dlq,
+        stats,
+        stop,
+        task: tokio::spawn(pipeline.run(stopped)),
+    }
+}
+
+impl Run {
+    fn append(&self, line: &str) -> i64 {
+        let key = line.split(' ').nth(1).unwrap_or("");
+        self.log.append(&tp(), key, line.as_bytes())
+    }
+
+    /// Waits (in paused time) until the store's checkpoint of the partition is `next`.
+    async fn until_checkpoint(&self, next: i64) {
+        until(|| self.store.checkpoint(&tp()) == Some(next)).await;
+    }
+
+    async fn stop(self) -> Result<(), PipelineError> {
+        let _ = self.stop.send(true);
+        self.task.await.expect("the pipeline task")
+    }
+}
+
+async fn until(done: impl Fn() -> bool) {
+    for _ in 0..600_000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("not reached within 10 minutes of paused time");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_write_is_retried_with_the_same_batch_and_nothing_is_skipped() {
+    let r = start(&MemLog::default(), &MemStore::default(), Options::default());
+    r.store.inject(Fault::Fail(SinkError::Unavailable(
+        "connection reset".into(),
+    )));
+    r.store.inject(Fault::Fail(SinkError::Conflict(
+        "serialization failure".into(),
+    )));
+    for i in 0..10 {
+        r.append(&format!("Add k{} {}", i % 3, i));
+    }
+    r.log.assign(&[(tp(), None)]);
+    r.until_checkpoint(10).await;
+    assert_eq!(r.store.int("k0", "total"), Some(18)); // 0 + 3 + 6 + 9
+    assert_eq!(r.store.int("k1", "total"), Some(12)); // 1 + 4 + 7
+    assert_eq!(r.store.int("k2", "total"), Some(15)); // 2 + 5 + 8
+    let (attempts, commits) = r.store.writes();
+    assert_eq!(
+        attempts - commits,
+        2,
+        "the two failures were retried, nothing else"
+    );
+    assert_eq!(r.stats.applied.load(Ordering::Relaxed), 10);
+    assert_eq!(
+        r.log.committed().get(&tp()),
+        Some(&10),
+        "advisory commit follows"
+    );
+    r.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fenced_writer_reloads_the_checkpoint_seeks_and_applies_nothing_twice() {
+    let (log, store) = (MemLog::default(), MemStore::default());
+    // Writer A applies the first four records and goes away.
+    let a = start(&log, &store, Options::default());
+    for i in 0..4 {
+        a.append(&format!("Add k {i}"));
+    }
+    a.log.assign(&[(tp(), None)]);
+    a.until_checkpoint(4).await;
+    a.stop().await.unwrap();
+    // Writer B was assigned the partition with a stale view (no checkpoint): its first
+    // write is fenced, it takes the store's word, seeks, and applies only the rest.
+    let b = start(&log, &store, Options::default());
+    for i in 4..10 {
+        b.append(&format!("Add k {i}"));
+    }
+    b.log.assign(&[(tp(), None)]);
+    b.until_checkpoint(10).await;
+    assert_eq!(store.int("k", "total"), Some((0..10).sum()));
+    assert!(b.log.seeks().contains(&(tp(), 4)), "{:?}", b.log.seeks());
+    b.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_row_is_found_record_by_record_and_only_it_is_dead_lettered() {
+    let r = start(
+        &MemLog::default(),
+        &MemStore::default(),
+        Options {
+            on_error: BadRecordPolicy::DeadLetter,
+            ..Options::default()
+        },
+    );
+    r.store.reject_key("bad");
+    for line in ["Add a 1", "Add b 1", "Add bad 1", "Set c 7", "Add a 1"] {
+        r.append(line);
+    }
+    r.log.assign(&[(tp(), None)]);
+    r.until_checkpoint(5).await;
+    assert_eq!(r.store.int("a", "total"), Some(2));
+    assert_eq!(r.store.int("b", "total"), Some(1));
+    assert_eq!(r.store.int("c", "n"), Some(7));
+    assert_eq!(r.store.row("bad"), None);
+    let sent = r.dlq.sent();
+    assert_eq!(sent.len(), 1, "only the rejected record");
+    assert_eq!(sent[0].0.position.offset, 2);
+    assert_eq!(sent[0].1.class, "rejected");
+    r.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_row_under_fail_stops_exactly_at_it() {
+    let r = start(&MemLog::default(), &MemStore::default(), Options::default());
+    r.store.reject_key("bad");
+    for line in ["Add a 1", "Add a 1", "Add bad 1", "Add a 1"] {
+        r.append(line);
+    }
+    r.log.assign(&[(tp(), None)]);
+    let e = r.task.await.unwrap().expect_err("the pipeline stops");
+    assert!(
+        matches!(&e, PipelineError::BadRecord { position, .. } if position.ends_with("offset 2")),
+        "{e}"
+    );
+    assert_eq!(
+        r.store.checkpoint(&tp()),
+        Some(2),
+        "what came before is written"
+    );
+    assert_eq!(r.store.int("a", "total"), Some(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_undecodable_record_under_fail_stops_after_writing_what_came_before() {
+    let r = start(&MemLog::default(), &MemStore::default(), Options::default());
+    for line in ["Add a 1", "garbage", "Add a 1"] {
+        r.append(line);
+    }
+    r.log.assign(&[(tp(), None)]);
+    let e = r.task.await.unwrap().expect_err("the pipeline stops");
+    assert!(matches!(e, PipelineError::BadRecord { .. }), "{e}");
+    assert_eq!(r.store.checkpoint(&tp()), Some(1));
+    assert_eq!(r.store.int("a", "total"), Some(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_topic_that_is_down_is_waited_for_and_the_offset_waits_too() {
+    let r = start(
+        &MemLog::default(),
+        &MemStore::default(),
+        Options {
+            on_error: BadRecordPolicy::DeadLetter,
+            ..Options::default()
+        },
+    );
+    r.dlq.fail_next(3);
+    for line in ["Add a 1", "garbage", "Add a 1"] {
+        r.append(line);
+    }
+    r.log.assign(&[(tp(), None)]);
+    r.until_checkpoint(3).await;
+    assert_eq!(r.dlq.sent().len(), 1);
+    assert_eq!(r.store.int("a", "total"), Some(2));
+    r.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_registry_outage_is_waited_out_without_skipping_a_record() {
+    let r = start(&MemLog::default(), &MemStore::default(), Options::default());
+    r.decoder.registry_down_for(5);
+    for i in 0..6 {
+        r.append(&format!("Add a {i}"));
+    }
+    r.log.assign(&[(tp(), None)]);
+    r.until_checkpoint(6).await;
+    assert_eq!(r.store.int("a", "total"), Some(15));
+    assert!(r.dlq.sent().is_empty());
+    r.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revoked_partition_is_released_only_after_its_batch_is_durable() {
+    let r = start(
+        &MemLog::default(),
+        &MemStore::default(),
+        Options {
+            max_wait_ms: 3_600_000,
+            ..Options::default()
+        },
+    );
+    for i in 0..3 {
+        r.append(&format!("Add a {i}"));
+    }
+    r.log.assign(&[(tp(), None)]);
+    until(|| r.stats.consumed.load(Ordering::Relaxed) == 3).await;
+    assert_eq!(
+        r.store.checkpoint(&tp()),
+        None,
+        "held in the batch, not written yet"
+    );
+    r.log.revoke(&[tp()]).await.expect("released");
+    assert_eq!(
+        r.store.checkpoint(&tp()),
+        Some(3),
+        "written before the hand-over"
+    );
+    assert_eq!(r.store.int("a", "total"), Some(3));
+    r.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_during_a_slow_write_lets_it_finish() {
+    let r = start(&MemLog::default(), &MemStore::default(), Options::default());
+    let (release, stalled) = tokio::sync::oneshot::channel();
+    r.store.inject(Fault::Stall(stalled));
+    for i in 0..4 {
+        r.append(&format!("Add a {i}"));
+    }
+    r.log.assign(&[(tp(), None)]);
+    until(|| r.store.writes().0 == 1).await;
+    let _ = r.stop.send(true);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    release.send(()).unwrap();
+    r.task.await.unwrap().expect("a clean stop");
+    assert_eq!(r.store.checkpoint(&tp()), Some(4));
+    assert_eq!(r.store.int("a", "total"), Some(6));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_during_a_write_that_hangs_abandons_it_without_moving_the_offset() {
+    let r = start(&MemLog::default(), &MemStore::default(), Options::default());
+    let (_hold, stalled) = tokio::sync::oneshot::channel::<()>();
+    r.store.inject(Fault::Stall(stalled));
+    for i in 0..4 {
+        r.append(&format!("Add a {i}"));
+    }
+    r.log.assign(&[(tp(), None)]);
+    until(|| r.store.writes().0 == 1).await;
+    let asked = tokio::time::Instant::now();
+    let _ = r.stop.send(true);
+    r.task.await.unwrap().expect("a clean stop");
+    assert!(
+        asked.elapsed() <= Duration::from_secs(11),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        r.store.checkpoint(&tp()),
+        None,
+        "nothing durable, nothing skipped"
+    );
+    assert_eq!(r.store.row("a"), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_redelivery_below_the_checkpoint_is_dropped_and_a_replay_changes_nothing() {
+    let (log, store) = (MemLog::default(), MemStore::default());
+    let a = start(&log, &store, Options::default());
+    for line in ["Set k 5", "Add k 1", "Gone x 0", "Add k 2"] {
+        a.append(line);
+    }
+    a.log.assign(&[(tp(), None)]);
+    a.until_checkpoint(4).await;
+    a.stop().await.unwrap();
+    let before = store.row("k");
+    // The checkpoint is moved back (an offset reset) and the same log read again: the row
+    // guards skip every event already applied.
+    store.set_checkpoint(&tp(), 0);
+    let b = start(&log, &store, Options::default());
+    b.log.assign(&[(tp(), Some(0))]);
+    b.until_checkpoint(4).await;
+    assert_eq!(store.row("k"), before);
+    assert_eq!(store.int("k", "total"), Some(3));
+    b.stop().await.unwrap();
+}

@@ -1,0 +1,21 @@
+//! In-memory parts for testing the runtime without servers: a partitioned log as the
+//! [`Source`](crate::source::Source), a keyed store that owns its checkpoints as the
+//! [`Sink`](crate::sink::Sink), a decoder of one-line text events, and a dead-letter list.
+//!
+//! They keep the contracts the real connectors keep, not shortcuts of them: the log
+//! redelivers from wherever it is sought to, the store applies a batch and its
+//! compare-and-set checkpoint advance all or nothing and keeps a row guard per key, and
+//! faults are injected at the points a real server fails (a write that fails, a
+//! checkpoint another writer moved, a row the store refuses, a write that hangs).
+//!
+//! - [`log`]: [`MemLog`] and its [`MemSource`].
+//! - [`store`]: [`MemStore`] and its [`MemSink`], with [`Fault`]s.
+//! - [`text`]: [`TextDecoder`] (`"Type key n"` lines) and [`MemDeadLetters`].
+
+pub mod log;
+pub mod store;
+pub mod text;
+
+pub use log::{MemLog, MemSource};
+pub use store::{Fault, MemSink, MemStore};
+pub use text::{MemDeadLetters, TextDecoder};
