@@ -9,7 +9,7 @@ use sinkd_core::batch::{Compactor, Entry};
 use sinkd_core::config::OpKind;
 use sinkd_core::error::SinkError;
 use sinkd_core::event::SourcePosition;
-use sinkd_core::projection::{Cell, Op};
+use sinkd_core::operation::{Cell, Op};
 use sinkd_core::schema::ColumnType;
 use sinkd_core::sink::{CheckpointAdvance, Sink};
 

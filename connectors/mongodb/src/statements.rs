@@ -13,7 +13,7 @@
 
 use mongodb::bson::{Bson, Document, doc};
 use sinkd_core::batch::{Compacted, Entry};
-use sinkd_core::projection::Cell;
+use sinkd_core::operation::Cell;
 
 use crate::values::to_bson;
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use apache_avro::types::Value;
 use sinkd_core::batch::{Compacted, Entry};
 use sinkd_core::error::SinkError;
-use sinkd_core::projection::Cell;
+use sinkd_core::operation::Cell;
 use sinkd_core::schema::ColumnType;
 
 use crate::ident;

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use sinkd_core::batch::{Compacted, Entry};
 use sinkd_core::config::{IndexFieldKind, TantivySinkConfig};
 use sinkd_core::error::SinkError;
-use sinkd_core::projection::Cell;
+use sinkd_core::operation::Cell;
 use sinkd_core::sink::{CheckpointAdvance, CheckpointReader, Sink, Target, TargetAdmin};
 use sinkd_core::value::{to_json, unwrap_union};
 use tantivy::collector::TopDocs;

@@ -23,7 +23,7 @@ use sinkd_core::config::LoadedPipeline;
 use sinkd_core::decode::Decoder;
 use sinkd_core::error::RecordError;
 use sinkd_core::event::{Event, RawRecord, SourcePosition};
-use sinkd_core::projection::Op;
+use sinkd_core::operation::Op;
 use sinkd_core::schema::EventSchema;
 use sinkd_core::transform::Transform;
 use sinkd_core::upcast::reader::resolve_to_reader;

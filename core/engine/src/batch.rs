@@ -11,7 +11,7 @@ use apache_avro::types::Value;
 
 use crate::config::OpKind;
 use crate::event::SourcePosition;
-use crate::projection::{Cell, Op};
+use crate::operation::{Cell, Op};
 use crate::value::add;
 
 /// The folded effect of all operations on one key in a batch.

@@ -21,7 +21,7 @@ use rustc_hash::FxHashMap;
 use crate::config::OpKind;
 use crate::error::RecordError;
 use crate::event::Event;
-use crate::projection::{Cell, Op};
+use crate::operation::{Cell, Op};
 use crate::schema::EventSchema;
 use crate::value::{into_unwrapped, unwrap_union};
 

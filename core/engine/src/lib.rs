@@ -6,6 +6,7 @@
 //! - [`json_avro`]: JSON text into Avro values of a schema, exactly (outbox, `sinkd upcast`).
 //! - [`schema`]: column types derived from Avro writer schemas.
 //! - [`upcast`]: upcasters that bring old event versions to the newest one.
+//! - [`operation`]: the operations on a read model (cells, upsert/merge/increment/delete).
 //! - [`projection`]: event → operation on a read model (upsert, merge, increment, delete).
 //! - [`batch`]: per-key compaction of operations, order kept per key.
 //! - [`sink`], [`source`], [`decode`]: the traits connectors implement.
@@ -24,6 +25,7 @@ pub mod decode;
 pub mod error;
 pub mod event;
 pub mod json_avro;
+pub mod operation;
 pub mod projection;
 pub mod runtime;
 pub mod schema;

@@ -1,7 +1,7 @@
 //! Projection: what one event does to the read model.
 //!
 //! A [`Projector`] is built once from the pipeline file; [`Projector::project`] turns an
-//! [`Event`] into an [`Op`] on a key: replace the row (upsert), set columns (merge), add to
+//! [`Event`] into an [`Op`] (see [`crate::operation`]) on a key: replace the row (upsert), set columns (merge), add to
 //! numeric columns (increment), or delete. A Kafka tombstone deletes by the Kafka key.
 
 use std::collections::HashMap;
@@ -12,33 +12,10 @@ use apache_avro::types::Value;
 use crate::config::{Envelope, EventConfig, KeySource, OpKind, PipelineFile};
 use crate::debezium::Debezium;
 use crate::error::RecordError;
-use crate::event::{Event, SourcePosition};
+use crate::event::Event;
+use crate::operation::{Cell, Op};
 use crate::schema::{ColumnType, EventSchema};
 use crate::value::{into_unwrapped, is_null, unwrap_union};
-
-/// One column value of an operation.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Cell {
-    /// Column name.
-    pub column: Arc<str>,
-    /// Column type, from the writer schema.
-    pub ty: ColumnType,
-    /// The value (never a union wrapper).
-    pub value: Value,
-}
-
-/// An operation on the row of one key.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Op {
-    /// Key cells, in key column order.
-    pub key: Vec<Cell>,
-    /// What to do.
-    pub kind: OpKind,
-    /// Columns to replace, set or add to (empty for deletes).
-    pub cells: Vec<Cell>,
-    /// Position of the event, for checkpoints and row guards.
-    pub position: SourcePosition,
-}
 
 struct Rule {
     op: OpKind,
@@ -295,6 +272,7 @@ fn primitive_type(v: &Value) -> ColumnType {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::SourcePosition;
     use crate::schema::{EventSchema, FieldColumn};
 
     fn pipeline(key: &str, events: &str) -> PipelineFile {

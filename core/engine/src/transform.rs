@@ -10,7 +10,8 @@ use apache_avro::types::Value;
 use crate::config::{Locator, PipelineFile};
 use crate::error::RecordError;
 use crate::event::{Event, RawRecord};
-use crate::projection::{Op, Projector};
+use crate::operation::Op;
+use crate::projection::Projector;
 use crate::upcast::Upcasters;
 use crate::value::unwrap_union;
 

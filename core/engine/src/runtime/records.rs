@@ -12,7 +12,7 @@ use crate::config::{BadRecordPolicy, UnknownEventPolicy};
 use crate::decode::DeadLetterCause;
 use crate::error::{ErrorClass, PipelineError, RecordError};
 use crate::event::{Event, RawRecord};
-use crate::projection::Op;
+use crate::operation::Op;
 use crate::sink::TopicPartition;
 
 impl Runner {
