@@ -68,7 +68,7 @@ async fn pausing_and_resuming_1000_times_keeps_rss_flat() {
         stack::encode(id, &schema, &Value::Record(fields))
     };
     let started = Instant::now();
-    let mut rss_at_100 = 0;
+    let mut samples = Vec::new();
     for i in 0..CYCLES {
         let key = format!("k{i}");
         let bytes = value(i);
@@ -90,8 +90,8 @@ async fn pausing_and_resuming_1000_times_keeps_rss_flat() {
             )
             .await;
         assert_eq!(code, 200, "cycle {i}: {v}\n{}", api.daemon.log());
-        if i == 100 {
-            rss_at_100 = proc_status_kib(api.daemon.pid(), "VmRSS").expect("RSS");
+        if i % 100 == 0 {
+            samples.push(proc_status_kib(api.daemon.pid(), "VmRSS").expect("RSS") / 1024);
         }
         for action in ["pause", "resume"] {
             let (code, v) = api
@@ -100,19 +100,19 @@ async fn pausing_and_resuming_1000_times_keeps_rss_flat() {
             assert_eq!(code, 200, "cycle {i} {action}: {v}");
         }
     }
-    let rss_at_end = proc_status_kib(api.daemon.pid(), "VmRSS").expect("RSS");
-    let growth_mib = rss_at_end.saturating_sub(rss_at_100) as f64 / 1024.0;
+    let rss_at_end = proc_status_kib(api.daemon.pid(), "VmRSS").expect("RSS") / 1024;
+    samples.push(rss_at_end);
     eprintln!(
-        "{CYCLES} pause/resume cycles in {:.0?}: RSS {:.1} MiB after 100, {:.1} MiB after \
-         {CYCLES} (+{growth_mib:.1} MiB)",
-        started.elapsed(),
-        rss_at_100 as f64 / 1024.0,
-        rss_at_end as f64 / 1024.0
+        "{CYCLES} pause/resume cycles in {:.0?}; RSS in MiB every 100 cycles: {samples:?}",
+        started.elapsed()
     );
-    // A wide schema kept per task start would add about 0.2 MB a cycle: 180 MB here.
+    // Measured from cycle 300, after the warm-up: RSS then swings by about 30 MiB from
+    // sample to sample (allocator arenas, the index writer's buffers) around a flat line.
+    // A wide schema kept per task start adds about 0.5 MiB a cycle: 350 MiB over these
+    // 700 cycles (448 MiB over 900 before the fix).
+    let growth = rss_at_end.saturating_sub(samples[3]);
     assert!(
-        growth_mib < 24.0,
-        "RSS grew {growth_mib:.1} MiB over {} task restarts",
-        CYCLES - 100
+        growth < 100,
+        "RSS grew {growth} MiB over the last 700 task restarts: {samples:?}"
     );
 }
