@@ -106,6 +106,26 @@ async fn a_good_record_decodes_with_type_version_and_key() {
     assert!(tombstone.body.is_none());
 }
 
+/// An id the registry does not have is a bad record that names the registry's answer, and
+/// it is remembered: later records with it cost no request (they stay bad records even
+/// with the registry gone, rather than turning into an outage).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_schema_id_names_the_registrys_answer_and_is_remembered() {
+    let server = stack::OwnRegistry::start(&[]);
+    let decoder = AvroEventDecoder::new(registry(&server.url), KeyFormat::String);
+    let record = raw("t", Some(vec![0, 0, 0, 0x30, 0x39, 2]));
+    let e = decoder.decode(&record).await.unwrap_err();
+    assert!(
+        matches!(e, RecordError::UnknownSchemaId { id: 12_345, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("answered 404 Not Found"), "{e}");
+    drop(server);
+    let again = decoder.decode(&record).await.unwrap_err();
+    assert_eq!(again.class(), ErrorClass::BadRecord, "{again}");
+    assert_eq!(again.to_string(), e.to_string());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_registry_is_retriable_not_a_bad_record() {
     let decoder = AvroEventDecoder::new(registry("http://127.0.0.1:9"), KeyFormat::String);

@@ -24,6 +24,8 @@ pub struct Registry {
     url: String,
     auth: Auth,
     versions: RwLock<HashMap<u32, Arc<Vec<SubjectVersion>>>>,
+    /// Ids the registry does not have, or holds no usable schema for: why, by id.
+    unusable: RwLock<HashMap<u32, String>>,
 }
 
 #[derive(Clone)]
@@ -87,6 +89,7 @@ impl Registry {
             url,
             auth,
             versions: RwLock::new(HashMap::new()),
+            unusable: RwLock::new(HashMap::new()),
         })
     }
 
@@ -212,40 +215,54 @@ impl Registry {
     /// Classifies a failed schema lookup by what the registry answers. The converter's
     /// error keeps the HTTP status only as text and drops a body without `error_code`
     /// (Karapace's `{"message": "Unauthorized"}`), so the same path is asked again here,
-    /// once, to report the status and the registry's own message.
+    /// once, to report the status and the registry's own message. An id found unusable is
+    /// remembered (as the converter remembers it), so a stream of records with a bad id
+    /// costs no request each.
     async fn classify(&self, id: u32, e: SRCError) -> RecordError {
-        // A failure is cached by the converter; it is the registry's to cure, not the id's.
-        self.decoder.remove_errors_from_cache();
+        if let Some(detail) = self.unusable.read().expect("lock poisoned").get(&id) {
+            return RecordError::UnknownSchemaId {
+                id,
+                detail: detail.clone(),
+            };
+        }
         let converter = format!("{} {}", e.error, e.cause.as_deref().unwrap_or(""));
         let path = format!("/schemas/ids/{id}");
         let request = self.authorised(self.http.get(format!("{}{path}", self.url)));
-        let response = match request
+        let answer = match request
             .header("Accept", "application/vnd.schemaregistry.v1+json")
             .send()
             .await
         {
-            Ok(r) => r,
-            Err(e) => return RecordError::RegistryUnavailable(format!("GET {path}: {e}")),
-        };
-        let status = response.status();
-        if status.is_success() {
+            Err(e) => Err(RecordError::RegistryUnavailable(format!("GET {path}: {e}"))),
             // The registry has it, but it is no usable writer schema (it does not parse,
             // or a reference does not resolve).
-            return RecordError::UnknownSchemaId {
-                id,
-                detail: converter.trim().to_owned(),
-            };
-        }
-        let answer = answered(
-            "GET",
-            &path,
-            status,
-            &response.text().await.unwrap_or_default(),
-        );
-        match status.as_u16() {
-            401 | 403 => RecordError::RegistryRefused(answer),
-            408 | 429 | 500..=599 => RecordError::RegistryUnavailable(answer),
-            _ => RecordError::UnknownSchemaId { id, detail: answer },
+            Ok(r) if r.status().is_success() => Ok(converter.trim().to_owned()),
+            Ok(r) => {
+                let status = r.status();
+                let answer = answered("GET", &path, status, &r.text().await.unwrap_or_default());
+                match status.as_u16() {
+                    401 | 403 => Err(RecordError::RegistryRefused(answer)),
+                    408 | 429 | 500..=599 => Err(RecordError::RegistryUnavailable(answer)),
+                    _ => Ok(answer),
+                }
+            }
+        };
+        match answer {
+            Ok(detail) => {
+                let mut unusable = self.unusable.write().expect("lock poisoned");
+                // Bounded: garbage in the schema id field cannot grow it without limit.
+                if unusable.len() >= 10_000 {
+                    unusable.clear();
+                }
+                unusable.insert(id, detail.clone());
+                RecordError::UnknownSchemaId { id, detail }
+            }
+            Err(e) => {
+                // Not the id's fault: forget the converter's cached failure, so the retry
+                // asks the registry again.
+                self.decoder.remove_errors_from_cache();
+                e
+            }
         }
     }
 }
