@@ -126,6 +126,43 @@ async fn an_unknown_schema_id_names_the_registrys_answer_and_is_remembered() {
     assert_eq!(again.to_string(), e.to_string());
 }
 
+/// A schema registered after its id was found missing is seen by the next task: each task
+/// start makes the pipeline's long-lived registry client forget what it found missing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_start_sees_a_schema_registered_after_its_id_was_missing() {
+    let server = stack::OwnRegistry::start(&[]);
+    let registry = registry(&server.url);
+    let schema = shop::Kind::Cancelled.schema();
+    let value = Value::Record(vec![
+        ("order_id".into(), Value::String("o".into())),
+        ("reason".into(), Value::String("r".into())),
+    ]);
+    // A fresh registry gives its first schema id 1.
+    let record = raw("t", Some(stack::encode(1, &schema, &value)));
+    let before = AvroEventDecoder::new(registry.clone(), KeyFormat::String);
+    let e = before.decode(&record).await.unwrap_err();
+    assert!(
+        matches!(e, RecordError::UnknownSchemaId { id: 1, .. }),
+        "{e}"
+    );
+    let id = reqwest::Client::new()
+        .post(format!("{}/subjects/t-value/versions", server.url))
+        .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        .body(serde_json::json!({ "schema": shop::ORDER_CANCELLED }).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["id"]
+        .as_u64();
+    assert_eq!(id, Some(1));
+    registry.forget_failures();
+    let after = AvroEventDecoder::new(registry, KeyFormat::String);
+    let event = after.decode(&record).await.unwrap();
+    assert_eq!(&*event.event_type, "com.shop.OrderCancelled");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_registry_is_retriable_not_a_bad_record() {
     let decoder = AvroEventDecoder::new(registry("http://127.0.0.1:9"), KeyFormat::String);

@@ -48,6 +48,17 @@ self_cell::self_cell!(
     }
 );
 
+/// The datum reader of schema `id` (a `what` schema: writer or key), owning its copy.
+fn writer_datum(schema: &Schema, id: u32, what: &str) -> Result<WriterDatum, RecordError> {
+    WriterDatum::try_new(schema.clone(), |schema| {
+        GenericDatumReader::builder(schema).build()
+    })
+    .map_err(|e| RecordError::CorruptDatum {
+        schema_id: id,
+        detail: format!("the {what} schema does not resolve: {e}"),
+    })
+}
+
 /// What one writer schema means for a topic: its event type, version and column view,
 /// and the reader schema its values are resolved to, if one is declared.
 struct SchemaInfo {
@@ -156,13 +167,7 @@ impl AvroEventDecoder {
             })?,
             None => schema,
         };
-        let datum = WriterDatum::try_new(writer.parsed.clone(), |schema| {
-            GenericDatumReader::builder(schema).build()
-        })
-        .map_err(|e| RecordError::CorruptDatum {
-            schema_id: id,
-            detail: format!("the writer schema does not resolve: {e}"),
-        })?;
+        let datum = writer_datum(&writer.parsed, id, "writer")?;
         let info = Arc::new(SchemaInfo {
             datum,
             event_type,
@@ -212,15 +217,7 @@ impl AvroEventDecoder {
             return Ok(d.clone());
         }
         let writer = self.registry.schema(id).await?;
-        let datum = Arc::new(
-            WriterDatum::try_new(writer.parsed.clone(), |schema| {
-                GenericDatumReader::builder(schema).build()
-            })
-            .map_err(|e| RecordError::CorruptDatum {
-                schema_id: id,
-                detail: format!("the key schema does not resolve: {e}"),
-            })?,
-        );
+        let datum = Arc::new(writer_datum(&writer.parsed, id, "key")?);
         self.keys
             .write()
             .expect("lock poisoned")

@@ -93,6 +93,17 @@ impl Registry {
         })
     }
 
+    /// Forgets what earlier tasks learned the registry lacks: ids it did not have, failed
+    /// lookups, and the subjects an id was registered under. The client outlives its
+    /// pipeline's tasks, and a task start often follows an operator's fix (a schema
+    /// registered, a subject added) that it must see. Parsed schemas are kept: an id's
+    /// schema never changes.
+    pub fn forget_failures(&self) {
+        self.unusable.write().expect("lock poisoned").clear();
+        self.versions.write().expect("lock poisoned").clear();
+        self.decoder.remove_errors_from_cache();
+    }
+
     /// The writer schema of an id, classified on failure.
     pub async fn schema(&self, id: u32) -> Result<Arc<AvroSchema>, RecordError> {
         match self.decoder.get_schema(id).await {

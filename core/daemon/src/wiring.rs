@@ -80,6 +80,7 @@ pub fn build(
             format!("{}:rebuild", p.name)
         }
     };
+    registry.forget_failures();
     let decoder = Arc::new(
         AvroEventDecoder::new(registry, p.source.kafka.key_format)
             .with_readers(reader_schemas(p, file)?),
