@@ -63,6 +63,13 @@ pub enum RecordError {
         /// The event's type.
         event_type: String,
     },
+    /// The event type is declared but none of its rules' `when` conditions held; routed
+    /// like an undeclared type.
+    #[error("no rule of event type {event_type} applies: every `when` is false")]
+    Unmatched {
+        /// The event's type.
+        event_type: String,
+    },
     /// The event could not be turned into an operation.
     #[error("projection of {event_type} failed: {detail}")]
     Projection {
@@ -116,6 +123,7 @@ impl RecordError {
             RecordError::CorruptDatum { .. } => "corrupt_datum",
             RecordError::BadKey { .. } => "bad_key",
             RecordError::UnknownEventType { .. } => "unknown_event_type",
+            RecordError::Unmatched { .. } => "unmatched_event",
             RecordError::Projection { .. } => "projection",
             RecordError::Upcast { .. } => "upcast",
             RecordError::ReaderSchema { .. } => "reader_schema",

@@ -3,6 +3,8 @@
 //!
 //! - [`config`]: pipeline files (YAML), environment interpolation, validation without I/O.
 //! - [`event`]: the decoded event and its source position.
+//! - [`expr`]: CEL expressions (computed values, conditions), compiled once, with the
+//!   list functions CEL lacks (`sum`, `min`, `max`).
 //! - [`json_avro`]: JSON text into Avro values of a schema, exactly (outbox, `sinkd upcast`).
 //! - [`schema`]: column types derived from Avro writer schemas.
 //! - [`upcast`]: upcasters that bring old event versions to the newest one.
@@ -24,6 +26,7 @@ pub mod debezium;
 pub mod decode;
 pub mod error;
 pub mod event;
+pub mod expr;
 pub mod json_avro;
 pub mod operation;
 pub mod projection;

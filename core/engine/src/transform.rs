@@ -25,13 +25,13 @@ pub struct Transform {
 
 impl Transform {
     /// Builds the transform of a pipeline file. Fails only on what validation reports
-    /// (an upcaster chain that does not compile).
+    /// (an upcaster chain or a projection rule that does not compile).
     pub fn new(p: &PipelineFile) -> Result<Transform, Vec<(String, String)>> {
         Ok(Transform {
             event_type: p.event_type.clone(),
             event_version: p.event_version.clone(),
             upcasters: Upcasters::new(&p.upcasters)?,
-            projector: Projector::new(p),
+            projector: Projector::new(p)?,
         })
     }
 

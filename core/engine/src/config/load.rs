@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::capture::{self, CaptureFile};
+use super::locate::{key_at, line_of_field};
 use super::model::PipelineFile;
 use super::validate;
 
@@ -369,37 +370,6 @@ fn compose_rules(text: &str) -> String {
     out
 }
 
-/// The key whose value starts at `line`:`column` (1-based): the last `key:` before that
-/// column on the line (inside a flow mapping, `{ url: "${X}" }`), else the line's own key,
-/// else that of the nearest line above (a block scalar's text).
-fn key_at(text: &str, line: u64, column: u64) -> Option<String> {
-    let lines: Vec<&str> = text.lines().collect();
-    let index = usize::try_from(line.checked_sub(1)?).ok()?;
-    let here = lines.get(index)?;
-    let before: String = here
-        .chars()
-        .take(usize::try_from(column.saturating_sub(1)).ok()?)
-        .collect();
-    let before = before.trim_end();
-    if let Some(head) = before.strip_suffix(':') {
-        let start = head
-            .rfind(|c: char| !(c == '_' || c == '-' || c == '.' || c.is_ascii_alphanumeric()))
-            .map_or(0, |p| p + 1);
-        if start < head.len() {
-            return Some(head[start..].to_owned());
-        }
-    }
-    (0..=index)
-        .rev()
-        .find_map(|i| key_on_line(text, i as u64 + 1))
-}
-
-fn key_on_line(text: &str, line: u64) -> Option<String> {
-    let l = text.lines().nth(line.checked_sub(1)? as usize)?;
-    let (key, _) = l.trim().split_once(':')?;
-    Some(key.trim().to_owned())
-}
-
 /// The parser's message without its source snippet (the file and line are printed by us).
 fn first_line(message: &str) -> String {
     let first = message.lines().next().unwrap_or(message).trim();
@@ -409,19 +379,6 @@ fn first_line(message: &str) -> String {
         Some((loc, rest)) if loc.starts_with("line ") => rest.to_owned(),
         _ => first.to_owned(),
     }
-}
-
-/// Finds the line of a dotted field path's last key, for validation errors found after
-/// parsing. Good enough to point a reader at the right place; `None` when not found.
-fn line_of_field(text: &str, field: &str) -> Option<u64> {
-    let last = field.rsplit('.').next()?;
-    let needle = format!("{last}:");
-    text.lines()
-        .position(|l| {
-            let t = l.trim_start().trim_start_matches("- ");
-            t.starts_with(&needle)
-        })
-        .map(|i| i as u64 + 1)
 }
 
 #[cfg(test)]

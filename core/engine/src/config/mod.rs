@@ -1,13 +1,17 @@
-//! Pipeline files: the YAML model ([`model`]), loading with environment interpolation and
+//! Pipeline files: the YAML model ([`model`]; what events do to the read model in
+//! [`events`]), loading with environment interpolation and
 //! located errors ([`load`]), and validation without I/O ([`validate`]).
 
 pub mod capture;
+pub mod events;
 pub mod load;
+mod locate;
 pub mod model;
 pub mod upcast;
 pub mod validate;
 
 pub use capture::CaptureFile;
+pub use events::*;
 pub use load::{ConfigError, Loaded, LoadedCapture, LoadedPipeline, load_path, load_paths};
 pub use model::*;
 pub use upcast::*;

@@ -20,7 +20,7 @@ pub struct PipelineFile {
     /// What each event type does to the read model, by event type name (none with
     /// `envelope: debezium`, where each change's `op` says it).
     #[serde(default)]
-    pub events: BTreeMap<String, EventConfig>,
+    pub events: BTreeMap<String, super::events::EventRules>,
     /// The shape of record values: sinkd's own events (default) or Debezium change events.
     #[serde(default)]
     pub envelope: Envelope,
@@ -400,35 +400,6 @@ pub enum KeySource {
     /// Fields of the event body named like the key columns. Tombstones still use the
     /// Kafka key.
     Fields,
-}
-
-/// What one event type does.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventConfig {
-    /// The operation.
-    pub op: OpKind,
-    /// Event fields to use as columns of the same name. Default: every field except the
-    /// key fields (for `delete`, none).
-    #[serde(default)]
-    pub fields: Option<Vec<String>>,
-    /// Columns filled from differently named fields: `column: field`.
-    #[serde(default)]
-    pub columns: BTreeMap<String, String>,
-}
-
-/// The operation an event performs on the row or document of its key.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum OpKind {
-    /// Replace the whole row: columns the event does not carry become null.
-    Upsert,
-    /// Set the given columns, leave the others; creates the row if absent.
-    Merge,
-    /// Add to numeric columns; a missing row or null column counts as zero.
-    Increment,
-    /// Remove the row.
-    Delete,
 }
 
 /// What to do with an event type not declared in `events`.

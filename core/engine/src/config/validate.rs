@@ -1,6 +1,7 @@
 //! Checks a parsed pipeline without I/O: everything that can be known from the file alone.
 //! Problems are returned all at once as `(field path, message)`.
 
+use super::events::OpKind;
 use super::model::*;
 
 /// What is wrong with a pipeline name, if anything.
@@ -81,27 +82,45 @@ pub fn validate(p: &PipelineFile) -> Result<(), Vec<(String, String)>> {
     if p.batch.max_events == 0 {
         problem("batch.max_events", "must be at least 1".into());
     }
-    for (event_type, e) in &p.events {
-        let field = |name: &str| format!("events.{event_type}.{name}");
-        if e.op == OpKind::Delete && (e.fields.is_some() || !e.columns.is_empty()) {
+    for (event_type, rules) in &p.events {
+        if rules.0.is_empty() {
             problem(
-                &field("op"),
-                "a delete takes no fields or columns: it removes the row of the key".into(),
+                &format!("events.{event_type}"),
+                "give at least one rule".into(),
             );
         }
-        for column in e.columns.keys().chain(e.fields.iter().flatten()) {
-            if p.key.columns.contains(column) && e.op != OpKind::Upsert {
+        for (i, e) in rules.0.iter().enumerate() {
+            let field = |name: &str| match rules.0.len() {
+                1 => format!("events.{event_type}.{name}"),
+                _ => format!("events.{event_type}[{i}].{name}"),
+            };
+            if e.op == OpKind::Delete && (e.fields.is_some() || !e.columns.is_empty()) {
                 problem(
-                    &field("columns"),
-                    format!("`{column}` is a key column; a {:?} cannot change it", e.op),
+                    &field("op"),
+                    "a delete takes no fields or columns: it removes the row of the key".into(),
+                );
+            }
+            for column in e.columns.keys().chain(e.fields.iter().flatten()) {
+                if p.key.columns.contains(column) && e.op != OpKind::Upsert {
+                    problem(
+                        &field("columns"),
+                        format!("`{column}` is a key column; a {:?} cannot change it", e.op),
+                    );
+                }
+            }
+            if e.op == OpKind::Increment && e.fields.as_ref().is_some_and(|f| f.is_empty()) {
+                problem(
+                    &field("fields"),
+                    "an increment needs at least one field".into(),
                 );
             }
         }
-        if e.op == OpKind::Increment && e.fields.as_ref().is_some_and(|f| f.is_empty()) {
-            problem(
-                &field("fields"),
-                "an increment needs at least one field".into(),
-            );
+    }
+    if p.envelope == Envelope::Events
+        && let Err(rule_problems) = crate::projection::Projector::new(p)
+    {
+        for (field, message) in rule_problems {
+            problem(&field, message);
         }
     }
     if let Err(upcast_problems) = crate::upcast::Upcasters::new(&p.upcasters) {

@@ -71,19 +71,21 @@ impl Runner {
         };
         match self.transform.project(event) {
             Ok(op) => Ok(Some(op)),
-            Err(e @ RecordError::UnknownEventType { .. }) => match self.policies.unknown_events {
-                UnknownEventPolicy::Skip => {
-                    debug!(pipeline = %self.name, position = %raw.position, error = %e,
+            Err(e @ (RecordError::UnknownEventType { .. } | RecordError::Unmatched { .. })) => {
+                match self.policies.unknown_events {
+                    UnknownEventPolicy::Skip => {
+                        debug!(pipeline = %self.name, position = %raw.position, error = %e,
                            "undeclared event type skipped");
-                    self.stats.skipped.fetch_add(1, Ordering::Relaxed);
-                    Ok(None)
+                        self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                        Ok(None)
+                    }
+                    UnknownEventPolicy::Fail => Err(self.stop_at(raw, &e)),
+                    UnknownEventPolicy::DeadLetter => {
+                        self.dead_letter(raw, &e, "unknown_event_type").await?;
+                        Ok(None)
+                    }
                 }
-                UnknownEventPolicy::Fail => Err(self.stop_at(raw, &e)),
-                UnknownEventPolicy::DeadLetter => {
-                    self.dead_letter(raw, &e, "unknown_event_type").await?;
-                    Ok(None)
-                }
-            },
+            }
             Err(e) => {
                 self.bad_record(raw, &e, "bad_record").await?;
                 Ok(None)

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use apache_avro::types::Value;
 use cel::Env;
 
-use super::expr::Expression;
 use super::schema_edit::path;
 use super::step::Step;
 use crate::config::{UpcastStep, UpcasterConfig, ValueType};
+use crate::expr::Expression;
 
 /// The steps from one version to the next.
 #[derive(Debug)]

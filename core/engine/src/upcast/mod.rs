@@ -5,7 +5,7 @@
 //!   applied to a value.
 //! - [`schema_edit`]: the same steps applied to the Avro schema, once per writer schema,
 //!   giving the upcast event's column types and catching steps that do not fit.
-//! - [`expr`]: CEL expressions for computed values.
+//! - computed values are CEL expressions of [`crate::expr`], shared with the projection.
 //! - [`reader`]: resolution against a declared reader schema.
 //!
 //! An event runs the chain of its type from its version until the newest declared
@@ -14,7 +14,6 @@
 //! event work is only the value edits.
 
 pub mod chain;
-pub mod expr;
 pub mod reader;
 pub mod schema_edit;
 pub mod step;
@@ -54,7 +53,7 @@ pub struct Upcasters {
 impl Upcasters {
     /// Compiles the `upcasters` section. Errors name the field and say what is wrong.
     pub fn new(config: &BTreeMap<String, UpcasterConfig>) -> Result<Upcasters, Problems> {
-        let env = expr::environment();
+        let env = crate::expr::environment();
         Ok(Upcasters {
             chains: chain::build(config, &env)?,
             plans: RwLock::new(FxHashMap::default()),

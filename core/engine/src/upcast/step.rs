@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use apache_avro::types::Value;
 
-use super::expr::Expression;
 use crate::config::{Rounding, ValueType};
+use crate::expr::Expression;
 
 /// A dotted field path, split.
 pub type Path = Vec<String>;

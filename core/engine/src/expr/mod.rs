@@ -20,16 +20,21 @@ use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 
 use crate::config::ValueType;
 
-/// Names CEL resolves as function namespaces, not variables.
-const NAMESPACES: [&str; 3] = ["math", "strings", "base64"];
+pub mod column;
+pub mod lists;
 
-/// The environment every expression is compiled in: the standard library plus the math
-/// and string extensions.
+/// Names CEL resolves as function namespaces, not variables.
+const NAMESPACES: [&str; 4] = ["math", "strings", "base64", "lists"];
+
+/// The environment every expression is compiled in: the standard library, the math,
+/// string and list extensions, and sinkd's `sum`, `min` and `max` ([`lists`]).
 pub fn environment() -> Arc<Env> {
     let mut env = Env::stdlib();
-    // Both extensions only add functions; a failure would be a bug in the crate.
+    // The extensions only add functions; a failure would be a bug in the crate.
     let _ = cel::extensions::math(&mut env);
     let _ = cel::extensions::strings(&mut env);
+    let _ = cel::extensions::lists(&mut env);
+    lists::register(&mut env);
     Arc::new(env)
 }
 
@@ -70,16 +75,38 @@ impl Expression {
 
     /// Evaluates over a record's top-level fields and converts the result to `ty`.
     pub fn eval(&self, fields: &[(String, Value)], ty: ValueType) -> Result<Value, String> {
+        let out = self.eval_cel(fields)?;
+        from_cel(out, ty).map_err(|e| format!("`{}` {e}", self.source))
+    }
+
+    /// Evaluates over a record's top-level fields, giving CEL's own value. The error
+    /// quotes the expression.
+    pub fn eval_cel(&self, fields: &[(String, Value)]) -> Result<Cel, String> {
         // Fields are handed to CEL through a resolver, on demand: no map of variables is
         // built per evaluation.
         let resolver = Fields(fields);
         let mut ctx = Context::with_env(self.env.clone());
         ctx.set_variable_resolver(&resolver);
-        let out = self
-            .program
+        self.program
             .execute(&ctx)
-            .map_err(|e| format!("`{}` failed: {e}", self.source))?;
-        from_cel(out, ty).map_err(|e| format!("`{}` {e}", self.source))
+            .map_err(|e| format!("`{}` failed: {e}", self.source))
+    }
+
+    /// Evaluates a condition: `true` or `false`, anything else is an error.
+    pub fn eval_bool(&self, fields: &[(String, Value)]) -> Result<bool, String> {
+        match self.eval_cel(fields)? {
+            Cel::Bool(b) => Ok(b),
+            other => Err(format!(
+                "`{}` gave {} where a condition needs true or false",
+                self.source,
+                lists::kind(&other)
+            )),
+        }
+    }
+
+    /// The expression as written.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 }
 

@@ -1,0 +1,185 @@
+//! The `events` section: what each event type does to the read model.
+//!
+//! ```yaml
+//! events:
+//!   com.shop.OrderPlaced:              # one rule
+//!     op: upsert
+//!     columns:
+//!       customer: customer_id          # a field, copied exactly as committed
+//!       item_count: "items.map(i, i.qty).sum()"   # a CEL expression
+//!       status: "'PLACED'"             # a constant (CEL string literal)
+//!       small_count: "items.size()"
+//!     types: {small_count: int}         # declared type of a computed column
+//!   com.shop.OrderClosed:              # rules tried in order; the first match applies
+//!     - when: "reason == 'fraud'"
+//!       op: delete
+//!     - op: merge
+//!       columns: {status: "'CLOSED'"}
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// The rules of one event type, tried in order: the first whose `when` holds (or that
+/// has none) applies. Written as one rule (a mapping) or a list of rules.
+///
+/// Only the container is told apart here; every scalar inside is read with its declared
+/// type, so YAML 1.1 words like `n` or `on` stay field names, as they always were.
+#[derive(Clone, Debug)]
+pub struct EventRules(pub Vec<EventConfig>);
+
+/// One rule: what an event of the type does when its condition holds.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventConfig {
+    /// A CEL condition over the event's fields; the rule applies when it is true. None:
+    /// always.
+    #[serde(default)]
+    pub when: Option<String>,
+    /// The operation.
+    pub op: OpKind,
+    /// Event fields to use as columns of the same name. Default: every field except the
+    /// key fields (for `delete`, none).
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
+    /// Columns by name: each a field name (copied exactly, with the type its schema
+    /// gives it) or a CEL expression over the event's fields.
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+    /// Declared types of computed columns (and computed key columns), by column name.
+    /// Without one, a computed column takes the type of its value (see
+    /// [`crate::expr::column`]).
+    #[serde(default)]
+    pub types: BTreeMap<String, ColumnKind>,
+    /// The key, computed: one entry per key column, each a field or expression. None:
+    /// the pipeline's `key.from`.
+    #[serde(default)]
+    pub key: BTreeMap<String, String>,
+}
+
+impl EventConfig {
+    /// How a column (or computed key column) is filled.
+    pub fn spec(&self, column: &str, value: &str) -> ColumnSpec {
+        ColumnSpec {
+            value: value.to_owned(),
+            ty: self.types.get(column).copied(),
+        }
+    }
+}
+
+/// The operation an event performs on the row or document of its key.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKind {
+    /// Replace the whole row: columns the event does not carry become null.
+    Upsert,
+    /// Set the given columns, leave the others; creates the row if absent.
+    Merge,
+    /// Add to numeric columns; a missing row or null column counts as zero.
+    Increment,
+    /// Remove the row.
+    Delete,
+}
+
+/// How a column is filled: a field name or an expression, and the declared type. An
+/// expression that is a plain identifier names a field and copies its value exactly, with
+/// the type its schema gives it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColumnSpec {
+    /// A field name or a CEL expression.
+    pub value: String,
+    /// The column's declared type; without one a computed column takes the type of its
+    /// value.
+    pub ty: Option<ColumnKind>,
+}
+
+/// The types a computed column can be declared with.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnKind {
+    /// true / false.
+    Boolean,
+    /// 32-bit integer.
+    Int,
+    /// 64-bit integer.
+    Long,
+    /// 32-bit float (only values exactly representable).
+    Float,
+    /// 64-bit float.
+    Double,
+    /// Text.
+    String,
+    /// Bytes.
+    Bytes,
+    /// An instant, microsecond precision.
+    Timestamp,
+    /// Any value, stored as JSON.
+    Json,
+}
+
+impl ColumnSpec {
+    /// The field this column copies, when its value is a plain field name.
+    pub fn field(&self) -> Option<&str> {
+        is_identifier(&self.value).then_some(self.value.as_str())
+    }
+}
+
+/// An Avro name, which is also a CEL identifier (CEL's reserved words aside, which no one
+/// names a field).
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !matches!(s, "true" | "false" | "null")
+}
+
+impl<'de> Deserialize<'de> for EventRules {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Rules;
+        impl<'de> Visitor<'de> for Rules {
+            type Value = EventRules;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a rule (`op: …`) or a list of rules")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EventRules, A::Error> {
+                EventConfig::deserialize(MapAccessDeserializer::new(map))
+                    .map(|r| EventRules(vec![r]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<EventRules, A::Error> {
+                Vec::<EventConfig>::deserialize(SeqAccessDeserializer::new(seq)).map(EventRules)
+            }
+        }
+        d.deserialize_any(Rules)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_identifiers_are_fields_and_the_rest_expressions() {
+        let spec = |v: &str| ColumnSpec {
+            value: v.into(),
+            ty: None,
+        };
+        assert_eq!(spec("total_cents").field(), Some("total_cents"));
+        assert_eq!(spec("_x9").field(), Some("_x9"));
+        for expr in [
+            "'PLACED'",
+            "qty * price",
+            "items.size()",
+            "true",
+            "1",
+            "a.b",
+        ] {
+            assert_eq!(spec(expr).field(), None, "{expr}");
+        }
+    }
+}
