@@ -5,6 +5,8 @@
 //!
 //! - [`shop`]: the demo domain: Avro schemas, a deterministic event stream, and the
 //!   expected read model computed independently of sinkd.
+//! - [`projected`]: the shop's stream through computed columns and `when` rules, and
+//!   the read model they give, computed independently.
 //! - [`stack`]: the servers: topic creation, producing, the registry, PostgreSQL.
 //! - [`conformance`]: scenarios every sink must pass, against the `Sink` trait.
 //! - [`target`]: a sink under test (PostgreSQL or MongoDB): its YAML and how to read it.
@@ -17,6 +19,7 @@ pub mod daemon;
 pub mod evolution;
 pub mod mongod;
 pub mod outbox;
+pub mod projected;
 pub mod scenarios;
 pub mod shop;
 pub mod stack;
