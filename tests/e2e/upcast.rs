@@ -1,9 +1,12 @@
-//! Upcasters through the real binary, offline (`sinkd upcast`, `sinkd validate`): golden
-//! files, errors per line, start-up errors in a pipeline file, and a reader schema.
+//! Upcasters and projections through the real binary, offline (`sinkd preview`, under its
+//! old name `sinkd upcast` too, and `sinkd validate`): golden files, errors per line,
+//! start-up errors in a pipeline file, and a reader schema.
 //!
 //! Golden files: every `tests/fixtures/upcast/<type>/v<N>.json` (the same order written by
 //! each version) must become exactly `tests/golden/upcast/<type>/v3.json`: the upcast event
-//! and the operation, with column types. `SINKD_UPDATE_GOLDEN=1` rewrites them.
+//! and the operation, with column types. `tests/fixtures/projection/events.jsonl` through
+//! `config/examples/shop-orders-computed.yaml` (computed columns, `when` rules) must give
+//! exactly `tests/golden/projection/events.json`. `SINKD_UPDATE_GOLDEN=1` rewrites them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -237,4 +240,48 @@ fn sorted(v: &Json) -> Json {
         Json::Array(a) => Json::Array(a.iter().map(sorted).collect()),
         other => other.clone(),
     }
+}
+
+#[test]
+fn computed_columns_and_rules_preview_to_their_golden_file() {
+    let config = root().join("config/examples/shop-orders-computed.yaml");
+    let fixtures = root().join("tests/fixtures/projection");
+    let out = Command::new(binary())
+        .arg("preview")
+        .arg("-c")
+        .arg(&config)
+        .arg(fixtures.join("events.jsonl"))
+        .arg("--schemas")
+        .arg(fixtures.join("schemas"))
+        .output()
+        .expect("sinkd runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let docs: Vec<Json> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each output line is JSON"))
+        .collect();
+    let got = sorted(&Json::Array(docs));
+    let golden_path = root().join("tests/golden/projection/events.json");
+    if std::env::var("SINKD_UPDATE_GOLDEN").is_ok_and(|v| v == "1") {
+        let text = serde_json::to_string_pretty(&got).unwrap();
+        std::fs::write(&golden_path, text + "\n").unwrap();
+    }
+    let golden: Json = serde_json::from_str(
+        &std::fs::read_to_string(&golden_path)
+            .unwrap_or_else(|e| panic!("{}: {e}", golden_path.display())),
+    )
+    .unwrap();
+    assert_eq!(got, golden, "{} changed", golden_path.display());
+}
+
+/// The example pipeline shows the rules the end-to-end test runs against real servers.
+#[test]
+fn the_computed_example_holds_the_rules_tested_end_to_end() {
+    let example =
+        std::fs::read_to_string(root().join("config/examples/shop-orders-computed.yaml")).unwrap();
+    assert!(
+        example.contains(sinkd_tests::projected::EVENTS),
+        "config/examples/shop-orders-computed.yaml no longer holds projected::EVENTS"
+    );
 }

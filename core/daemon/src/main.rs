@@ -2,7 +2,7 @@
 //!
 //! - `sinkd run --config PATH…`: runs every pipeline found in the files or folders.
 //! - `sinkd validate FILE…`: checks pipeline files without connecting to anything.
-//! - `sinkd upcast --config FILE INPUT`: a pipeline's upcasters and projection over sample
+//! - `sinkd preview --config FILE INPUT` (or its old name `upcast`): a pipeline's upcasters and projection over sample
 //!   events, offline.
 //! - `sinkd status|pause|resume|rebuild`: clients of a running daemon's REST API.
 //!
@@ -12,7 +12,7 @@
 mod api;
 mod client;
 mod control;
-mod upcast_cmd;
+mod preview;
 mod wiring;
 
 use std::collections::BTreeMap;
@@ -143,8 +143,10 @@ enum Command {
         listen: String,
     },
     /// Show what a pipeline does to sample events, offline: the upcast event and the
-    /// operation, one JSON document per input line. Touches no broker and no sink.
-    Upcast {
+    /// operation on the target, one JSON document per input line. Touches no broker and
+    /// no sink. (`sinkd upcast` is the old name.)
+    #[command(alias = "upcast")]
+    Preview {
         /// The pipeline file.
         #[arg(long = "config", short = 'c')]
         config: PathBuf,
@@ -153,7 +155,7 @@ enum Command {
         /// `json`: {"type","version","key","value"} per line; `confluent`: base64 of the
         /// Confluent-framed value, optionally `key<TAB>` first (needs the registry).
         #[arg(long, value_enum, default_value = "json")]
-        format: upcast_cmd::InputFormat,
+        format: preview::InputFormat,
         /// Writer schemas for JSON input, as DIR/<type>/v<version>.avsc. Without it they
         /// come from the pipeline's registry.
         #[arg(long)]
@@ -178,7 +180,7 @@ fn main() -> ExitCode {
             Err(errors) => report(&errors),
         },
         Command::Healthcheck { listen } => healthcheck(&listen),
-        Command::Upcast {
+        Command::Preview {
             config,
             input,
             format,
@@ -193,7 +195,7 @@ fn main() -> ExitCode {
                 }
                 Err(errors) => return report(&errors),
             };
-            let args = upcast_cmd::Args {
+            let args = preview::Args {
                 pipeline,
                 input,
                 format,
@@ -205,7 +207,7 @@ fn main() -> ExitCode {
                 .build()
                 .expect("tokio runtime");
             let mut out = std::io::stdout().lock();
-            match runtime.block_on(upcast_cmd::run(args, &mut out)) {
+            match runtime.block_on(preview::run(args, &mut out)) {
                 Ok(0) => ExitCode::SUCCESS,
                 Ok(n) => {
                     eprintln!("error: {n} event(s) failed; see the \"error\" lines");

@@ -220,6 +220,16 @@ impl SinkConfig {
             SinkConfig::Tantivy(_) => "tantivy",
         }
     }
+
+    /// The read model's name as users know it: `schema.table`, `database.collection`,
+    /// or the index directory.
+    pub fn target(&self) -> String {
+        match self {
+            SinkConfig::Postgres(pg) => format!("{}.{}", pg.schema, pg.table),
+            SinkConfig::Mongodb(m) => format!("{}.{}", m.database, m.collection),
+            SinkConfig::Tantivy(t) => t.path.clone(),
+        }
+    }
 }
 
 /// An embedded Tantivy index as the read model. The schema is declared here; every

@@ -1,6 +1,7 @@
-//! `sinkd upcast`: runs a pipeline's identity rules, upcasters and projection over a file
-//! of sample events, offline: no Kafka, no sink. Prints, per event, the upcast event and
-//! the operation it becomes, as one JSON document per line.
+//! `sinkd preview` (formerly `sinkd upcast`, still accepted): runs a pipeline's identity
+//! rules, upcasters and projection over a file of sample events, offline: no Kafka, no
+//! sink. Prints, per event, the upcast event and the operation on the target (after the
+//! pipeline's rules chose one), as one JSON document per line.
 //!
 //! Input formats:
 //! - `json` (default): one event per line, `{"type", "version", "key", "value"}` (optionally
@@ -32,7 +33,7 @@ use sinkd_kafka::{AvroEventDecoder, ReaderSchema, Registry, subject_candidates};
 
 use crate::wiring::reader_schemas;
 
-/// Input format of `sinkd upcast`.
+/// Input format of `sinkd preview`.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum InputFormat {
     /// JSON lines: `{"type", "version", "key", "value"}`.
@@ -41,7 +42,7 @@ pub enum InputFormat {
     Confluent,
 }
 
-/// What `sinkd upcast` was asked to do.
+/// What `sinkd preview` was asked to do.
 pub struct Args {
     /// The pipeline.
     pub pipeline: LoadedPipeline,
@@ -71,6 +72,7 @@ pub async fn run(args: Args, out: &mut impl std::io::Write) -> Result<usize, Str
             .unwrap_or_else(|| p.source.kafka.topics[0].clone())
             .as_str(),
     );
+    let target = p.sink.target();
     let readers = reader_schemas(p, &args.pipeline.path)?;
     let registry = Arc::new(Registry::new(&p.source.registry)?);
     let mut writers = Writers {
@@ -105,8 +107,9 @@ pub async fn run(args: Args, out: &mut impl std::io::Write) -> Result<usize, Str
             InputFormat::Json => json_event(&line, position, &mut writers).await,
             InputFormat::Confluent => confluent_event(&line, position, &decoder).await,
         };
-        let result =
-            result.and_then(|(raw, event)| shown(&transform, &raw, event).map_err(Failure::Line));
+        let result = result.and_then(|(raw, event)| {
+            shown(&transform, &target, &raw, event).map_err(Failure::Line)
+        });
         let doc = match result {
             Ok(mut doc) => {
                 doc["line"] = json!(n);
@@ -153,7 +156,12 @@ impl From<RecordError> for Failure {
 }
 
 /// The upcast event and its operation, as JSON.
-fn shown(transform: &Transform, raw: &RawRecord, event: Event) -> Result<Json, String> {
+fn shown(
+    transform: &Transform,
+    target: &str,
+    raw: &RawRecord,
+    event: Event,
+) -> Result<Json, String> {
     let input = json!({"type": &*event.event_type, "version": event.version});
     let event = transform.prepare(raw, event).map_err(|e| e.to_string())?;
     let shown = json!({
@@ -162,10 +170,10 @@ fn shown(transform: &Transform, raw: &RawRecord, event: Event) -> Result<Json, S
         "value": event.body.as_ref().map(to_json),
     });
     let op = transform.project(event).map_err(|e| e.to_string())?;
-    Ok(json!({"in": input, "event": shown, "op": op_json(&op)}))
+    Ok(json!({"in": input, "event": shown, "op": op_json(&op, target)}))
 }
 
-fn op_json(op: &Op) -> Json {
+fn op_json(op: &Op, target: &str) -> Json {
     let key: Map<String, Json> = op
         .key
         .iter()
@@ -181,7 +189,12 @@ fn op_json(op: &Op) -> Json {
             )
         })
         .collect();
-    json!({"kind": format!("{:?}", op.kind).to_lowercase(), "key": key, "columns": columns})
+    json!({
+        "target": target,
+        "kind": format!("{:?}", op.kind).to_lowercase(),
+        "key": key,
+        "columns": columns,
+    })
 }
 
 async fn confluent_event(
