@@ -6,7 +6,9 @@
 //! Rows: decode alone; decode + projection (no chain); decode + a 3-step chain (rename,
 //! convert, rename: one step per version) + projection; the same with a CEL compute as
 //! the middle step; decode + the example pipeline's 13-step chain (two CEL expressions,
-//! nested moves) + projection.
+//! nested moves) + projection. Then the cost of computed projections: decode + five
+//! columns copied by name, beside decode + the same five columns where three are CEL
+//! expressions and the rule has a `when` condition.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,7 +32,7 @@ struct Args {
     /// shared 2-core VM varies by ±15 %.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
-    /// Run only this row (1-5), for profiling.
+    /// Run only this row (1-7), for profiling.
     #[arg(long)]
     only: Option<usize>,
 }
@@ -60,6 +62,45 @@ upcasters:
       - from: 3
         steps: [ { drop: amount_eur } ]
 "#;
+
+/// Five columns copied by name (no chain: the v1 fields).
+const COPIED: &str = r#"events:
+  com.shop.OrderPlaced:
+    op: upsert
+    columns: {customer: customer, status: status, amount: amount, note: note, placed_at_ms: placed_at_ms}
+"#;
+
+/// The same five columns, three computed, behind a condition.
+const COMPUTED: &str = r#"events:
+  com.shop.OrderPlaced:
+    - when: "amount >= 0.0"
+      op: upsert
+      columns:
+        customer: customer
+        status: "status.upperAscii()"
+        total_cents: "int(math.round(amount * 100.0))"
+        note: "note != null ? note : ''"
+        placed_at_ms: placed_at_ms
+    - op: delete
+"#;
+
+/// The example with its `events` section replaced and no upcasters.
+fn with_events(example: &str, events: &str) -> String {
+    let start = example.find("\nevents:").unwrap() + 1;
+    let end = example[start..]
+        .find("\n\n")
+        .map_or(example.len(), |i| start + i + 1);
+    let chainless = format!("{}{events}{}", &example[..start], &example[end..]);
+    let (a, b) = (
+        chainless.find("upcasters:").unwrap(),
+        chainless.find("\nevents:").unwrap(),
+    );
+    format!(
+        "{}upcasters: {{}}\n{}",
+        &chainless[..a],
+        &chainless[b + 1..]
+    )
+}
 
 fn transform(example: &str, chain: Option<&str>) -> Transform {
     let yaml = match chain {
@@ -141,7 +182,9 @@ async fn run(args: Args) {
         .collect();
     let bytes: usize = raws.iter().map(|r| r.value.as_ref().unwrap().len()).sum();
     let example = evolution::pipeline_yaml("bench", &topic, "bench");
-    let rows: [(&str, Option<Transform>); 5] = [
+    let copied = with_events(&example, COPIED);
+    let computed = with_events(&example, COMPUTED);
+    let rows: [(&str, Option<Transform>); 7] = [
         ("decode only", None),
         (
             "decode + projection (no chain)",
@@ -158,6 +201,14 @@ async fn run(args: Args) {
         (
             "decode + example 13-step chain + projection",
             Some(transform(&example, None)),
+        ),
+        (
+            "decode + 5 columns copied by name",
+            Some(transform(&copied, None)),
+        ),
+        (
+            "decode + 5 columns, 3 computed, `when` rule",
+            Some(transform(&computed, None)),
         ),
     ];
     // Warm the registry caches so no row pays for HTTP.
