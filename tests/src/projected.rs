@@ -11,7 +11,7 @@
 
 use apache_avro::types::Value;
 
-use crate::shop::{Expected, Kind, OrderRow, ShopEvent};
+use crate::shop::{Expected, Kind, OrderRow, ShopEvent, field, text};
 
 /// The `events` section (replaces the plain shop's).
 pub const EVENTS: &str = r#"events:
@@ -50,23 +50,6 @@ pub fn pipeline_yaml(shop_yaml: &str) -> String {
         .map(|i| start + i + "\n  com.shop.OrderCancelled:\n    op: delete\n".len())
         .expect("the plain shop's events");
     format!("{}{EVENTS}{}", &shop_yaml[..start], &shop_yaml[end..])
-}
-
-fn field<'a>(v: &'a Value, name: &str) -> &'a Value {
-    let Value::Record(fields) = v else {
-        panic!("not a record")
-    };
-    match &fields.iter().find(|(n, _)| n == name).expect("field").1 {
-        Value::Union(_, inner) => inner,
-        other => other,
-    }
-}
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        _ => None,
-    }
 }
 
 /// The read model the rules in [`EVENTS`] give, computed in order without sinkd.

@@ -220,7 +220,8 @@ pub fn new_orders(prefix: &str, n: usize) -> Vec<ShopEvent> {
         .collect()
 }
 
-fn field<'a>(v: &'a Value, name: &str) -> &'a Value {
+/// A field of an event record, through its union wrapper.
+pub fn field<'a>(v: &'a Value, name: &str) -> &'a Value {
     let Value::Record(fields) = v else {
         panic!("not a record")
     };
@@ -231,7 +232,8 @@ fn field<'a>(v: &'a Value, name: &str) -> &'a Value {
     }
 }
 
-fn text(v: &Value) -> Option<String> {
+/// A string value's text; `None` for anything else (a null).
+pub fn text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         _ => None,
