@@ -37,6 +37,11 @@ struct Args {
     /// After the catch-up, rebuild the read model with a swap and time it.
     #[arg(long)]
     rebuild: bool,
+    /// The projection: `copy` (fields copied by name: the shop pipeline) or `computed`
+    /// (the same stream through computed columns and `when` rules, see
+    /// `sinkd_tests::projected`).
+    #[arg(long, default_value = "copy")]
+    projection: String,
 }
 
 /// What the rebuild measured.
@@ -183,8 +188,19 @@ async fn main() {
             ),
         );
     }
+    let computed = match args.projection.as_str() {
+        "copy" => false,
+        "computed" => true,
+        other => panic!("unknown projection {other}: copy or computed"),
+    };
+    if computed {
+        yaml = sinkd_tests::projected::pipeline_yaml(&yaml);
+    }
     let file = dir.file("pipeline.yaml", &yaml);
-    eprintln!("running sinkd into {}…", args.sink);
+    eprintln!(
+        "running sinkd into {} ({} projection)…",
+        args.sink, args.projection
+    );
     let start = Instant::now();
     let listen = format!("127.0.0.1:{}", stack::free_port());
     let mut daemon = Daemon::start_with_env(
@@ -231,7 +247,12 @@ async fn main() {
     let _ = std::fs::copy(dir.0.join("sinkd.log"), &kept_log);
 
     let got = target.read_orders(&name).await;
-    let exact = got == shop::expected(&events);
+    let exact = got
+        == if computed {
+            sinkd_tests::projected::expected(&events)
+        } else {
+            shop::expected(&events)
+        };
     let baseline = match &target {
         Target::Postgres => copy_rows(&name).await,
         Target::Mongo(url) => bulk_upsert(url, &name).await,
@@ -241,7 +262,10 @@ async fn main() {
     let sinkd_rate = args.events as f64 / sinkd_secs;
     let baseline_rate = baseline.rows as f64 / baseline.secs;
     println!();
-    println!("| measure ({}) | value |", args.sink);
+    println!(
+        "| measure ({}, {} projection) | value |",
+        args.sink, args.projection
+    );
     println!("|---|---|");
     println!("| events (avg value bytes) | {} ({avg}) |", args.events);
     println!(
