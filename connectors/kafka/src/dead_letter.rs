@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sinkd_core::config::KafkaSourceConfig;
-use sinkd_core::decode::{DeadLetterCause, DeadLetters};
+use sinkd_core::dead_letter::{DeadLetterCause, DeadLetterError, DeadLetters};
 use sinkd_core::event::RawRecord;
 
 use crate::client::producer_config;
@@ -35,7 +36,7 @@ impl KafkaDeadLetters {
 
 #[async_trait]
 impl DeadLetters for KafkaDeadLetters {
-    async fn send(&self, raw: &RawRecord, cause: &DeadLetterCause) -> Result<(), String> {
+    async fn send(&self, raw: &RawRecord, cause: &DeadLetterCause) -> Result<(), DeadLetterError> {
         let partition = raw.position.partition.to_string();
         let offset = raw.position.offset.to_string();
         let timestamp = raw.timestamp_ms.map(|t| t.to_string());
@@ -74,6 +75,31 @@ impl DeadLetters for KafkaDeadLetters {
             .send(record, Duration::from_secs(30))
             .await
             .map(|_| ())
-            .map_err(|(e, _)| format!("dead-letter produce to {} failed: {e}", self.topic))
+            .map_err(|(e, _)| {
+                let message = format!("produce to {} failed: {e}", self.topic);
+                if refused(&e) {
+                    DeadLetterError::Refused(message)
+                } else {
+                    DeadLetterError::Unavailable(message)
+                }
+            })
     }
+}
+
+/// Whether the broker will refuse this record again, however long we wait. Everything
+/// else (timeouts, leader changes, a topic being created) is worth retrying.
+fn refused(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::MessageSizeTooLarge
+                | C::MessageBatchTooLarge
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::InvalidTopic
+                | C::PolicyViolation
+                | C::InvalidRecord
+        )
+    )
 }

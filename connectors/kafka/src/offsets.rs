@@ -10,7 +10,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use sinkd_core::config::KafkaSourceConfig;
-use sinkd_core::sink::TopicPartition;
+use sinkd_core::event::TopicPartition;
 use sinkd_core::source::SourceError;
 
 use crate::client::base_config;

@@ -18,7 +18,8 @@ use mongodb::bson::{Document, doc};
 use mongodb::{Client, Database};
 use sinkd_core::config::MongoSinkConfig;
 use sinkd_core::error::SinkError;
-use sinkd_core::sink::{Target, TargetAdmin, TopicPartition};
+use sinkd_core::event::TopicPartition;
+use sinkd_core::sink::{Target, TargetAdmin};
 use tokio::sync::OnceCell;
 use tracing::info;
 

@@ -9,7 +9,8 @@ use futures::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::{Client, ClientSession, Database};
 use sinkd_core::error::SinkError;
-use sinkd_core::sink::{CheckpointAdvance, CheckpointReader, TopicPartition};
+use sinkd_core::event::TopicPartition;
+use sinkd_core::sink::{CheckpointAdvance, CheckpointReader};
 use tokio::sync::Mutex;
 
 use crate::{classify, classify_code, codes};

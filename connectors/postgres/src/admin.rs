@@ -12,7 +12,8 @@
 use async_trait::async_trait;
 use sinkd_core::config::PostgresSinkConfig;
 use sinkd_core::error::SinkError;
-use sinkd_core::sink::{Target, TargetAdmin, TopicPartition};
+use sinkd_core::event::TopicPartition;
+use sinkd_core::sink::{Target, TargetAdmin};
 use tokio_postgres::{Client, GenericClient, Transaction};
 use tracing::info;
 

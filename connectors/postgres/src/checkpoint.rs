@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sinkd_core::error::SinkError;
-use sinkd_core::sink::{CheckpointAdvance, CheckpointReader, TopicPartition};
+use sinkd_core::event::TopicPartition;
+use sinkd_core::sink::{CheckpointAdvance, CheckpointReader};
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, GenericClient, NoTls};
 use tracing::warn;

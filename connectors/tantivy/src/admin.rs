@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use sinkd_core::config::TantivySinkConfig;
 use sinkd_core::error::SinkError;
-use sinkd_core::sink::{Target, TargetAdmin, TopicPartition};
+use sinkd_core::event::TopicPartition;
+use sinkd_core::sink::{Target, TargetAdmin};
 use tantivy::{IndexWriter, ReloadPolicy, TantivyDocument};
 use tracing::info;
 

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sinkd_core::error::SinkError;
-use sinkd_core::sink::{CheckpointReader, Target, TopicPartition};
+use sinkd_core::event::TopicPartition;
+use sinkd_core::sink::{CheckpointReader, Target};
 use tantivy::{Index, IndexWriter, TantivyDocument};
 
 use crate::error::classify;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use apache_avro::Schema;
 use sinkd_core::config::{PipelineFile, ReaderSchemaConfig, SinkConfig, SourceMode};
-use sinkd_core::decode::DeadLetters;
+use sinkd_core::dead_letter::DeadLetters;
 use sinkd_core::runtime::{Pipeline, PipelineStats, Policies};
 use sinkd_core::sink::{CheckpointReader, Sink, Target, TargetAdmin};
 use sinkd_core::transform::Transform;

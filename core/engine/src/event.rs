@@ -7,6 +7,9 @@ use apache_avro::types::Value;
 
 use crate::schema::EventSchema;
 
+/// A topic partition: the unit the source assigns and the sink checkpoints.
+pub type TopicPartition = (Arc<str>, i32);
+
 /// Where a record came from: the unit of ordering, checkpointing and row guards.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SourcePosition {

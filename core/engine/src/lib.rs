@@ -11,7 +11,7 @@
 //! - [`operation`]: the operations on a read model (cells, upsert/merge/increment/delete).
 //! - [`projection`]: event → operation on a read model (upsert, merge, increment, delete).
 //! - [`batch`]: per-key compaction of operations, order kept per key.
-//! - [`sink`], [`source`], [`decode`]: the traits connectors implement.
+//! - [`sink`], [`source`], [`decode`], [`dead_letter`]: the traits connectors implement.
 //! - [`transform`]: identity overrides, upcasting and projection of one event, shared by
 //!   the runtime and `sinkd upcast`.
 //! - [`runtime`]: the pipeline loop that ties them together with exactly-once effect.
@@ -22,6 +22,7 @@
 pub mod batch;
 pub mod config;
 pub mod crash;
+pub mod dead_letter;
 pub mod debezium;
 pub mod decode;
 pub mod error;

@@ -12,9 +12,7 @@ use async_trait::async_trait;
 
 use crate::batch::Entry;
 use crate::error::SinkError;
-
-/// A topic partition.
-pub type TopicPartition = (Arc<str>, i32);
+use crate::event::TopicPartition;
 
 /// The move of one partition's checkpoint that a batch makes.
 #[derive(Clone, Debug, PartialEq, Eq)]

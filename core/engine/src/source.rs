@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use crate::event::RawRecord;
-use crate::sink::TopicPartition;
+use crate::event::TopicPartition;
 
 /// One partition given to this instance, with where it starts.
 #[derive(Clone, Debug, PartialEq, Eq)]

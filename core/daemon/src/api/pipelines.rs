@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use sinkd_core::sink::TopicPartition;
+use sinkd_core::event::TopicPartition;
 
 use super::{Api, ApiError, error};
 use crate::control::ControlError;

@@ -28,8 +28,9 @@ use std::time::Duration;
 
 use sinkd_core::config::PipelineFile;
 use sinkd_core::error::{ErrorClass, SinkError};
+use sinkd_core::event::TopicPartition;
 use sinkd_core::runtime::PipelineStats;
-use sinkd_core::sink::{CheckpointReader, Target, TargetAdmin, TopicPartition};
+use sinkd_core::sink::{CheckpointReader, Target, TargetAdmin};
 use sinkd_kafka::{KafkaOffsets, Registry};
 use sinkd_tantivy::SearchHandle;
 use tokio::sync::watch;

@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use sinkd_core::event::TopicPartition;
 use sinkd_core::runtime::PipelineStats;
-use sinkd_core::sink::TopicPartition;
 use sinkd_kafka::Watermarks;
 
 use super::rebuild::RebuildView;

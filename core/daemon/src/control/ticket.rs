@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sinkd_core::config::PipelineFile;
 use sinkd_core::config::upcast::ReaderSchemaConfig;
-use sinkd_core::sink::TopicPartition;
+use sinkd_core::event::TopicPartition;
 
 /// The ticket of a swap rebuild.
 #[derive(Clone, Debug, Serialize, Deserialize)]

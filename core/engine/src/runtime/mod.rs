@@ -42,10 +42,12 @@ use tracing::{info, warn};
 
 use crate::batch::Compactor;
 use crate::config::{BadRecordPolicy, BatchConfig, UnknownEventPolicy};
-use crate::decode::{DeadLetters, Decoder};
+use crate::dead_letter::DeadLetters;
+use crate::decode::Decoder;
 use crate::error::{ErrorClass, PipelineError};
 use crate::event::RawRecord;
-use crate::sink::{CheckpointReader, Sink, TopicPartition};
+use crate::event::TopicPartition;
+use crate::sink::{CheckpointReader, Sink};
 use crate::source::{Source, SourceItem};
 use crate::transform::Transform;
 use writer::InFlight;

@@ -9,11 +9,11 @@ use tracing::{debug, warn};
 
 use super::{Backoff, Runner, Stop};
 use crate::config::{BadRecordPolicy, UnknownEventPolicy};
-use crate::decode::DeadLetterCause;
+use crate::dead_letter::{DeadLetterCause, DeadLetterError};
 use crate::error::{ErrorClass, PipelineError, RecordError};
+use crate::event::TopicPartition;
 use crate::event::{Event, RawRecord};
 use crate::operation::Op;
-use crate::sink::TopicPartition;
 
 impl Runner {
     /// Takes one record into the batch, or drops it as a redelivery.
@@ -154,7 +154,9 @@ impl Runner {
         }
     }
 
-    /// Sends a record to the dead-letter topic, retrying until the broker has it.
+    /// Sends a record to the dead-letter topic, retrying until the broker has it. A topic
+    /// that refuses it stops the pipeline at the record: neither applied nor stored, its
+    /// offset must not move.
     async fn dead_letter(
         &self,
         raw: &RawRecord,
@@ -177,10 +179,13 @@ impl Runner {
                     self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                     return Ok(());
                 }
-                Err(err) => {
+                Err(refused @ DeadLetterError::Refused(_)) => {
+                    return Err(self.stop_at(raw, &format!("{e}; {refused}")));
+                }
+                Err(err @ DeadLetterError::Unavailable(_)) => {
                     let wait = backoff.next();
                     warn!(pipeline = %self.name, position = %raw.position, error = %err, retry_in = ?wait,
-                          "dead-letter topic unavailable; retrying");
+                          "dead letter not stored; retrying");
                     self.retry_after(wait).await?;
                 }
             }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::watch;
 
-use crate::sink::TopicPartition;
+use crate::event::TopicPartition;
 
 /// How far one partition has been applied by this process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use super::{Pipeline, PipelineStats, Policies};
 use crate::config::{BadRecordPolicy, BatchConfig, UnknownEventPolicy};
 use crate::error::{PipelineError, SinkError};
-use crate::sink::TopicPartition;
+use crate::event::TopicPartition;
 use crate::testing::{Fault, MemDeadLetters, MemLog, MemStore, TextDecoder};
 use crate::transform::Transform;
 
@@ -263,6 +263,34 @@ async fn a_dead_letter_topic_that_is_down_is_waited_for_and_the_offset_waits_too
     assert_eq!(r.dlq.sent().len(), 1);
     assert_eq!(r.store.int("a", "total"), Some(2));
     r.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_the_topic_refuses_stops_the_pipeline_at_the_record() {
+    let r = start(
+        &MemLog::default(),
+        &MemStore::default(),
+        Options {
+            on_error: BadRecordPolicy::DeadLetter,
+            ..Options::default()
+        },
+    );
+    r.dlq.refuse_all();
+    for line in ["Add a 1", "garbage", "Add a 1"] {
+        r.append(line);
+    }
+    r.log.assign(&[(tp(), None)]);
+    // What came before is written; the checkpoint stops exactly at the refused record.
+    r.until_checkpoint(1).await;
+    let e = r
+        .task
+        .await
+        .expect("the pipeline task")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("offset 1") && e.contains("refused"), "{e}");
+    assert_eq!(r.store.checkpoint(&tp()), Some(1));
+    assert_eq!(r.store.int("a", "total"), Some(1));
 }
 
 #[tokio::test(start_paused = true)]

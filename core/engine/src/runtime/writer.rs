@@ -21,7 +21,8 @@ use super::{Backoff, Pending, Runner, Stop, sleep_or_shutdown};
 use crate::batch::{Compactor, Entry};
 use crate::error::{ErrorClass, PipelineError, RecordError, SinkError};
 use crate::event::RawRecord;
-use crate::sink::{CheckpointAdvance, Sink, TopicPartition};
+use crate::event::TopicPartition;
+use crate::sink::{CheckpointAdvance, Sink};
 
 /// A batch being written.
 pub(super) struct InFlight {

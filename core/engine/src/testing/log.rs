@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+use crate::event::TopicPartition;
 use crate::event::{RawRecord, SourcePosition};
-use crate::sink::TopicPartition;
 use crate::source::{Assigned, Source, SourceError, SourceItem};
 
 #[derive(Default)]

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use crate::batch::{Compacted, Entry};
 use crate::error::SinkError;
 use crate::event::SourcePosition;
-use crate::sink::{CheckpointAdvance, CheckpointReader, Sink, Target, TargetAdmin, TopicPartition};
+use crate::event::TopicPartition;
+use crate::sink::{CheckpointAdvance, CheckpointReader, Sink, Target, TargetAdmin};
 use crate::value::{add, unwrap_union};
 
 /// A fault the next write meets.

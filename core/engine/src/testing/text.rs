@@ -8,7 +8,8 @@ use apache_avro::Schema;
 use apache_avro::types::Value;
 use async_trait::async_trait;
 
-use crate::decode::{DeadLetterCause, DeadLetters, Decoder};
+use crate::dead_letter::{DeadLetterCause, DeadLetterError, DeadLetters};
+use crate::decode::Decoder;
 use crate::error::RecordError;
 use crate::event::{Event, RawRecord};
 use crate::schema::EventSchema;
@@ -88,6 +89,7 @@ impl Decoder for TextDecoder {
 pub struct MemDeadLetters {
     sent: Mutex<Vec<(RawRecord, DeadLetterCause)>>,
     failures: AtomicUsize,
+    refuse: std::sync::atomic::AtomicBool,
 }
 
 impl MemDeadLetters {
@@ -100,16 +102,28 @@ impl MemDeadLetters {
     pub fn fail_next(&self, times: usize) {
         self.failures.store(times, Ordering::SeqCst);
     }
+
+    /// Every send is refused, as a topic refuses a record that is too large.
+    pub fn refuse_all(&self) {
+        self.refuse.store(true, Ordering::SeqCst);
+    }
 }
 
 #[async_trait]
 impl DeadLetters for MemDeadLetters {
-    async fn send(&self, raw: &RawRecord, cause: &DeadLetterCause) -> Result<(), String> {
+    async fn send(&self, raw: &RawRecord, cause: &DeadLetterCause) -> Result<(), DeadLetterError> {
+        if self.refuse.load(Ordering::SeqCst) {
+            return Err(DeadLetterError::Refused(
+                "message too large (injected)".into(),
+            ));
+        }
         let failing = self
             .failures
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         if failing.is_ok() {
-            return Err("broker unavailable (injected)".into());
+            return Err(DeadLetterError::Unavailable(
+                "broker unavailable (injected)".into(),
+            ));
         }
         self.sent
             .lock()

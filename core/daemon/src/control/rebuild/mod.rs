@@ -25,8 +25,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sinkd_core::event::TopicPartition;
 use sinkd_core::runtime::PipelineStats;
-use sinkd_core::sink::{Target, TopicPartition};
+use sinkd_core::sink::Target;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
