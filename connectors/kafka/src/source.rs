@@ -20,6 +20,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sinkd_core::backoff::Backoff;
 use sinkd_core::config::{KafkaSourceConfig, SourceMode, StartPosition};
 use sinkd_core::event::TopicPartition;
 use sinkd_core::event::{RawRecord, SourcePosition};
@@ -127,14 +128,14 @@ impl Context {
         partitions: &[TopicPartition],
         cooperative: bool,
     ) -> Result<(), KafkaError> {
-        let mut wait = Duration::from_millis(100);
+        let mut backoff = Backoff::new();
         let stored = loop {
             match self.runtime.block_on(self.checkpoints.load(partitions)) {
                 Ok(s) => break s,
                 Err(e) if !self.stop.load(Ordering::Relaxed) => {
+                    let wait = backoff.wait();
                     warn!(pipeline = %self.pipeline, error = %e, retry_in = ?wait, "cannot read checkpoints from the sink");
                     std::thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_secs(30));
                 }
                 Err(_) => return Ok(()),
             }

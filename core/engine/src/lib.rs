@@ -10,6 +10,7 @@
 //! - [`upcast`]: upcasters that bring old event versions to the newest one.
 //! - [`operation`]: the operations on a read model (cells, upsert/merge/increment/delete).
 //! - [`projection`]: event → operation on a read model (upsert, merge, increment, delete).
+//! - [`backoff`]: the one retry policy (exponential backoff) of every waiting loop.
 //! - [`batch`]: per-key compaction of operations, order kept per key.
 //! - [`sink`], [`source`], [`decode`], [`dead_letter`]: the traits connectors implement.
 //! - [`transform`]: identity overrides, upcasting and projection of one event, shared by
@@ -19,6 +20,7 @@
 //! - `testing` (tests, or the `testing` feature): an in-memory log, store and decoder for
 //!   testing the runtime without servers.
 
+pub mod backoff;
 pub mod batch;
 pub mod config;
 pub mod crash;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use sinkd_core::backoff::Backoff;
 use sinkd_core::config::CaptureFile;
 use sinkd_core::config::redact_text;
 use sinkd_postgres_cdc::{CaptureStats, SlotProbe};
@@ -100,7 +101,8 @@ impl CaptureController {
         let me = self.clone();
         self.life.start(live, |mut stop| async move {
             let base = me.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-            let mut wait = Duration::from_millis(500);
+            let mut backoff =
+                Backoff::between(Duration::from_millis(500), Duration::from_secs(30));
             loop {
                 let result =
                     sinkd_postgres_cdc::run(&me.file, &base, me.stats.clone(), stop.clone()).await;
@@ -108,13 +110,13 @@ impl CaptureController {
                     Ok(()) => break,
                     Err(_) if *stop.borrow() => break,
                     Err(e) if e.retriable => {
+                        let wait = backoff.wait();
                         warn!(pipeline = %me.name, error = %e, retry_in = ?wait, "capture interrupted; starting again from the slot's confirmed position");
                         *me.retrying.lock().expect("lock") = Some(e.message);
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}
                             _ = stop.changed() => break,
                         }
-                        wait = (wait * 2).min(Duration::from_secs(30));
                     }
                     Err(e) => {
                         error!(pipeline = %me.name, error = %e, "capture failed");

@@ -26,6 +26,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sinkd_core::backoff::Backoff;
 use sinkd_core::config::PipelineFile;
 use sinkd_core::error::{ErrorClass, SinkError};
 use sinkd_core::event::TopicPartition;
@@ -158,14 +159,14 @@ impl Controller {
     /// and resumes an interrupted rebuild (or drops its shadow when it cannot be resumed).
     /// Waits out a sink that is not up yet.
     pub async fn start(self: &Arc<Self>) {
-        let mut wait = Duration::from_millis(200);
+        let mut backoff = Backoff::between(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             match self.prepare().await {
                 Ok(()) => break,
                 Err(e) if e.class() == ErrorClass::Retriable => {
+                    let wait = backoff.wait();
                     warn!(pipeline = %self.name, error = %e, retry_in = ?wait, "sink not ready for start-up checks");
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(10));
                 }
                 Err(e) => {
                     error!(pipeline = %self.name, error = %e, "cannot prepare the sink");

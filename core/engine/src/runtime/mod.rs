@@ -40,6 +40,7 @@ use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::backoff::Backoff;
 use crate::batch::Compactor;
 use crate::config::{BadRecordPolicy, BatchConfig, UnknownEventPolicy};
 use crate::dead_letter::DeadLetters;
@@ -112,22 +113,6 @@ struct Pending {
     /// Next offset per partition after this batch.
     advances: HashMap<TopicPartition, i64>,
     started: Option<Instant>,
-}
-
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// Exponential backoff from 100 ms to 30 s.
-struct Backoff(Duration);
-
-impl Backoff {
-    fn new() -> Backoff {
-        Backoff(Duration::from_millis(100))
-    }
-    fn next(&mut self) -> Duration {
-        let d = self.0;
-        self.0 = (self.0 * 2).min(MAX_BACKOFF);
-        d
-    }
 }
 
 /// The running state of a pipeline.
@@ -295,7 +280,7 @@ impl Runner {
                     return Ok(());
                 }
                 Err(e) if e.class() == ErrorClass::Retriable => {
-                    let wait = backoff.next();
+                    let wait = backoff.wait();
                     warn!(pipeline = %self.name, error = %e, retry_in = ?wait, "sink not ready");
                     self.retry_after(wait).await?;
                 }

@@ -116,7 +116,7 @@ impl Runner {
         loop {
             match self.decoder.decode(raw).await {
                 Err(e) if e.class() == ErrorClass::Retriable => {
-                    let wait = backoff.next();
+                    let wait = backoff.wait();
                     warn!(pipeline = %self.name, position = %raw.position, error = %e, retry_in = ?wait,
                           "cannot decode yet; retrying the same record");
                     self.retry_after(wait).await?;
@@ -183,7 +183,7 @@ impl Runner {
                     return Err(self.stop_at(raw, &format!("{e}; {refused}")));
                 }
                 Err(err @ DeadLetterError::Unavailable(_)) => {
-                    let wait = backoff.next();
+                    let wait = backoff.wait();
                     warn!(pipeline = %self.name, position = %raw.position, error = %err, retry_in = ?wait,
                           "dead letter not stored; retrying");
                     self.retry_after(wait).await?;

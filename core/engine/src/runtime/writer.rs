@@ -84,7 +84,7 @@ async fn write_task(
             Err(e)
                 if e.class() == ErrorClass::Retriable && !matches!(e, SinkError::Fenced { .. }) =>
             {
-                let wait = backoff.next();
+                let wait = backoff.wait();
                 warn!(pipeline, error = %e, retry_in = ?wait, "sink write failed; retrying the same batch");
                 if sleep_or_shutdown(wait, &shutdown).await {
                     return Outcome::Abandoned;
@@ -204,7 +204,7 @@ impl Runner {
             match self.checkpoints.load(&held).await {
                 Ok(s) => break s,
                 Err(e) => {
-                    let wait = backoff.next();
+                    let wait = backoff.wait();
                     warn!(pipeline = %self.name, error = %e, retry_in = ?wait, "cannot reload checkpoints");
                     self.retry_after(wait).await?;
                 }
@@ -278,7 +278,7 @@ impl Runner {
                         return self.recover_from_fencing().await;
                     }
                     Err(e) if e.class() == ErrorClass::Retriable => {
-                        let wait = backoff.next();
+                        let wait = backoff.wait();
                         warn!(pipeline = %self.name, error = %e, retry_in = ?wait, "sink write failed; retrying");
                         self.retry_after(wait).await?;
                     }
