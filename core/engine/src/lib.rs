@@ -9,7 +9,8 @@
 //! - [`schema`]: column types derived from Avro writer schemas.
 //! - [`upcast`]: upcasters that bring old event versions to the newest one.
 //! - [`operation`]: the operations on a read model (cells, upsert/merge/increment/delete).
-//! - [`projection`]: event → operation on a read model (upsert, merge, increment, delete).
+//! - [`projection`]: event → operation on a read model (upsert, merge, increment, delete):
+//!   sinkd's events by rules, or Debezium changes, behind one trait.
 //! - [`backoff`]: the one retry policy (exponential backoff) of every waiting loop.
 //! - [`batch`]: per-key compaction of operations, order kept per key.
 //! - [`sink`], [`source`], [`decode`], [`dead_letter`]: the traits connectors implement.
@@ -25,7 +26,6 @@ pub mod batch;
 pub mod config;
 pub mod crash;
 pub mod dead_letter;
-pub mod debezium;
 pub mod decode;
 pub mod error;
 pub mod event;

@@ -11,7 +11,7 @@ use crate::config::{Locator, PipelineFile};
 use crate::error::RecordError;
 use crate::event::{Event, RawRecord};
 use crate::operation::Op;
-use crate::projection::Projector;
+use crate::projection::{self, Projection};
 use crate::upcast::Upcasters;
 use crate::value::unwrap_union;
 
@@ -20,7 +20,7 @@ pub struct Transform {
     event_type: Locator,
     event_version: Locator,
     upcasters: Upcasters,
-    projector: Projector,
+    projection: Box<dyn Projection>,
 }
 
 impl Transform {
@@ -31,7 +31,7 @@ impl Transform {
             event_type: p.event_type.clone(),
             event_version: p.event_version.clone(),
             upcasters: Upcasters::new(&p.upcasters)?,
-            projector: Projector::new(p)?,
+            projection: projection::for_pipeline(p)?,
         })
     }
 
@@ -40,10 +40,10 @@ impl Transform {
         self.upcasters.upcast(self.identify(raw, event)?)
     }
 
-    /// Projects a prepared event, moving its values (see [`Projector::project`] for the
+    /// Projects a prepared event, moving its values (see [`Projection::project`] for the
     /// errors).
     pub fn project(&self, event: Event) -> Result<Op, RecordError> {
-        self.projector.project(event)
+        self.projection.project(event)
     }
 
     /// The upcasters.

@@ -81,7 +81,7 @@ impl Default for DebeziumConfig {
 }
 
 fn default_placeholder() -> String {
-    crate::debezium::DEFAULT_PLACEHOLDER.to_owned()
+    crate::projection::debezium::DEFAULT_PLACEHOLDER.to_owned()
 }
 
 /// The source section. Only Kafka exists today.

@@ -117,7 +117,7 @@ pub fn validate(p: &PipelineFile) -> Result<(), Vec<(String, String)>> {
         }
     }
     if p.envelope == Envelope::Events
-        && let Err(rule_problems) = crate::projection::Projector::new(p)
+        && let Err(rule_problems) = crate::projection::events::EventProjection::new(p)
     {
         for (field, message) in rule_problems {
             problem(&field, message);

@@ -1,6 +1,13 @@
+use std::sync::Arc;
+
+use apache_avro::types::Value;
+
+use super::events::EventProjection;
 use super::*;
+use crate::config::OpKind;
 use crate::event::SourcePosition;
-use crate::schema::{EventSchema, FieldColumn};
+use crate::operation::Cell;
+use crate::schema::{ColumnType, EventSchema, FieldColumn};
 
 fn pipeline(key: &str, events: &str) -> PipelineFile {
     let yaml = format!(
@@ -11,8 +18,8 @@ fn pipeline(key: &str, events: &str) -> PipelineFile {
         .unwrap()
 }
 
-fn projector(p: &PipelineFile) -> Projector {
-    Projector::new(p).unwrap()
+fn projector(p: &PipelineFile) -> EventProjection {
+    EventProjection::new(p).unwrap()
 }
 
 fn event(event_type: &str, key: Option<Value>, fields: Vec<(&str, Value, ColumnType)>) -> Event {
@@ -284,7 +291,7 @@ fn compile_problems_name_the_field() {
         "  A:\n    - op: merge\n      columns: {a: \"1 +\"}\n    - when: \"(\"\n      op: delete\n  \
          B:\n    op: merge\n    key: {other: \"1\"}\n",
     );
-    let problems = Projector::new(&p).err().unwrap();
+    let problems = EventProjection::new(&p).err().unwrap();
     let fields: Vec<&str> = problems.iter().map(|(f, _)| f.as_str()).collect();
     assert!(fields.contains(&"events.A[0].columns.a"), "{problems:?}");
     assert!(fields.contains(&"events.A[1].when"), "{problems:?}");

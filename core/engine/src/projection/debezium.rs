@@ -18,6 +18,8 @@ use apache_avro::Schema;
 use apache_avro::types::Value;
 use rustc_hash::FxHashMap;
 
+use super::Projection;
+use super::key::Keys;
 use crate::config::OpKind;
 use crate::error::RecordError;
 use crate::event::Event;
@@ -31,28 +33,27 @@ pub const DEFAULT_PLACEHOLDER: &str = "__debezium_unavailable_value";
 /// Projects Debezium change events.
 pub struct Debezium {
     placeholder: String,
+    key: Keys,
     /// The `after` record's columns, per envelope schema (by its address: schemas are
     /// cached for the process's life).
     afters: RwLock<FxHashMap<usize, Arc<EventSchema>>>,
 }
 
 impl Debezium {
-    /// `placeholder`: the connector's `unavailable.value.placeholder`.
-    pub fn new(placeholder: &str) -> Debezium {
+    /// `placeholder`: the connector's `unavailable.value.placeholder`; `key_columns`: the
+    /// table's primary key, filled from the Kafka key and left out of the other columns.
+    pub fn new(placeholder: &str, key_columns: &[String]) -> Debezium {
         Debezium {
             placeholder: placeholder.to_owned(),
+            key: Keys::new(key_columns),
             afters: RwLock::new(FxHashMap::default()),
         }
     }
 
-    /// The change as an operation. `key` turns the Kafka key into key cells; `key_columns`
-    /// are left out of the other columns.
-    pub fn project(
-        &self,
-        mut event: Event,
-        key: impl FnOnce(Option<Value>) -> Result<Vec<Cell>, String>,
-        key_columns: &[Arc<str>],
-    ) -> Result<Op, RecordError> {
+    /// The change as an operation.
+    fn project_change(&self, mut event: Event) -> Result<Op, RecordError> {
+        let key = |k: Option<Value>| self.key.from_kafka(k);
+        let key_columns = &self.key.columns;
         let event_type = event.event_type.clone();
         let fail = |detail: String| RecordError::Projection {
             event_type: event_type.to_string(),
@@ -203,5 +204,11 @@ fn find_named<'a>(schema: &'a Schema, fullname: &str) -> Option<&'a Schema> {
         Schema::Array(a) => find_named(&a.items, fullname),
         Schema::Map(m) => find_named(&m.types, fullname),
         _ => None,
+    }
+}
+
+impl Projection for Debezium {
+    fn project(&self, event: Event) -> Result<Op, RecordError> {
+        self.project_change(event)
     }
 }
