@@ -78,6 +78,13 @@ pub enum RecordError {
         /// What went wrong.
         detail: String,
     },
+    /// The sink refused the row this record wrote (a constraint, a value the column cannot
+    /// hold), found by writing the batch record by record.
+    #[error("the sink rejected the row: {detail}")]
+    Rejected {
+        /// The sink's reason.
+        detail: String,
+    },
     /// An upcaster could not bring the event to the newest version.
     #[error("upcasting {event_type} v{version} failed: {detail}")]
     Upcast {
@@ -125,6 +132,7 @@ impl RecordError {
             RecordError::UnknownEventType { .. } => "unknown_event_type",
             RecordError::Unmatched { .. } => "unmatched_event",
             RecordError::Projection { .. } => "projection",
+            RecordError::Rejected { .. } => "rejected",
             RecordError::Upcast { .. } => "upcast",
             RecordError::ReaderSchema { .. } => "reader_schema",
             RecordError::RegistryUnavailable(_) => "registry_unavailable",

@@ -265,8 +265,7 @@ impl Runner {
                 match written {
                     Ok(()) => break,
                     Err(e @ SinkError::Rejected { .. }) if !entries.is_empty() => {
-                        let e = RecordError::Projection {
-                            event_type: "sink".into(),
+                        let e = RecordError::Rejected {
                             detail: e.to_string(),
                         };
                         self.bad_record(&raw, &e, "rejected").await?;
