@@ -86,8 +86,10 @@ impl DeadLetters for KafkaDeadLetters {
     }
 }
 
-/// Whether the broker will refuse this record again, however long we wait. Everything
-/// else (timeouts, leader changes, a topic being created) is worth retrying.
+/// Whether the broker will refuse this record again, however long we wait: the record
+/// itself does not fit, we are not allowed, or the idempotent producer hit a fatal error
+/// (after one, every send fails). Everything else (timeouts, leader changes, a topic
+/// being created) is worth retrying.
 fn refused(e: &KafkaError) -> bool {
     use RDKafkaErrorCode as C;
     matches!(
@@ -95,11 +97,19 @@ fn refused(e: &KafkaError) -> bool {
         Some(
             C::MessageSizeTooLarge
                 | C::MessageBatchTooLarge
+                | C::InvalidMessageSize
                 | C::TopicAuthorizationFailed
                 | C::ClusterAuthorizationFailed
                 | C::InvalidTopic
                 | C::PolicyViolation
                 | C::InvalidRecord
+                | C::UnsupportedForMessageFormat
+                | C::InvalidRequiredAcks
+                | C::InvalidArgument
+                | C::Fatal
+                | C::OutOfOrderSequenceNumber
+                | C::InvalidProducerEpoch
+                | C::UnknownProducerId
         )
     )
 }

@@ -16,8 +16,11 @@ pub(super) fn key_at(text: &str, line: u64, column: u64) -> Option<String> {
     let before = before.trim_end();
     if let Some(head) = before.strip_suffix(':') {
         let start = head
-            .rfind(|c: char| !(c == '_' || c == '-' || c == '.' || c.is_ascii_alphanumeric()))
-            .map_or(0, |p| p + 1);
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !(*c == '_' || *c == '-' || *c == '.' || c.is_alphanumeric()))
+            // Past that character, however many bytes it takes (`größe: …`).
+            .map_or(0, |(p, c)| p + c.len_utf8());
         if start < head.len() {
             return Some(head[start..].to_owned());
         }
@@ -161,6 +164,7 @@ events:
             Some(14)
         );
         // A key not found: the deepest parent found.
+        assert_eq!(key_at("a:\n  größe: [x]\n", 2, 10), Some("größe".into()));
         assert_eq!(
             line_of_field(TEXT, "events.com.shop.OrderPlaced.types.n"),
             Some(4)

@@ -118,6 +118,10 @@ fn from_int(i: i128, kind: ColumnKind) -> Result<Value, String> {
 
 fn from_double(f: f64, kind: ColumnKind) -> Result<Value, String> {
     Ok(match kind {
+        // JSON has no NaN or infinity: it would become null.
+        ColumnKind::Json if !f.is_finite() => {
+            return Err(format!("gave {f}, which JSON cannot hold"));
+        }
         ColumnKind::Double | ColumnKind::Json => Value::Double(f),
         // Only a double that is exactly a float: 0.1 is not, and would change.
         ColumnKind::Float if f.is_nan() || f64::from(f as f32) == f => Value::Float(f as f32),
@@ -167,6 +171,10 @@ fn json(v: Cel) -> Result<Value, String> {
         Cel::UInt(u) => {
             Value::Long(i64::try_from(u).map_err(|_| format!("gave {u}u, beyond a long"))?)
         }
+        // JSON has no NaN or infinity: it would become null.
+        Cel::Float(f) if !f.is_finite() => {
+            return Err(format!("gave {f}, which JSON cannot hold"));
+        }
         Cel::Float(f) => Value::Double(f),
         Cel::String(s) => Value::String((*s).clone()),
         Cel::Bytes(b) => Value::Bytes((*b).clone()),
@@ -183,7 +191,12 @@ fn json(v: Cel) -> Result<Value, String> {
                     Key::Uint(u) => u.to_string(),
                     Key::Bool(b) => b.to_string(),
                 };
-                out.insert(key, json(v.clone())?);
+                // {1: …, '1': …} would keep one of the two, whichever came first.
+                if out.insert(key.clone(), json(v.clone())?).is_some() {
+                    return Err(format!(
+                        "gave a map whose keys collide as JSON text: `{key}` twice"
+                    ));
+                }
             }
             Value::Map(out)
         }
@@ -300,5 +313,20 @@ mod tests {
         );
         let fine = chrono::DateTime::from_timestamp_nanos(1_700_000_000_123_456_789).fixed_offset();
         assert!(to_cell(Cel::Timestamp(fine), None).is_err());
+    }
+
+    #[test]
+    fn json_refuses_what_it_cannot_hold() {
+        let nan = Cel::List(Arc::new(vec![Cel::Float(f64::NAN)]));
+        assert!(to_cell(nan, None).unwrap_err().contains("JSON cannot hold"));
+        assert!(to_cell(Cel::Float(f64::INFINITY), Some(ColumnKind::Json)).is_err());
+        let mut m = HashMap::new();
+        m.insert(Key::Int(1), Cel::String(Arc::new("a".into())));
+        m.insert(
+            Key::String(Arc::new("1".into())),
+            Cel::String(Arc::new("b".into())),
+        );
+        let m = Cel::Map(cel::objects::Map { map: Arc::new(m) });
+        assert!(to_cell(m, None).unwrap_err().contains("twice"));
     }
 }

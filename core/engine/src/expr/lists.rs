@@ -5,7 +5,7 @@
 //! own typing: no implicit conversion between `int`, `uint` and `double`.
 //!
 //! - `sum()` of an empty list is the int `0`; of ints an int, of uints a uint, of doubles
-//!   a double. A list that mixes number kinds is an error, as `1 + 1.0` is in CEL (convert
+//!   a double (added in ascending order, so the bits do not depend on the list's order). A list that mixes number kinds is an error, as `1 + 1.0` is in CEL (convert
 //!   with `double(…)` first). Integer overflow is an error, never a wrapped value.
 //! - `min()` / `max()` of an empty list is an error; the elements must be of one kind
 //!   (numbers of one kind, strings, timestamps, durations, booleans).
@@ -48,7 +48,16 @@ fn result<'b, 'v>(value: Cel) -> Result<CowVal<'b, 'v>, ExecutionError> {
 }
 
 fn sum<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
-    let items = elements("sum", args)?;
+    let mut items = elements("sum", args)?;
+    // Doubles are added in ascending order, so the total does not depend on the order the
+    // list came in (a map's keys come in no fixed order; float addition is not associative):
+    // a replay gives the same bits.
+    if items.iter().all(|i| matches!(i, Cel::Float(_))) {
+        items.sort_by(|a, b| match (a, b) {
+            (Cel::Float(a), Cel::Float(b)) => a.total_cmp(b),
+            _ => Ordering::Equal,
+        });
+    }
     let overflow = || ExecutionError::function_error("sum", "integer overflow");
     let mut total = match items.first() {
         None => return result(Cel::Int(0)),
@@ -187,6 +196,11 @@ mod tests {
         assert_eq!(eval("[1, 2, 3].sum()"), Ok(Cel::Int(6)));
         assert_eq!(eval("[1u, 2u].sum()"), Ok(Cel::UInt(3)));
         assert_eq!(eval("[0.5, 0.25].sum()"), Ok(Cel::Float(0.75)));
+        // The same doubles in any order give the same bits.
+        assert_eq!(
+            eval("[1e16, 1.0, -1e16, 1.0].sum()"),
+            eval("[1.0, -1e16, 1.0, 1e16].sum()")
+        );
         assert_eq!(
             eval("[{'q': 2}, {'q': 5}].map(i, i.q).sum()"),
             Ok(Cel::Int(7))

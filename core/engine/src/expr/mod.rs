@@ -87,9 +87,17 @@ impl Expression {
         let resolver = Fields(fields);
         let mut ctx = Context::with_env(self.env.clone());
         ctx.set_variable_resolver(&resolver);
-        self.program
-            .execute(&ctx)
-            .map_err(|e| format!("`{}` failed: {e}", self.source))
+        self.program.execute(&ctx).map_err(|e| {
+            // A field CEL cannot read looks undeclared to it: say what it holds instead.
+            let unreadable = self.inputs.iter().find_map(|name| {
+                let (_, v) = fields.iter().find(|(n, _)| n == name)?;
+                to_cel(v).err().map(|why| format!("field `{name}`: {why}"))
+            });
+            match unreadable {
+                Some(why) => format!("`{}` cannot read {why}", self.source),
+                None => format!("`{}` failed: {e}", self.source),
+            }
+        })
     }
 
     /// Evaluates a condition: `true` or `false`, anything else is an error.
@@ -116,7 +124,7 @@ struct Fields<'a>(&'a [(String, Value)]);
 impl VariableResolver for Fields<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         let (_, v) = self.0.iter().find(|(n, _)| n == variable)?;
-        // A field CEL cannot read (a decimal) was refused when the plan was made.
+        // A field CEL cannot read (a decimal) stays unresolved; `eval_cel` says why.
         let value: Box<dyn cel::common::value::Val> = to_cel(v).ok()?.try_into().ok()?;
         Some(CowVal::Owned(value))
     }
@@ -150,7 +158,11 @@ fn to_cel(v: &Value) -> Result<Cel, String> {
         Value::Map(m) => map(m.iter().map(|(k, v)| (k.as_str(), v)))?,
         Value::Record(fields) => map(fields.iter().map(|(k, v)| (k.as_str(), v)))?,
         Value::Decimal(_) | Value::BigDecimal(_) | Value::Duration(_) => {
-            return Err("decimal and duration fields cannot be read by expressions".into());
+            return Err(
+                "it holds a decimal or duration, which expressions cannot read exactly; copy \
+                 the field by name instead"
+                    .into(),
+            );
         }
     })
 }
@@ -168,43 +180,35 @@ fn map<'a>(entries: impl Iterator<Item = (&'a str, &'a Value)>) -> Result<Cel, S
     Ok(Cel::Map(Map { map: Arc::new(out) }))
 }
 
-/// CEL → Avro of the declared type. Integers widen to wider numbers; nothing narrows
-/// silently: a double with a fraction for an integer field is an error that says to round
-/// it.
+/// CEL → Avro of the declared type, exactly or not at all: the same rules as computed
+/// columns ([`column`]: an int for a float or double only when it is exactly one, a
+/// double with a fraction never for an integer), and a timestamp for `timestamp_millis`
+/// only without a sub-millisecond part.
 fn from_cel(v: Cel, ty: ValueType) -> Result<Value, String> {
-    use ValueType as T;
-    let int = |i: i64| -> Result<Value, String> {
-        Ok(match ty {
-            T::Int => Value::Int(
-                i32::try_from(i).map_err(|_| format!("gave {i}, which does not fit an int"))?,
-            ),
-            T::Long => Value::Long(i),
-            T::TimestampMillis => Value::TimestampMillis(i),
-            T::Float => Value::Float(i as f32),
-            T::Double => Value::Double(i as f64),
-            _ => return Err(format!("gave the integer {i} for a {ty:?} field")),
-        })
-    };
-    match (v, ty) {
-        (Cel::Null, _) => Ok(Value::Null),
-        (Cel::Bool(b), T::Boolean) => Ok(Value::Boolean(b)),
-        (Cel::Int(i), _) => int(i),
-        (Cel::UInt(u), _) => int(i64::try_from(u).map_err(|_| format!("gave {u}, too large"))?),
-        (Cel::Float(f), T::Double) => Ok(Value::Double(f)),
-        (Cel::Float(f), T::Float) => Ok(Value::Float(f as f32)),
-        // A double with no fraction is an integer: nothing is lost (math.round gives those).
-        (Cel::Float(f), T::Int | T::Long | T::TimestampMillis)
-            if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 =>
-        {
-            int(f as i64)
+    use crate::config::ColumnKind as K;
+    let kind = match ty {
+        ValueType::Boolean => K::Boolean,
+        ValueType::Int => K::Int,
+        ValueType::Long => K::Long,
+        ValueType::Float => K::Float,
+        ValueType::Double => K::Double,
+        ValueType::String => K::String,
+        ValueType::TimestampMillis => {
+            return match v {
+                Cel::Timestamp(t) if t.timestamp_subsec_nanos() % 1_000_000 == 0 => {
+                    Ok(Value::TimestampMillis(t.timestamp_millis()))
+                }
+                Cel::Timestamp(t) => Err(format!(
+                    "gave the timestamp {t}, finer than the milliseconds of the field"
+                )),
+                other => match column::to_cell(other, Some(K::Long))?.1 {
+                    Value::Long(ms) => Ok(Value::TimestampMillis(ms)),
+                    other => Ok(other),
+                },
+            };
         }
-        (Cel::Float(f), T::Int | T::Long | T::TimestampMillis) => Err(format!(
-            "gave the double {f} for an integer field: round it with math.round(…)"
-        )),
-        (Cel::String(s), T::String) => Ok(Value::String((*s).clone())),
-        (Cel::Timestamp(t), T::TimestampMillis) => Ok(Value::TimestampMillis(t.timestamp_millis())),
-        (other, ty) => Err(format!("gave {other:?}, which is not a {ty:?}")),
-    }
+    };
+    column::to_cell(v, Some(kind)).map(|(_, value)| value)
 }
 
 #[cfg(test)]
@@ -255,5 +259,39 @@ mod tests {
         let e = Expression::compile(&env, "qty / 0").unwrap();
         assert!(e.eval(&fields(), ValueType::Long).is_err());
         assert!(Expression::compile(&env, "amount_eur * (").is_err());
+    }
+
+    #[test]
+    fn upcast_values_are_exact_or_refused() {
+        let env = environment();
+        let eval = |src: &str, ty| Expression::compile(&env, src).unwrap().eval(&fields(), ty);
+        assert!(eval("16777217", ValueType::Float).is_err());
+        assert_eq!(
+            eval("16777216", ValueType::Float),
+            Ok(Value::Float(16_777_216.0))
+        );
+        assert!(eval("0.1", ValueType::Float).is_err());
+        assert!(eval("9007199254740993", ValueType::Double).is_err());
+        assert!(eval("at + duration('1500us')", ValueType::TimestampMillis).is_err());
+        assert_eq!(
+            eval("at + duration('2ms')", ValueType::TimestampMillis),
+            Ok(Value::TimestampMillis(1_700_000_000_002))
+        );
+    }
+
+    #[test]
+    fn a_field_expressions_cannot_read_is_named_with_why() {
+        let env = environment();
+        let mut f = fields();
+        f.push((
+            "price".into(),
+            Value::Decimal(apache_avro::Decimal::from(vec![1u8, 2])),
+        ));
+        let e = Expression::compile(&env, "price * 2").unwrap();
+        let err = e.eval(&f, ValueType::Long).unwrap_err();
+        assert!(
+            err.contains("field `price`") && err.contains("decimal"),
+            "{err}"
+        );
     }
 }

@@ -215,8 +215,8 @@ impl Rule {
                 let found = fields.iter().find(|(n, _)| n == field);
                 let (Some(ty), Some((_, value))) = (schema.field_type(field), found) else {
                     return Err(format!(
-                        "{}field `{field}` (for column `{}`) is not in the event; a constant \
-                         text is written as a CEL string: \"'{field}'\"",
+                        "{}field `{field}` (for column `{}`) is not in the event (if `{field}` \
+                         is meant as text, write it as a CEL string: \"'{field}'\")",
                         self.label, c.name
                     ));
                 };

@@ -75,7 +75,7 @@ impl Runner {
                 match self.policies.unknown_events {
                     UnknownEventPolicy::Skip => {
                         debug!(pipeline = %self.name, position = %raw.position, error = %e,
-                           "undeclared event type skipped");
+                           "event skipped per unknown_events");
                         self.stats.skipped.fetch_add(1, Ordering::Relaxed);
                         Ok(None)
                     }
