@@ -21,7 +21,7 @@ async fn a_writer_with_a_stale_checkpoint_is_fenced_and_applies_nothing() {
     let cfg = config(&name);
     conformance::fencing(
         &format!("{name}.t"),
-        || MongoSink::new(&cfg, &name, SinkTarget::Live),
+        || MongoSink::new(&cfg, &name, &[], SinkTarget::Live),
         |k| {
             let name = name.clone();
             async move { Target::mongo().counter(&name, k).await }
@@ -36,7 +36,7 @@ async fn a_replay_after_an_offset_reset_is_skipped_by_row_guards() {
     let cfg = config(&name);
     conformance::replay_is_guarded(
         &format!("{name}.t"),
-        |pipeline| MongoSink::new(&cfg, &format!("{name}-{pipeline}"), SinkTarget::Live),
+        |pipeline| MongoSink::new(&cfg, &format!("{name}-{pipeline}"), &[], SinkTarget::Live),
         |k| {
             let name = name.clone();
             async move { Target::mongo().counter(&name, k).await }

@@ -32,7 +32,7 @@ async fn a_writer_with_a_stale_checkpoint_is_fenced_and_applies_nothing() {
     let key = vec!["id".to_owned()];
     conformance::fencing(
         &format!("{name}.t"),
-        || PostgresSink::new(&cfg, &name, &key, Target::Live),
+        || PostgresSink::new(&cfg, &name, &key, &[], Target::Live),
         |k| counter(name.clone(), k),
     )
     .await;
@@ -45,7 +45,7 @@ async fn a_replay_after_an_offset_reset_is_skipped_by_row_guards() {
     let key = vec!["id".to_owned()];
     conformance::replay_is_guarded(
         &format!("{name}.t"),
-        |pipeline| PostgresSink::new(&cfg, &format!("{name}-{pipeline}"), &key, Target::Live),
+        |pipeline| PostgresSink::new(&cfg, &format!("{name}-{pipeline}"), &key, &[], Target::Live),
         |k| counter(name.clone(), k),
     )
     .await;
@@ -87,7 +87,7 @@ async fn a_swap_renames_the_indexes_built_before_it_and_builds_only_later_ones()
     .await
     .expect("tables");
     let live_before = indexes_of(&pg, &table).await;
-    let admin = PgAdmin::new(&config(&table), &table);
+    let admin = PgAdmin::new(&config(&table), &table, &[]);
 
     admin.prepare_swap().await.expect("prepare");
     let copies = indexes_of(&pg, &shadow).await;
@@ -151,7 +151,7 @@ async fn a_rebuild_ticket_lives_with_its_shadow_table() {
     use sinkd_core::sink::TargetAdmin;
     use sinkd_postgres::admin::{PgAdmin, shadow_table};
     let table = stack::unique("ticket");
-    let admin = PgAdmin::new(&config(&table), &table);
+    let admin = PgAdmin::new(&config(&table), &table, &[]);
     let pg = stack::pg().await;
     admin.set_shadow_ticket("t-1").await.expect("ticket");
     assert_eq!(

@@ -24,6 +24,8 @@ pub fn op(topic: &str, key: &str, kind: OpKind, counter: i64, offset: i64) -> Op
         }],
     };
     Op {
+        target: 0,
+        prefix: false,
         key: vec![Cell {
             column: Arc::from("id"),
             ty: ColumnType::String,

@@ -5,6 +5,8 @@
 //!
 //! - [`shop`]: the demo domain: Avro schemas, a deterministic event stream, and the
 //!   expected read model computed independently of sinkd.
+//! - [`lines`]: orders with lines, a read model of two targets (child rows), and the
+//!   model of both computed independently.
 //! - [`projected`]: the shop's stream through computed columns and `when` rules, and
 //!   the read model they give, computed independently.
 //! - [`stack`]: the servers: topic creation, producing, the registry, PostgreSQL.
@@ -17,6 +19,7 @@ pub mod conformance;
 pub mod control;
 pub mod daemon;
 pub mod evolution;
+pub mod lines;
 pub mod mongod;
 pub mod outbox;
 pub mod projected;

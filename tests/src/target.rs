@@ -58,7 +58,8 @@ impl Target {
         }
     }
 
-    async fn mongo_db(url: &str) -> mongodb::Database {
+    /// The test database of a MongoDB server.
+    pub async fn mongo_db(url: &str) -> mongodb::Database {
         mongodb::Client::with_uri_str(url)
             .await
             .expect("MongoDB URL")

@@ -8,9 +8,14 @@
 //!    the old collection, then the new one);
 //! 3. the shadow's checkpoints replace the live ones, and the marker is removed.
 //!
+//! A pipeline with `targets` has several collections (its child collections beside the
+//! configured one); each has its shadow, and step 2 renames every one of them, children
+//! first.
+//!
 //! [`TargetAdmin::recover`] finishes an interrupted swap before the live pipeline starts:
-//! with the marker present, a shadow collection that still exists means step 2 never
-//! happened (the marker is removed); a missing one means it did (step 3 is done again).
+//! the marker is written only once every shadow is complete, so with the marker present
+//! the swap is rolled forward: the shadows not renamed yet are renamed, then step 3 is
+//! done (again).
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -31,32 +36,63 @@ pub fn shadow_collection(collection: &str) -> String {
     format!("{collection}__sinkd_shadow")
 }
 
-/// [`TargetAdmin`] for a MongoDB collection.
+/// [`TargetAdmin`] for a MongoDB collection and its child collections.
 pub struct MongoAdmin {
     url: String,
     database: String,
+    /// The configured collection (the one the checkpoints name).
     collection: String,
+    /// The child collections.
+    children: Vec<String>,
     pipeline: String,
     client: OnceCell<Client>,
 }
 
 impl MongoAdmin {
-    /// The admin of `cfg`'s collection.
-    pub fn new(cfg: &MongoSinkConfig, pipeline: &str) -> MongoAdmin {
+    /// The admin of `cfg`'s collection and the pipeline's `children` collections.
+    pub fn new(cfg: &MongoSinkConfig, pipeline: &str, children: &[String]) -> MongoAdmin {
         MongoAdmin {
             url: cfg.url.clone(),
             database: cfg.database.clone(),
             collection: cfg.collection.clone(),
+            children: children.to_vec(),
             pipeline: pipeline.to_owned(),
             client: OnceCell::new(),
         }
     }
 
     fn name(&self, target: Target) -> String {
+        Self::name_of(&self.collection, target)
+    }
+
+    fn name_of(collection: &str, target: Target) -> String {
         match target {
-            Target::Live => self.collection.clone(),
-            Target::Shadow => shadow_collection(&self.collection),
+            Target::Live => collection.to_owned(),
+            Target::Shadow => shadow_collection(collection),
         }
+    }
+
+    /// Every collection, children first and the configured one last (the order of the
+    /// swap's renames).
+    fn all(&self) -> impl Iterator<Item = &String> {
+        self.children
+            .iter()
+            .chain(std::iter::once(&self.collection))
+    }
+
+    /// Renames the shadow of `collection` into its place (dropping the old one).
+    async fn rename_in(&self, collection: &str) -> Result<(), SinkError> {
+        let client = self.client.get().expect("connected by db()");
+        client
+            .database("admin")
+            .run_command(doc! {
+                "renameCollection": format!("{}.{}", self.database, shadow_collection(collection)),
+                "to": format!("{}.{collection}", self.database),
+                "dropTarget": true,
+            })
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(())
     }
 
     fn marker(&self) -> Document {
@@ -167,15 +203,17 @@ impl MongoAdmin {
     /// and action, collation, …) and secondary indexes before anything is written to it,
     /// so it accepts and rejects documents as the live one does. Collation can only be
     /// given at creation.
-    async fn create_shadow_like_live(&self, db: &Database) -> Result<(), SinkError> {
-        let shadow = self.name(Target::Shadow);
+    async fn create_shadow_like_live(
+        &self,
+        db: &Database,
+        collection: &str,
+    ) -> Result<(), SinkError> {
+        let shadow = Self::name_of(collection, Target::Shadow);
         if self.collection_exists(db, &shadow).await? {
             return Ok(());
         }
         let live: Vec<Document> = db
-            .run_command(
-                doc! { "listCollections": 1, "filter": { "name": self.name(Target::Live) } },
-            )
+            .run_command(doc! { "listCollections": 1, "filter": { "name": collection } })
             .await
             .map_err(|e| classify(&e))?
             .get_document("cursor")
@@ -191,13 +229,13 @@ impl MongoAdmin {
             create.extend(options.clone());
         }
         db.run_command(create).await.map_err(|e| classify(&e))?;
-        self.copy_indexes(db).await
+        self.copy_indexes(db, collection).await
     }
 
     /// Gives the shadow the live collection's secondary indexes (users add them for their
     /// queries; sinkd creates none), so the swap keeps them.
-    async fn copy_indexes(&self, db: &Database) -> Result<(), SinkError> {
-        let live = db.collection::<Document>(&self.name(Target::Live));
+    async fn copy_indexes(&self, db: &Database, collection: &str) -> Result<(), SinkError> {
+        let live = db.collection::<Document>(collection);
         let models: Vec<mongodb::IndexModel> = live
             .list_indexes()
             .await
@@ -210,7 +248,7 @@ impl MongoAdmin {
             .filter(|m| m.keys != doc! { "_id": 1 })
             .collect();
         if !wanted.is_empty() {
-            db.collection::<Document>(&self.name(Target::Shadow))
+            db.collection::<Document>(&Self::name_of(collection, Target::Shadow))
                 .create_indexes(wanted)
                 .await
                 .map_err(|e| classify(&e))?;
@@ -235,29 +273,28 @@ impl TargetAdmin for MongoAdmin {
         if marker.is_none() {
             return Ok(());
         }
-        if self
-            .collection_exists(&db, &self.name(Target::Shadow))
-            .await?
-        {
-            info!(pipeline = %self.pipeline, "an interrupted swap had not renamed the collection yet; the live collection stays");
-            offsets_coll
-                .delete_one(self.marker())
-                .await
-                .map_err(|e| classify(&e))?;
-        } else {
-            info!(pipeline = %self.pipeline, "completing an interrupted swap: the rebuilt collection is live, moving its checkpoints");
-            self.move_checkpoints(&db).await?;
+        info!(pipeline = %self.pipeline, "completing an interrupted swap: the rebuilt collections go live with their checkpoints");
+        for collection in self.all() {
+            if self
+                .collection_exists(&db, &shadow_collection(collection))
+                .await?
+            {
+                self.rename_in(collection).await?;
+            }
         }
+        self.move_checkpoints(&db).await?;
         Ok(())
     }
 
     async fn shadow_exists(&self) -> Result<bool, SinkError> {
         let db = self.db().await?;
-        if self
-            .collection_exists(&db, &self.name(Target::Shadow))
-            .await?
-        {
-            return Ok(true);
+        for collection in self.all() {
+            if self
+                .collection_exists(&db, &shadow_collection(collection))
+                .await?
+            {
+                return Ok(true);
+            }
         }
         let n = db
             .collection::<Document>(COLLECTION)
@@ -271,10 +308,12 @@ impl TargetAdmin for MongoAdmin {
 
     async fn drop_shadow(&self) -> Result<(), SinkError> {
         let db = self.db().await?;
-        db.collection::<Document>(&self.name(Target::Shadow))
-            .drop()
-            .await
-            .map_err(|e| classify(&e))?;
+        for collection in self.all() {
+            db.collection::<Document>(&shadow_collection(collection))
+                .drop()
+                .await
+                .map_err(|e| classify(&e))?;
+        }
         self.set_offsets(&db, Target::Shadow, &[]).await?;
         self.delete_ticket(&db).await
     }
@@ -315,33 +354,25 @@ impl TargetAdmin for MongoAdmin {
     async fn swap_in_shadow(&self) -> Result<(), SinkError> {
         self.recover().await?;
         let db = self.db().await?;
-        let shadow = self.name(Target::Shadow);
-        if !self.collection_exists(&db, &shadow).await? {
-            // Nothing in the log produced a document: the rebuilt read model is empty.
-            db.create_collection(&shadow)
-                .await
-                .map_err(|e| classify(&e))?;
-        }
-        if self
-            .collection_exists(&db, &self.name(Target::Live))
-            .await?
-        {
-            self.copy_indexes(&db).await?;
+        for collection in self.all() {
+            let shadow = shadow_collection(collection);
+            if !self.collection_exists(&db, &shadow).await? {
+                // Nothing in the log produced a document: the rebuilt collection is empty.
+                db.create_collection(&shadow)
+                    .await
+                    .map_err(|e| classify(&e))?;
+            }
+            if self.collection_exists(&db, collection).await? {
+                self.copy_indexes(&db, collection).await?;
+            }
         }
         db.collection::<Document>(COLLECTION)
             .insert_one(self.marker())
             .await
             .map_err(|e| classify(&e))?;
-        let client = self.client.get().expect("connected by db()");
-        client
-            .database("admin")
-            .run_command(doc! {
-                "renameCollection": format!("{}.{shadow}", self.database),
-                "to": format!("{}.{}", self.database, self.collection),
-                "dropTarget": true,
-            })
-            .await
-            .map_err(|e| classify(&e))?;
+        for collection in self.all() {
+            self.rename_in(collection).await?;
+        }
         sinkd_core::crash::point("mongodb-swap-renamed");
         self.move_checkpoints(&db).await
     }
@@ -356,14 +387,16 @@ impl TargetAdmin for MongoAdmin {
         // Offsets first: if a crash comes between the two, the documents' position guards
         // make the replay from the new offsets change nothing that is already there.
         self.set_offsets(&db, target, offsets).await?;
-        if truncate {
-            db.collection::<Document>(&self.name(target))
-                .delete_many(doc! {})
-                .await
-                .map_err(|e| classify(&e))?;
-        }
-        if target == Target::Shadow {
-            self.create_shadow_like_live(&db).await?;
+        for collection in self.all() {
+            if truncate {
+                db.collection::<Document>(&Self::name_of(collection, target))
+                    .delete_many(doc! {})
+                    .await
+                    .map_err(|e| classify(&e))?;
+            }
+            if target == Target::Shadow {
+                self.create_shadow_like_live(&db, collection).await?;
+            }
         }
         Ok(())
     }

@@ -24,10 +24,13 @@ use crate::checkpoint::{self, MongoCheckpointReader, run, write_errors};
 use crate::statements::{CHUNK, statement};
 use crate::{classify, classify_code, codes};
 
-/// A MongoDB collection as a read model.
+/// A MongoDB collection (and its child collections) as a read model.
 pub struct MongoSink {
     cfg: MongoSinkConfig,
     pipeline: String,
+    /// Collection name and key per target, in [`sinkd_core::operation::Op::target`]
+    /// order: the configured collection first (shadow names for a rebuild's shadow).
+    targets: Vec<(String, Vec<String>)>,
     client: Option<Client>,
     transactions: bool,
     reader: Arc<MongoCheckpointReader>,
@@ -38,19 +41,32 @@ pub struct MongoSink {
 /// writer inserted that key first with a newer event, so the statement is stale.
 enum Attempt {
     Done,
-    DuplicateKeys(Vec<usize>),
+    /// (target, index into its updates).
+    DuplicateKeys(Vec<(usize, usize)>),
 }
 
 impl MongoSink {
-    /// A sink for one pipeline writing `target` (the configured collection or its rebuild
-    /// shadow); connects on [`Sink::open`].
-    pub fn new(cfg: &MongoSinkConfig, pipeline: &str, target: Target) -> MongoSink {
-        let admin = Arc::new(MongoAdmin::new(cfg, pipeline));
+    /// A sink for one pipeline writing `target` (the configured collection and
+    /// `children`, or their rebuild shadows); connects on [`Sink::open`].
+    pub fn new(
+        cfg: &MongoSinkConfig,
+        pipeline: &str,
+        children: &[(String, Vec<String>)],
+        target: Target,
+    ) -> MongoSink {
+        let names: Vec<String> = children.iter().map(|(n, _)| n.clone()).collect();
+        let admin = Arc::new(MongoAdmin::new(cfg, pipeline, &names));
         let mut cfg = cfg.clone();
-        if target == Target::Shadow {
-            cfg.collection = shadow_collection(&cfg.collection);
-        }
+        let named = |c: &str| match target {
+            Target::Live => c.to_owned(),
+            Target::Shadow => shadow_collection(c),
+        };
+        cfg.collection = named(&cfg.collection);
+        let targets = std::iter::once((cfg.collection.clone(), Vec::new()))
+            .chain(children.iter().map(|(n, k)| (named(n), k.clone())))
+            .collect();
         MongoSink {
+            targets,
             reader: MongoCheckpointReader::new(&cfg.url, &cfg.database, pipeline, &cfg.collection),
             admin,
             cfg,
@@ -70,9 +86,11 @@ impl MongoSink {
     /// Sends the statements of `entries` in chunks, skipping those in `skip`; returns the
     /// indexes (into `entries`) of duplicate-key failures, and fails on any other write
     /// error.
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         db: &Database,
+        collection: &str,
         kind: &str,
         field: &str,
         entries: &[&Entry],
@@ -85,7 +103,7 @@ impl MongoSink {
             let statements: Vec<Document> = chunk.iter().map(|&i| statement(entries[i])).collect();
             let reply = run(
                 db,
-                doc! { kind: &self.cfg.collection, field: statements, "ordered": false },
+                doc! { kind: collection, field: statements, "ordered": false },
                 session.as_deref_mut(),
             )
             .await?;
@@ -100,22 +118,71 @@ impl MongoSink {
         Ok(duplicates)
     }
 
+    /// Every target's statements: deletes by key prefix first (what later events write
+    /// under the prefix must survive them), then updates, then deletes. Duplicate keys
+    /// come back as (target, index into that target's updates).
+    async fn send_all(
+        &self,
+        db: &Database,
+        batches: &[Statements<'_>],
+        stale: &HashSet<(usize, usize)>,
+        mut session: Option<&mut ClientSession>,
+    ) -> Result<Vec<(usize, usize)>, SinkError> {
+        let none = HashSet::new();
+        let mut duplicates = Vec::new();
+        for (t, b) in batches.iter().enumerate() {
+            let collection = &self.targets[t].0;
+            self.send(
+                db,
+                collection,
+                "delete",
+                "deletes",
+                &b.prefixes,
+                &none,
+                session.as_deref_mut(),
+            )
+            .await?;
+            let skip: HashSet<usize> = stale
+                .iter()
+                .filter(|(st, _)| *st == t)
+                .map(|(_, i)| *i)
+                .collect();
+            let found = self
+                .send(
+                    db,
+                    collection,
+                    "update",
+                    "updates",
+                    &b.updates,
+                    &skip,
+                    session.as_deref_mut(),
+                )
+                .await?;
+            duplicates.extend(found.into_iter().map(|i| (t, i)));
+            self.send(
+                db,
+                collection,
+                "delete",
+                "deletes",
+                &b.deletes,
+                &none,
+                session.as_deref_mut(),
+            )
+            .await?;
+        }
+        Ok(duplicates)
+    }
+
     async fn attempt(
         &self,
-        updates: &[&Entry],
-        deletes: &[&Entry],
-        stale: &HashSet<usize>,
+        batches: &[Statements<'_>],
+        stale: &HashSet<(usize, usize)>,
         advances: &[CheckpointAdvance],
     ) -> Result<Attempt, SinkError> {
-        let none = HashSet::new();
         let db = self.db();
         let client = self.client.as_ref().expect("opened");
         if !self.transactions {
-            let duplicates = self
-                .send(&db, "update", "updates", updates, stale, None)
-                .await?;
-            self.send(&db, "delete", "deletes", deletes, &none, None)
-                .await?;
+            let duplicates = self.send_all(&db, batches, stale, None).await?;
             if !duplicates.is_empty() {
                 return Ok(Attempt::DuplicateKeys(duplicates));
             }
@@ -129,13 +196,11 @@ impl MongoSink {
             .map_err(|e| classify(&e))?;
         let result = async {
             let duplicates = self
-                .send(&db, "update", "updates", updates, stale, Some(&mut session))
+                .send_all(&db, batches, stale, Some(&mut session))
                 .await?;
             if !duplicates.is_empty() {
                 return Ok(Attempt::DuplicateKeys(duplicates));
             }
-            self.send(&db, "delete", "deletes", deletes, &none, Some(&mut session))
-                .await?;
             checkpoint::advance(
                 &db,
                 Some(&mut session),
@@ -161,6 +226,33 @@ impl MongoSink {
             }
         }
     }
+
+    /// Child collections with a compound key are deleted from by key prefix: an index on
+    /// the `_id` field the prefix starts with keeps that from scanning the collection.
+    async fn index_prefixes(&self, client: &Client) -> Result<(), SinkError> {
+        let db = client.database(&self.cfg.database);
+        for (name, key) in self.targets.iter().skip(1) {
+            if key.len() < 2 {
+                continue;
+            }
+            let model = mongodb::IndexModel::builder()
+                .keys(doc! { format!("_id.{}", key[0]): 1 })
+                .build();
+            db.collection::<Document>(name)
+                .create_index(model)
+                .await
+                .map_err(|e| classify(&e))?;
+        }
+        Ok(())
+    }
+}
+
+/// One target's share of a batch.
+#[derive(Default)]
+struct Statements<'a> {
+    prefixes: Vec<&'a Entry>,
+    updates: Vec<&'a Entry>,
+    deletes: Vec<&'a Entry>,
 }
 
 #[async_trait]
@@ -190,6 +282,7 @@ impl Sink for MongoSink {
                    are written one after the other, and per-document position guards keep \
                    redeliveries from applying twice");
         }
+        self.index_prefixes(&client).await?;
         *self.reader.client.lock().await = Some(client.clone());
         self.client = Some(client);
         Ok(())
@@ -211,18 +304,32 @@ impl Sink for MongoSink {
         if self.client.is_none() {
             self.open().await?;
         }
-        let (deletes, updates): (Vec<&Entry>, Vec<&Entry>) = entries
-            .iter()
-            .partition(|e| matches!(e.op, Compacted::Delete));
+        let mut batches: Vec<Statements> = (0..self.targets.len())
+            .map(|_| Statements::default())
+            .collect();
+        for e in entries {
+            let Some(b) = batches.get_mut(e.target) else {
+                return Err(SinkError::Config(format!(
+                    "an operation for target {} of a sink with {} targets",
+                    e.target,
+                    self.targets.len()
+                )));
+            };
+            match e.op {
+                Compacted::DeletePrefix => b.prefixes.push(e),
+                Compacted::Delete => b.deletes.push(e),
+                _ => b.updates.push(e),
+            }
+        }
         // Statements that lost a duplicate-key race once, and those found stale after a
         // second loss.
-        let mut raced: HashSet<usize> = HashSet::new();
-        let mut stale: HashSet<usize> = HashSet::new();
+        let mut raced: HashSet<(usize, usize)> = HashSet::new();
+        let mut stale: HashSet<(usize, usize)> = HashSet::new();
         loop {
-            match self.attempt(&updates, &deletes, &stale, advances).await? {
+            match self.attempt(&batches, &stale, advances).await? {
                 Attempt::Done => return Ok(()),
                 Attempt::DuplicateKeys(indexes) => {
-                    let (again, first): (Vec<usize>, Vec<usize>) =
+                    let (again, first): (Vec<(usize, usize)>, Vec<(usize, usize)>) =
                         indexes.into_iter().partition(|i| raced.contains(i));
                     if !again.is_empty() {
                         warn!(pipeline = %self.pipeline, count = again.len(),

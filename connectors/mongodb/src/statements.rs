@@ -9,7 +9,8 @@
 //! a no-op, and E11000 means only a real race between writers inserting the same new key.
 //!
 //! Upserts replace the document (`$replaceWith`); merges set fields; increments add to
-//! them (a missing field counts as zero); deletes remove the document.
+//! them (a missing field counts as zero); deletes remove the document, and deletes by key
+//! prefix every document whose compound `_id` starts with the prefix.
 
 use mongodb::bson::{Bson, Document, doc};
 use sinkd_core::batch::{Compacted, Entry};
@@ -68,8 +69,18 @@ const NEWER_FIELD: &str = "_sinkd_newer";
 /// (with upsert) for a replace or a patch. Built per chunk just before sending, so a
 /// batch's statements never all sit in memory at once.
 pub fn statement(e: &Entry) -> Document {
+    if e.op == Compacted::DeletePrefix {
+        // The first fields of a compound `_id`: every document under the prefix.
+        let mut q = Document::new();
+        for c in &e.key {
+            q.insert(format!("_id.{}", c.column), to_bson(&c.value, c.ty));
+        }
+        q.insert("$expr", newer(e));
+        return doc! { "q": q, "limit": 0 };
+    }
     let id = key_id(&e.key);
     match &e.op {
+        Compacted::DeletePrefix => unreachable!("handled above"),
         Compacted::Delete => doc! {
             "q": { "_id": id, "$expr": newer(e) },
             "limit": 1,

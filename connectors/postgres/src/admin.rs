@@ -1,5 +1,9 @@
 //! Whole-table operations for the control plane.
 //!
+//! A pipeline with `targets` has several tables (its child tables beside the configured
+//! one): each has its shadow, and every operation below acts on all of them at once, in
+//! one transaction, so readers never see one table rebuilt and another old.
+//!
 //! The shadow of `schema.table` is `schema.table__sinkd_shadow`, with its own checkpoint
 //! rows (target `schema.table__sinkd_shadow`). Before the swap, while the live table still
 //! serves, the live table's secondary indexes are built on the shadow (`indexes.rs`). The
@@ -34,34 +38,47 @@ pub fn shadow_table(table: &str) -> String {
     format!("{table}__sinkd_shadow")
 }
 
-/// [`TargetAdmin`] for a PostgreSQL table.
+/// [`TargetAdmin`] for a PostgreSQL table and its child tables.
 pub struct PgAdmin {
     url: String,
     schema: String,
-    table: String,
+    /// The configured table (the one the checkpoints name), then the child tables.
+    tables: Vec<String>,
     pipeline: String,
 }
 
 impl PgAdmin {
-    /// The admin of `cfg`'s table (the live one, whatever target the sink writes).
-    pub fn new(cfg: &PostgresSinkConfig, pipeline: &str) -> PgAdmin {
+    /// The admin of `cfg`'s table and the pipeline's `children` tables (the live ones,
+    /// whatever target the sink writes).
+    pub fn new(cfg: &PostgresSinkConfig, pipeline: &str, children: &[String]) -> PgAdmin {
         PgAdmin {
             url: cfg.url.clone(),
             schema: cfg.schema.clone(),
-            table: cfg.table.clone(),
+            tables: std::iter::once(cfg.table.clone())
+                .chain(children.iter().cloned())
+                .collect(),
             pipeline: pipeline.to_owned(),
         }
     }
 
-    fn table_of(&self, target: Target) -> String {
+    /// The configured table.
+    fn main(&self) -> &str {
+        &self.tables[0]
+    }
+
+    fn table_of(table: &str, target: Target) -> String {
         match target {
-            Target::Live => self.table.clone(),
-            Target::Shadow => shadow_table(&self.table),
+            Target::Live => table.to_owned(),
+            Target::Shadow => shadow_table(table),
         }
     }
 
-    fn qualified(&self, target: Target) -> String {
-        format!("{}.{}", ident(&self.schema), ident(&self.table_of(target)))
+    fn qualified(&self, table: &str, target: Target) -> String {
+        format!(
+            "{}.{}",
+            ident(&self.schema),
+            ident(&Self::table_of(table, target))
+        )
     }
 
     async fn client(&self) -> Result<Client, SinkError> {
@@ -77,11 +94,16 @@ impl PgAdmin {
         Ok(client)
     }
 
-    async fn exists(&self, client: &impl GenericClient, target: Target) -> Result<bool, SinkError> {
+    async fn exists(
+        &self,
+        client: &impl GenericClient,
+        table: &str,
+        target: Target,
+    ) -> Result<bool, SinkError> {
         let row = client
             .query_one(
                 "SELECT to_regclass($1) IS NOT NULL",
-                &[&self.qualified(target)],
+                &[&self.qualified(table, target)],
             )
             .await
             .map_err(|e| classify(&e))?;
@@ -92,9 +114,13 @@ impl PgAdmin {
     /// old table's secondary indexes and grants (users add both for their queries; sinkd
     /// creates neither). Indexes whose copy [`TargetAdmin::prepare_swap`] built are only
     /// renamed; copies whose live index is gone meanwhile are dropped.
-    async fn carried_over(&self, tx: &Transaction<'_>) -> Result<Vec<String>, SinkError> {
-        let live = self.qualified(Target::Live);
-        let mut copies = indexes::copies_on(tx, &self.qualified(Target::Shadow)).await?;
+    async fn carried_over(
+        &self,
+        tx: &Transaction<'_>,
+        table: &str,
+    ) -> Result<Vec<String>, SinkError> {
+        let live = self.qualified(table, Target::Live);
+        let mut copies = indexes::copies_on(tx, &self.qualified(table, Target::Shadow)).await?;
         let mut ddl = Vec::new();
         for index in indexes::secondary(tx, &live).await? {
             let copy = index.copy_name();
@@ -120,7 +146,7 @@ impl PgAdmin {
             .query(
                 "SELECT grantee::text, privilege_type::text FROM information_schema.role_table_grants \
                  WHERE table_schema = $1 AND table_name = $2 AND grantee <> current_user",
-                &[&self.schema, &self.table],
+                &[&self.schema, &table],
             )
             .await
             .map_err(|e| classify(&e))?;
@@ -135,6 +161,55 @@ impl PgAdmin {
             ddl.push(format!("GRANT {privilege} ON {live} TO {to}"));
         }
         Ok(ddl)
+    }
+
+    /// Inside the swap's transaction: the shadow of `table` takes its place.
+    async fn swap_table(&self, tx: &Transaction<'_>, table: &str) -> Result<(), SinkError> {
+        let live = self.qualified(table, Target::Live);
+        let shadow = self.qualified(table, Target::Shadow);
+        let live_exists = self.exists(tx, table, Target::Live).await?;
+        if !self.exists(tx, table, Target::Shadow).await? {
+            // Nothing in the log produced a row: the rebuilt table is empty.
+            if live_exists {
+                tx.batch_execute(&format!("TRUNCATE {live}"))
+                    .await
+                    .map_err(|e| classify(&e))?;
+            }
+            return Ok(());
+        }
+        let carried = if live_exists {
+            self.carried_over(tx, table).await?
+        } else {
+            Vec::new()
+        };
+        let pkey: Option<String> = tx
+            .query_opt(
+                "SELECT conname::text FROM pg_constraint \
+                 WHERE conrelid = $1::text::regclass AND contype = 'p'",
+                &[&shadow],
+            )
+            .await
+            .map_err(|e| classify(&e))?
+            .map(|r| r.get(0));
+        let mut ddl = vec![
+            format!("DROP TABLE IF EXISTS {live}"),
+            format!("ALTER TABLE {shadow} RENAME TO {}", ident(table)),
+        ];
+        if let Some(pkey) = pkey {
+            // The name PostgreSQL gives a table's key, so the next shadow's is free.
+            let name: String = format!("{table}_pkey").chars().take(63).collect();
+            ddl.push(format!(
+                "ALTER TABLE {live} RENAME CONSTRAINT {} TO {}",
+                ident(&pkey),
+                ident(&name)
+            ));
+        }
+        ddl.extend(carried);
+        for sql in &ddl {
+            info!(pipeline = %self.pipeline, sql, "swapping in the rebuilt table");
+            tx.batch_execute(sql).await.map_err(|e| classify(&e))?;
+        }
+        Ok(())
     }
 
     async fn delete_ticket(&self, tx: &Transaction<'_>) -> Result<(), SinkError> {
@@ -176,7 +251,7 @@ impl PgAdmin {
 #[async_trait]
 impl TargetAdmin for PgAdmin {
     fn describe(&self, target: Target) -> String {
-        format!("{}.{}", self.schema, self.table_of(target))
+        format!("{}.{}", self.schema, Self::table_of(self.main(), target))
     }
 
     async fn recover(&self) -> Result<(), SinkError> {
@@ -186,8 +261,10 @@ impl TargetAdmin for PgAdmin {
 
     async fn shadow_exists(&self) -> Result<bool, SinkError> {
         let client = self.client().await?;
-        if self.exists(&client, Target::Shadow).await? {
-            return Ok(true);
+        for table in &self.tables {
+            if self.exists(&client, table, Target::Shadow).await? {
+                return Ok(true);
+            }
         }
         let row = client
             .query_one(
@@ -202,12 +279,14 @@ impl TargetAdmin for PgAdmin {
     async fn drop_shadow(&self) -> Result<(), SinkError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| classify(&e))?;
-        tx.batch_execute(&format!(
-            "DROP TABLE IF EXISTS {}",
-            self.qualified(Target::Shadow)
-        ))
-        .await
-        .map_err(|e| classify(&e))?;
+        for table in &self.tables {
+            tx.batch_execute(&format!(
+                "DROP TABLE IF EXISTS {}",
+                self.qualified(table, Target::Shadow)
+            ))
+            .await
+            .map_err(|e| classify(&e))?;
+        }
         self.set_offsets(&tx, Target::Shadow, &[]).await?;
         self.delete_ticket(&tx).await?;
         tx.commit().await.map_err(|e| classify(&e))
@@ -230,7 +309,7 @@ impl TargetAdmin for PgAdmin {
         let client = self.client().await?;
         // A shadow table dropped by hand took rows its checkpoints still count: not
         // resumable. (Before its first write it has none, and a restart merely begins anew.)
-        if !self.exists(&client, Target::Shadow).await? {
+        if !self.exists(&client, self.main(), Target::Shadow).await? {
             return Ok(None);
         }
         let row = client
@@ -245,16 +324,18 @@ impl TargetAdmin for PgAdmin {
 
     async fn prepare_swap(&self) -> Result<(), SinkError> {
         let client = self.client().await?;
-        if !(self.exists(&client, Target::Live).await?
-            && self.exists(&client, Target::Shadow).await?)
-        {
-            return Ok(());
-        }
-        let shadow = self.qualified(Target::Shadow);
-        for index in indexes::secondary(&client, &self.qualified(Target::Live)).await? {
-            if let Some(sql) = index.build_copy_on(&shadow) {
-                info!(pipeline = %self.pipeline, index = %index.name, "building the live table's index on the rebuilt table");
-                client.batch_execute(&sql).await.map_err(|e| classify(&e))?;
+        for table in &self.tables {
+            if !(self.exists(&client, table, Target::Live).await?
+                && self.exists(&client, table, Target::Shadow).await?)
+            {
+                continue;
+            }
+            let shadow = self.qualified(table, Target::Shadow);
+            for index in indexes::secondary(&client, &self.qualified(table, Target::Live)).await? {
+                if let Some(sql) = index.build_copy_on(&shadow) {
+                    info!(pipeline = %self.pipeline, index = %index.name, "building the live table's index on the rebuilt table");
+                    client.batch_execute(&sql).await.map_err(|e| classify(&e))?;
+                }
             }
         }
         Ok(())
@@ -263,49 +344,8 @@ impl TargetAdmin for PgAdmin {
     async fn swap_in_shadow(&self) -> Result<(), SinkError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| classify(&e))?;
-        let live = self.qualified(Target::Live);
-        let shadow = self.qualified(Target::Shadow);
-        let live_exists = self.exists(&tx, Target::Live).await?;
-        if !self.exists(&tx, Target::Shadow).await? {
-            // Nothing in the log produced a row: the rebuilt read model is empty.
-            if live_exists {
-                tx.batch_execute(&format!("TRUNCATE {live}"))
-                    .await
-                    .map_err(|e| classify(&e))?;
-            }
-        } else {
-            let carried = if live_exists {
-                self.carried_over(&tx).await?
-            } else {
-                Vec::new()
-            };
-            let pkey: Option<String> = tx
-                .query_opt(
-                    "SELECT conname::text FROM pg_constraint \
-                     WHERE conrelid = $1::text::regclass AND contype = 'p'",
-                    &[&shadow],
-                )
-                .await
-                .map_err(|e| classify(&e))?
-                .map(|r| r.get(0));
-            let mut ddl = vec![
-                format!("DROP TABLE IF EXISTS {live}"),
-                format!("ALTER TABLE {shadow} RENAME TO {}", ident(&self.table)),
-            ];
-            if let Some(pkey) = pkey {
-                // The name PostgreSQL gives a table's key, so the next shadow's is free.
-                let name: String = format!("{}_pkey", self.table).chars().take(63).collect();
-                ddl.push(format!(
-                    "ALTER TABLE {live} RENAME CONSTRAINT {} TO {}",
-                    ident(&pkey),
-                    ident(&name)
-                ));
-            }
-            ddl.extend(carried);
-            for sql in &ddl {
-                info!(pipeline = %self.pipeline, sql, "swapping in the rebuilt table");
-                tx.batch_execute(sql).await.map_err(|e| classify(&e))?;
-            }
+        for table in &self.tables {
+            self.swap_table(&tx, table).await?;
         }
         let shadow_target = self.describe(Target::Shadow);
         let live_target = self.describe(Target::Live);
@@ -335,10 +375,12 @@ impl TargetAdmin for PgAdmin {
     ) -> Result<(), SinkError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| classify(&e))?;
-        if truncate && self.exists(&tx, target).await? {
-            tx.batch_execute(&format!("TRUNCATE {}", self.qualified(target)))
-                .await
-                .map_err(|e| classify(&e))?;
+        for table in &self.tables {
+            if truncate && self.exists(&tx, table, target).await? {
+                tx.batch_execute(&format!("TRUNCATE {}", self.qualified(table, target)))
+                    .await
+                    .map_err(|e| classify(&e))?;
+            }
         }
         self.set_offsets(&tx, target, offsets).await?;
         tx.commit().await.map_err(|e| classify(&e))

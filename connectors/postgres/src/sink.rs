@@ -1,5 +1,6 @@
 //! [`PostgresSink`]: one transaction per batch holding the DDL it needs, the set-based
-//! writes and the checkpoint's compare-and-set.
+//! writes into every target table (the configured one and the pipeline's `targets`, in
+//! the same schema) and the checkpoint's compare-and-set.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,40 +20,50 @@ use crate::classify;
 use crate::statements::for_batch;
 use crate::table::Table;
 
-/// A PostgreSQL table as a read model.
+/// A PostgreSQL table (and its child tables) as a read model.
 pub struct PostgresSink {
     cfg: PostgresSinkConfig,
     pipeline: String,
-    key: Vec<String>,
+    /// Table name and key per target, in [`sinkd_core::operation::Op::target`] order: the
+    /// configured table first (shadow names when writing a rebuild's shadow).
+    targets: Vec<(String, Vec<String>)>,
     client: Option<Client>,
-    table: Option<Table>,
+    /// The tables as the catalog has them, per target; empty until opened.
+    tables: Vec<Table>,
     prepared: HashMap<String, Prepared>,
     reader: Arc<PgCheckpointReader>,
     admin: Arc<PgAdmin>,
 }
 
 impl PostgresSink {
-    /// A sink for one pipeline writing `target` (the configured table or its rebuild
-    /// shadow); connects on [`Sink::open`].
+    /// A sink for one pipeline writing `target` (the configured table and `children`,
+    /// or their rebuild shadows); connects on [`Sink::open`].
     pub fn new(
         cfg: &PostgresSinkConfig,
         pipeline: &str,
         key: &[String],
+        children: &[(String, Vec<String>)],
         target: Target,
     ) -> PostgresSink {
-        let admin = Arc::new(PgAdmin::new(cfg, pipeline));
+        let names: Vec<String> = children.iter().map(|(n, _)| n.clone()).collect();
+        let admin = Arc::new(PgAdmin::new(cfg, pipeline, &names));
         let mut cfg = cfg.clone();
-        if target == Target::Shadow {
-            cfg.table = shadow_table(&cfg.table);
-        }
+        let named = |table: &str| match target {
+            Target::Live => table.to_owned(),
+            Target::Shadow => shadow_table(table),
+        };
+        cfg.table = named(&cfg.table);
+        let targets = std::iter::once((cfg.table.clone(), key.to_vec()))
+            .chain(children.iter().map(|(n, k)| (named(n), k.clone())))
+            .collect();
         PostgresSink {
             reader: PgCheckpointReader::new(&cfg.url, pipeline, &target_name(&cfg)),
             admin,
             cfg,
             pipeline: pipeline.to_owned(),
-            key: key.to_vec(),
+            targets,
             client: None,
-            table: None,
+            tables: Vec::new(),
             prepared: HashMap::new(),
         }
     }
@@ -61,12 +72,12 @@ impl PostgresSink {
     /// on the next write.
     fn reset(&mut self) {
         self.client = None;
-        self.table = None;
+        self.tables.clear();
         self.prepared.clear();
     }
 
     async fn ensure_open(&mut self) -> Result<(), SinkError> {
-        if self.client.as_ref().is_some_and(|c| !c.is_closed()) && self.table.is_some() {
+        if self.client.as_ref().is_some_and(|c| !c.is_closed()) && !self.tables.is_empty() {
             return Ok(());
         }
         self.reset();
@@ -75,19 +86,21 @@ impl PostgresSink {
             .batch_execute(checkpoint::CREATE)
             .await
             .map_err(|e| classify(&e))?;
-        let table = Table::load(&client, &self.cfg.schema, &self.cfg.table, &self.key).await?;
-        if table.exists {
-            for k in &self.key {
-                if !table.columns.contains_key(k) {
-                    return Err(SinkError::Incompatible(format!(
-                        "table {} exists without the key column `{k}`",
-                        table.qualified()
-                    )));
-                }
+        let mut tables = Vec::with_capacity(self.targets.len());
+        for (name, key) in &self.targets {
+            let table = Table::load(&client, &self.cfg.schema, name, key).await?;
+            if table.exists
+                && let Some(k) = key.iter().find(|k| !table.columns.contains_key(*k))
+            {
+                return Err(SinkError::Incompatible(format!(
+                    "table {} exists without the key column `{k}`",
+                    table.qualified()
+                )));
             }
+            tables.push(table);
         }
         self.client = Some(client);
-        self.table = Some(table);
+        self.tables = tables;
         Ok(())
     }
 
@@ -97,13 +110,27 @@ impl PostgresSink {
         advances: &[CheckpointAdvance],
     ) -> Result<(), SinkError> {
         self.ensure_open().await?;
-        let table = self.table.as_ref().expect("opened");
-        let (ddl, next_table) = table.plan(entries)?;
-        let statements = for_batch(&next_table, entries)?;
+        let mut ddl = Vec::new();
+        let mut statements = Vec::new();
+        let mut next_tables = Vec::with_capacity(self.tables.len());
+        for (i, table) in self.tables.iter().enumerate() {
+            let mine: Vec<&Entry> = entries.iter().filter(|e| e.target == i).collect();
+            let (table_ddl, next) = table.plan(&mine)?;
+            statements.extend(for_batch(&next, &mine)?);
+            ddl.extend(table_ddl);
+            next_tables.push(next);
+        }
+        if let Some(e) = entries.iter().find(|e| e.target >= self.tables.len()) {
+            return Err(SinkError::Config(format!(
+                "an operation for target {} of a sink with {} targets",
+                e.target,
+                self.tables.len()
+            )));
+        }
         let client = self.client.as_mut().expect("opened");
         let tx = client.transaction().await.map_err(|e| classify(&e))?;
         for sql in &ddl {
-            info!(pipeline = %self.pipeline, sql, "evolving the table");
+            info!(pipeline = %self.pipeline, sql, "evolving the tables");
             tx.batch_execute(sql).await.map_err(|e| classify(&e))?;
         }
         if !ddl.is_empty() {
@@ -126,7 +153,7 @@ impl PostgresSink {
         }
         checkpoint::advance(&tx, &self.pipeline, &target_name(&self.cfg), advances).await?;
         tx.commit().await.map_err(|e| classify(&e))?;
-        self.table = Some(next_table);
+        self.tables = next_tables;
         Ok(())
     }
 }

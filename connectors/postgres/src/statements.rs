@@ -139,12 +139,30 @@ fn unnest(table: &Table, columns: &[&str], alias: &str) -> (String, Vec<String>)
     )
 }
 
-/// All statements for a batch, deletes first (one op per key, so order between kinds does
-/// not matter for correctness).
-pub fn for_batch(table: &Table, entries: &[Entry]) -> Result<Vec<Statement>, SinkError> {
+/// All statements for a batch of one table: deletes by key prefix first (what later
+/// events write under the prefix must survive them), then deletes (one op per key, so
+/// the order between the other kinds does not matter).
+pub fn for_batch(table: &Table, entries: &[&Entry]) -> Result<Vec<Statement>, SinkError> {
     let mut statements = Vec::new();
+    let mut prefixes: BTreeMap<usize, Vec<&Entry>> = BTreeMap::new();
+    for e in entries
+        .iter()
+        .copied()
+        .filter(|e| e.op == Compacted::DeletePrefix)
+    {
+        prefixes.entry(e.key.len()).or_default().push(e);
+    }
+    if table.exists {
+        for (len, group) in prefixes {
+            // The same statement on a view of the table keyed by the prefix columns.
+            let mut prefix = table.clone();
+            prefix.key.truncate(len);
+            statements.push(delete(&prefix, &group)?);
+        }
+    }
     let deletes: Vec<&Entry> = entries
         .iter()
+        .copied()
         .filter(|e| matches!(e.op, Compacted::Delete))
         .collect();
     if !deletes.is_empty() && table.exists {
@@ -153,9 +171,9 @@ pub fn for_batch(table: &Table, entries: &[Entry]) -> Result<Vec<Statement>, Sin
     // Group replaces by their column set and patches by (set, inc) columns.
     let mut replaces: BTreeMap<Vec<&str>, Vec<&Entry>> = BTreeMap::new();
     let mut patches: BTreeMap<(Vec<&str>, Vec<&str>), Vec<&Entry>> = BTreeMap::new();
-    for e in entries {
+    for &e in entries {
         match &e.op {
-            Compacted::Delete => {}
+            Compacted::Delete | Compacted::DeletePrefix => {}
             Compacted::Replace(cells) => replaces.entry(names(cells, table)).or_default().push(e),
             Compacted::Patch { set, inc } => patches
                 .entry((names(set, table), names(inc, table)))

@@ -74,12 +74,12 @@ impl Table {
 
     /// The DDL a batch needs (create the table, add columns) and the table as it will be
     /// once that DDL commits. Errors when a column's type changed incompatibly.
-    pub fn plan(&self, entries: &[Entry]) -> Result<(Vec<String>, Table), SinkError> {
+    pub fn plan(&self, entries: &[&Entry]) -> Result<(Vec<String>, Table), SinkError> {
         // Every column the batch writes, with the type its events give it (first seen).
         let mut wanted: BTreeMap<&str, ColumnType> = BTreeMap::new();
         for e in entries {
             let cells = match &e.op {
-                Compacted::Delete => continue,
+                Compacted::Delete | Compacted::DeletePrefix => continue,
                 Compacted::Replace(cells) => cells.iter().chain(&[][..]),
                 Compacted::Patch { set, inc } => set.iter().chain(&inc[..]),
             };

@@ -270,6 +270,12 @@ fn apply(open: &mut Open, searcher: &Searcher, e: &Entry) -> Result<(), SinkErro
         return Ok(());
     }
     let (set, inc): (&[Cell], &[Cell]) = match &e.op {
+        // Validation refuses `targets` with a Tantivy sink: an index is one target.
+        Compacted::DeletePrefix => {
+            return Err(SinkError::Incompatible(
+                "a Tantivy index has no child targets to delete from".into(),
+            ));
+        }
         Compacted::Delete => {
             open.writer.delete_term(term);
             return Ok(());

@@ -72,7 +72,7 @@ pub async fn run(args: Args, out: &mut impl std::io::Write) -> Result<usize, Str
             .unwrap_or_else(|| p.source.kafka.topics[0].clone())
             .as_str(),
     );
-    let target = p.sink.target();
+    let target = |n: usize| p.target_label(n);
     let readers = reader_schemas(p, &args.pipeline.path)?;
     let registry = Arc::new(Registry::new(&p.source.registry)?);
     let mut writers = Writers {
@@ -158,7 +158,7 @@ impl From<RecordError> for Failure {
 /// The upcast event and its operation, as JSON.
 fn shown(
     transform: &Transform,
-    target: &str,
+    target: &dyn Fn(usize) -> String,
     raw: &RawRecord,
     event: Event,
 ) -> Result<Json, String> {
@@ -169,8 +169,16 @@ fn shown(
         "version": event.version,
         "value": event.body.as_ref().map(to_json),
     });
-    let op = transform.project(event).map_err(|e| e.to_string())?;
-    Ok(json!({"in": input, "event": shown, "op": op_json(&op, target)}))
+    let ops = transform.project(event).map_err(|e| e.to_string())?;
+    let mut doc = json!({"in": input, "event": shown, "op": op_json(&ops[0], &target(0))});
+    if ops.len() > 1 {
+        // Child rows, in the order they are applied.
+        doc["also"] = ops[1..]
+            .iter()
+            .map(|op| op_json(op, &target(op.target)))
+            .collect();
+    }
+    Ok(doc)
 }
 
 fn op_json(op: &Op, target: &str) -> Json {
@@ -189,9 +197,13 @@ fn op_json(op: &Op, target: &str) -> Json {
             )
         })
         .collect();
+    let kind = match (op.kind, op.prefix) {
+        (sinkd_core::config::OpKind::Delete, true) => "delete_prefix".to_owned(),
+        (kind, _) => format!("{kind:?}").to_lowercase(),
+    };
     json!({
         "target": target,
-        "kind": format!("{:?}", op.kind).to_lowercase(),
+        "kind": kind,
         "key": key,
         "columns": columns,
     })

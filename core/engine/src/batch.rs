@@ -4,6 +4,10 @@
 //! last upsert wins, merges overlay, increments sum, a delete clears what came before. This
 //! keeps per-key order while letting the sink write each kind set-based, and avoids
 //! PostgreSQL's "ON CONFLICT DO UPDATE command cannot affect row a second time".
+//!
+//! Keys are per target. A delete by key prefix (every child row of a parent) turns the
+//! entries already under that prefix into deletes and is written *before* the target's
+//! other entries, so what later events of the batch write under the prefix survives it.
 
 use std::collections::HashMap;
 
@@ -19,6 +23,9 @@ use crate::value::add;
 pub enum Compacted {
     /// Remove the row.
     Delete,
+    /// Remove every row whose key starts with the entry's key cells (older than the
+    /// entry's position, per the row guards). Written before the target's other entries.
+    DeletePrefix,
     /// Make the row exactly these cells (others null).
     Replace(Vec<Cell>),
     /// Set some columns and add to others; create the row if absent.
@@ -34,7 +41,9 @@ pub enum Compacted {
 /// folded into it (the row guard).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
-    /// Key cells.
+    /// Which target (see [`Op::target`]).
+    pub target: usize,
+    /// Key cells (a prefix of the key for [`Compacted::DeletePrefix`]).
     pub key: Vec<Cell>,
     /// Folded operation.
     pub op: Compacted,
@@ -45,8 +54,21 @@ pub struct Entry {
 /// A batch being compacted.
 #[derive(Default)]
 pub struct Compactor {
-    index: HashMap<Vec<KeyPart>, usize>,
+    /// (target, prefix delete, key) → entry.
+    index: HashMap<(usize, bool, Vec<KeyPart>), usize>,
+    /// (target, first key part) → the entries with that first part, for prefix deletes.
+    by_first: HashMap<(usize, KeyPart), Vec<usize>>,
     entries: Vec<Entry>,
+    /// Each entry's key parts.
+    parts: Vec<Vec<KeyPart>>,
+}
+
+/// How to undo one change of a record being folded in.
+enum Undo {
+    /// Entry `i` had this operation and position.
+    Changed(usize, Compacted, SourcePosition),
+    /// This slot's entry was added (it is the last one).
+    Added((usize, bool, Vec<KeyPart>)),
 }
 
 /// Hashable form of a key value.
@@ -79,12 +101,47 @@ impl Compactor {
     /// Folds one operation into the batch. Fails only when an increment cannot be added
     /// (non-numeric or overflow); the batch is then unchanged.
     pub fn push(&mut self, op: Op) -> Result<(), String> {
+        self.push_all(vec![op])
+    }
+
+    /// Folds the operations of one record (its row and child rows), all or none: on a
+    /// failure the batch is as it was before the record.
+    pub fn push_all(&mut self, ops: Vec<Op>) -> Result<(), String> {
+        let mut undo = Vec::new();
+        for op in ops {
+            if let Err(e) = self.fold_in(op, &mut undo) {
+                self.roll_back(undo);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn fold_in(&mut self, op: Op, undo: &mut Vec<Undo>) -> Result<(), String> {
         let parts = key_parts(&op.key);
-        match self.index.get(&parts) {
+        if op.prefix {
+            self.delete_under(op.target, &parts, &op.position, undo);
+        }
+        let slot = (op.target, op.prefix, parts);
+        match self.index.get(&slot) {
             None => {
-                let folded = fold(None, op.kind, op.cells)?;
-                self.index.insert(parts, self.entries.len());
+                let folded = if op.prefix {
+                    Compacted::DeletePrefix
+                } else {
+                    fold(None, op.kind, op.cells)?
+                };
+                let i = self.entries.len();
+                if let Some(first) = slot.2.first() {
+                    self.by_first
+                        .entry((op.target, first.clone()))
+                        .or_default()
+                        .push(i);
+                }
+                self.parts.push(slot.2.clone());
+                undo.push(Undo::Added(slot.clone()));
+                self.index.insert(slot, i);
                 self.entries.push(Entry {
+                    target: op.target,
                     key: op.key,
                     op: folded,
                     position: op.position,
@@ -92,12 +149,64 @@ impl Compactor {
             }
             Some(&i) => {
                 let entry = &mut self.entries[i];
-                let folded = fold(Some(&entry.op), op.kind, op.cells)?;
+                let folded = if op.prefix {
+                    Compacted::DeletePrefix
+                } else {
+                    fold(Some(&entry.op), op.kind, op.cells)?
+                };
+                undo.push(Undo::Changed(i, entry.op.clone(), entry.position.clone()));
                 entry.op = folded;
                 entry.position = op.position;
             }
         }
         Ok(())
+    }
+
+    /// A prefix delete at `position`: every row entry of `target` under `prefix` so far
+    /// becomes a delete (its row is gone whatever it was).
+    fn delete_under(
+        &mut self,
+        target: usize,
+        prefix: &[KeyPart],
+        position: &SourcePosition,
+        undo: &mut Vec<Undo>,
+    ) {
+        let Some(first) = prefix.first() else {
+            return;
+        };
+        let Some(candidates) = self.by_first.get(&(target, first.clone())) else {
+            return;
+        };
+        for &i in candidates {
+            let entry = &mut self.entries[i];
+            if entry.op != Compacted::DeletePrefix && self.parts[i].starts_with(prefix) {
+                undo.push(Undo::Changed(i, entry.op.clone(), entry.position.clone()));
+                entry.op = Compacted::Delete;
+                entry.position = position.clone();
+            }
+        }
+    }
+
+    /// Undoes a record's changes, newest first (added entries are the last ones).
+    fn roll_back(&mut self, undo: Vec<Undo>) {
+        for step in undo.into_iter().rev() {
+            match step {
+                Undo::Changed(i, op, position) => {
+                    self.entries[i].op = op;
+                    self.entries[i].position = position;
+                }
+                Undo::Added(slot) => {
+                    self.index.remove(&slot);
+                    self.entries.pop();
+                    self.parts.pop();
+                    if let Some(first) = slot.2.first()
+                        && let Some(list) = self.by_first.get_mut(&(slot.0, first.clone()))
+                    {
+                        list.pop();
+                    }
+                }
+            }
+        }
     }
 
     /// Number of distinct keys.
@@ -138,6 +247,7 @@ fn add_into(base: &mut Vec<Cell>, cells: Vec<Cell>) -> Result<(), String> {
 fn fold(prev: Option<&Compacted>, kind: OpKind, cells: Vec<Cell>) -> Result<Compacted, String> {
     Ok(match (prev, kind) {
         (_, OpKind::Delete) => Compacted::Delete,
+        (Some(Compacted::DeletePrefix), _) => unreachable!("prefix deletes have their own slot"),
         (_, OpKind::Upsert) => Compacted::Replace(cells),
         // After a delete the row does not exist: whatever follows creates it from nothing.
         (Some(Compacted::Delete), OpKind::Merge | OpKind::Increment) => Compacted::Replace(cells),
@@ -203,6 +313,8 @@ mod tests {
 
     fn op(key: &str, kind: OpKind, cells: Vec<Cell>, offset: i64) -> Op {
         Op {
+            target: 0,
+            prefix: false,
             key: vec![cell("id", Value::String(key.into()))],
             kind,
             cells,
@@ -301,5 +413,94 @@ mod tests {
             op("b", OpKind::Delete, vec![], 2),
         ]);
         assert_eq!(e.len(), 2);
+    }
+
+    fn line(order: &str, n: i64, kind: OpKind, offset: i64) -> Op {
+        Op {
+            target: 1,
+            key: vec![
+                cell("order_id", Value::String(order.into())),
+                cell("line_no", Value::Long(n)),
+            ],
+            prefix: false,
+            kind,
+            cells: vec![cell("qty", Value::Long(1))],
+            position: SourcePosition {
+                topic: Arc::from("t"),
+                partition: 0,
+                offset,
+            },
+        }
+    }
+
+    fn lines_of(order: &str, offset: i64) -> Op {
+        Op {
+            target: 1,
+            key: vec![cell("order_id", Value::String(order.into()))],
+            prefix: true,
+            kind: OpKind::Delete,
+            cells: vec![],
+            position: SourcePosition {
+                topic: Arc::from("t"),
+                partition: 0,
+                offset,
+            },
+        }
+    }
+
+    #[test]
+    fn a_prefix_delete_clears_what_came_before_under_it_and_spares_what_follows() {
+        let e = compact(vec![
+            line("o1", 0, OpKind::Upsert, 1),
+            line("o2", 0, OpKind::Upsert, 2),
+            lines_of("o1", 3),
+            line("o1", 1, OpKind::Increment, 4),
+        ]);
+        let of = |order: &str, n: i64| {
+            e.iter()
+                .find(|x| {
+                    x.key.len() == 2
+                        && x.key[0].value == Value::String(order.into())
+                        && x.key[1].value == Value::Long(n)
+                })
+                .unwrap()
+        };
+        assert_eq!(
+            (of("o1", 0).op.clone(), of("o1", 0).position.offset),
+            (Compacted::Delete, 3)
+        );
+        assert!(matches!(of("o2", 0).op, Compacted::Replace(_)));
+        assert!(matches!(of("o1", 1).op, Compacted::Patch { .. }));
+        let prefixes: Vec<&Entry> = e
+            .iter()
+            .filter(|x| x.op == Compacted::DeletePrefix)
+            .collect();
+        assert_eq!(prefixes.len(), 1);
+        assert_eq!((prefixes[0].target, prefixes[0].position.offset), (1, 3));
+        // The same key on another target is another row.
+        let e = compact(vec![op("o1", OpKind::Upsert, vec![], 1), lines_of("o1", 2)]);
+        assert!(matches!(e[0].op, Compacted::Replace(_)));
+    }
+
+    #[test]
+    fn a_record_whose_operations_do_not_all_fold_changes_nothing() {
+        let mut c = Compactor::new();
+        c.push(op(
+            "a",
+            OpKind::Increment,
+            vec![cell("n", Value::Long(i64::MAX))],
+            1,
+        ))
+        .unwrap();
+        let before = c.entries.clone();
+        let failed = c.push_all(vec![
+            line("a", 0, OpKind::Upsert, 2),
+            lines_of("a", 2),
+            op("a", OpKind::Increment, vec![cell("n", Value::Long(1))], 2),
+        ]);
+        assert!(failed.is_err());
+        assert_eq!(c.entries, before);
+        c.push(line("a", 0, OpKind::Upsert, 3)).unwrap();
+        assert_eq!(c.len(), 2);
     }
 }

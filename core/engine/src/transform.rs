@@ -42,7 +42,7 @@ impl Transform {
 
     /// Projects a prepared event, moving its values (see [`Projection::project`] for the
     /// errors).
-    pub fn project(&self, event: Event) -> Result<Op, RecordError> {
+    pub fn project(&self, event: Event) -> Result<Vec<Op>, RecordError> {
         self.projection.project(event)
     }
 

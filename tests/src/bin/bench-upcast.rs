@@ -237,8 +237,8 @@ async fn run(args: Args) {
                 let event = decoder.decode(raw).await.expect("decodes");
                 if let Some(t) = &transform {
                     let event = t.prepare(raw, event).expect("upcasts");
-                    let op = t.project(event).expect("projects");
-                    ops += op.cells.len();
+                    let produced = t.project(event).expect("projects");
+                    ops += produced.iter().map(|o| o.cells.len()).sum::<usize>();
                 } else {
                     ops += usize::from(event.body.is_some());
                 }

@@ -10,6 +10,12 @@
 //!       status: "'PLACED'"             # a constant (CEL string literal)
 //!       small_count: "items.size()"
 //!     types: {small_count: int}         # declared type of a computed column
+//!     also:                            # child rows in another target
+//!       - target: order_lines
+//!         for_each: items                # one row per element, read as `item`
+//!         op: upsert
+//!         key: {order_id: order_id, line_no: "index"}
+//!         columns: {sku: "item.sku", qty: "item.qty"}
 //!   com.shop.OrderClosed:              # rules tried in order; the first match applies
 //!     - when: "reason == 'fraud'"
 //!       op: delete
@@ -59,6 +65,55 @@ pub struct EventConfig {
     /// the pipeline's `key.from`.
     #[serde(default)]
     pub key: BTreeMap<String, String>,
+    /// More writes of the same event into other targets (child rows), in order, after
+    /// this rule's own.
+    #[serde(default)]
+    pub also: Vec<ChildConfig>,
+}
+
+/// A write of an event into one of the pipeline's `targets`: one row, or one row per
+/// element of a list (`for_each`), or a delete of every row under a key prefix.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChildConfig {
+    /// The target, a name under the pipeline's `targets`.
+    pub target: String,
+    /// A CEL expression giving a list: one row per element, which expressions read as
+    /// `item` (and its 0-based position as `index`).
+    #[serde(default)]
+    pub for_each: Option<String>,
+    /// A CEL condition (over the event, and `item`/`index` per element); None: always.
+    #[serde(default)]
+    pub when: Option<String>,
+    /// The operation.
+    pub op: OpKind,
+    /// The target's key columns, each a field or an expression. A delete may give only
+    /// the first ones (a prefix): it removes every row under them.
+    pub key: BTreeMap<String, String>,
+    /// Columns, as in a rule.
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+    /// Declared types of computed columns, as in a rule.
+    #[serde(default)]
+    pub types: BTreeMap<String, ColumnKind>,
+}
+
+/// One of the pipeline's extra targets.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Its key columns (for MongoDB, the fields of the `_id` sub-document).
+    pub key: Vec<String>,
+}
+
+impl ChildConfig {
+    /// How a column (or key column) is filled.
+    pub fn spec(&self, column: &str, value: &str) -> ColumnSpec {
+        ColumnSpec {
+            value: value.to_owned(),
+            ty: self.types.get(column).copied(),
+        }
+    }
 }
 
 impl EventConfig {

@@ -5,6 +5,26 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+impl PipelineFile {
+    /// What users call target `n` of an [`crate::operation::Op`]: the main target for 0,
+    /// else the `n`-th of `targets` in name order.
+    pub fn target_label(&self, n: usize) -> String {
+        match n.checked_sub(1).and_then(|i| self.targets.keys().nth(i)) {
+            Some(name) => self.sink.sibling(name),
+            None => self.sink.target(),
+        }
+    }
+
+    /// The extra targets with their keys, in the order of [`crate::operation::Op::target`]
+    /// (1, 2, …).
+    pub fn extra_targets(&self) -> Vec<(String, Vec<String>)> {
+        self.targets
+            .iter()
+            .map(|(name, t)| (name.clone(), t.key.clone()))
+            .collect()
+    }
+}
+
 /// One pipeline: a source, the events it projects, and a sink.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +41,11 @@ pub struct PipelineFile {
     /// `envelope: debezium`, where each change's `op` says it).
     #[serde(default)]
     pub events: BTreeMap<String, super::events::EventRules>,
+    /// More tables (PostgreSQL) or collections (MongoDB) of the same sink, by name, that
+    /// rules write with `also:` (child rows). They commit in the same transaction as the
+    /// main target and share its checkpoints; a rebuild swaps them all together.
+    #[serde(default)]
+    pub targets: BTreeMap<String, super::events::TargetConfig>,
     /// The shape of record values: sinkd's own events (default) or Debezium change events.
     #[serde(default)]
     pub envelope: Envelope,
@@ -222,12 +247,22 @@ impl SinkConfig {
     }
 
     /// The read model's name as users know it: `schema.table`, `database.collection`,
-    /// or the index directory.
+    /// or the index directory (the main target; see [`PipelineFile::targets`]).
     pub fn target(&self) -> String {
         match self {
             SinkConfig::Postgres(pg) => format!("{}.{}", pg.schema, pg.table),
             SinkConfig::Mongodb(m) => format!("{}.{}", m.database, m.collection),
             SinkConfig::Tantivy(t) => t.path.clone(),
+        }
+    }
+
+    /// The name users know an extra target by (a table in the same schema, a collection
+    /// in the same database).
+    pub fn sibling(&self, name: &str) -> String {
+        match self {
+            SinkConfig::Postgres(pg) => format!("{}.{name}", pg.schema),
+            SinkConfig::Mongodb(m) => format!("{}.{name}", m.database),
+            SinkConfig::Tantivy(_) => name.to_owned(),
         }
     }
 }

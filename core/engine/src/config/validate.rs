@@ -116,6 +116,52 @@ pub fn validate(p: &PipelineFile) -> Result<(), Vec<(String, String)>> {
             }
         }
     }
+    for (name, t) in &p.targets {
+        let field = format!("targets.{name}");
+        if t.key.is_empty() {
+            problem(
+                &format!("{field}.key"),
+                "name at least one key column".into(),
+            );
+        }
+        if name.ends_with("__sinkd_shadow") || name.starts_with("sinkd_") {
+            problem(
+                &field,
+                format!("`{name}`: names like sinkd's own tables are reserved"),
+            );
+        }
+        match &p.sink {
+            SinkConfig::Postgres(pg) if name.is_empty() || name.len() > 63 || *name == pg.table => {
+                problem(
+                    &field,
+                    format!("`{name}` must be 1 to 63 characters and not the sink's own table"),
+                );
+            }
+            SinkConfig::Mongodb(m)
+                if name.is_empty()
+                    || name.contains('$')
+                    || name.starts_with("system.")
+                    || *name == m.collection =>
+            {
+                problem(
+                    &field,
+                    format!("`{name}` is not a valid collection name besides the sink's own"),
+                );
+            }
+            SinkConfig::Tantivy(_) => problem(
+                &field,
+                "a Tantivy index is one target: `targets` (child rows) need PostgreSQL or MongoDB"
+                    .into(),
+            ),
+            _ => {}
+        }
+    }
+    if p.envelope == Envelope::Debezium && !p.targets.is_empty() {
+        problem(
+            "targets",
+            "Debezium changes write the one table they mirror; remove `targets`".into(),
+        );
+    }
     if p.envelope == Envelope::Events
         && let Err(rule_problems) = crate::projection::events::EventProjection::new(p)
     {

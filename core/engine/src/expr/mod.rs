@@ -82,9 +82,19 @@ impl Expression {
     /// Evaluates over a record's top-level fields, giving CEL's own value. The error
     /// quotes the expression.
     pub fn eval_cel(&self, fields: &[(String, Value)]) -> Result<Cel, String> {
+        self.eval_with(fields, &[])
+    }
+
+    /// Evaluates over a record's top-level fields and `extra` variables (a child row's
+    /// `item` and `index`), which take precedence over fields of the same name.
+    pub fn eval_with(
+        &self,
+        fields: &[(String, Value)],
+        extra: &[(&str, &Cel)],
+    ) -> Result<Cel, String> {
         // Fields are handed to CEL through a resolver, on demand: no map of variables is
         // built per evaluation.
-        let resolver = Fields(fields);
+        let resolver = Fields { fields, extra };
         let mut ctx = Context::with_env(self.env.clone());
         ctx.set_variable_resolver(&resolver);
         self.program.execute(&ctx).map_err(|e| {
@@ -102,7 +112,16 @@ impl Expression {
 
     /// Evaluates a condition: `true` or `false`, anything else is an error.
     pub fn eval_bool(&self, fields: &[(String, Value)]) -> Result<bool, String> {
-        match self.eval_cel(fields)? {
+        self.eval_bool_with(fields, &[])
+    }
+
+    /// [`Expression::eval_bool`] with `extra` variables.
+    pub fn eval_bool_with(
+        &self,
+        fields: &[(String, Value)],
+        extra: &[(&str, &Cel)],
+    ) -> Result<bool, String> {
+        match self.eval_with(fields, extra)? {
             Cel::Bool(b) => Ok(b),
             other => Err(format!(
                 "`{}` gave {} where a condition needs true or false",
@@ -119,11 +138,18 @@ impl Expression {
 }
 
 /// The event's top-level fields as CEL variables.
-struct Fields<'a>(&'a [(String, Value)]);
+struct Fields<'a> {
+    fields: &'a [(String, Value)],
+    extra: &'a [(&'a str, &'a Cel)],
+}
 
 impl VariableResolver for Fields<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
-        let (_, v) = self.0.iter().find(|(n, _)| n == variable)?;
+        if let Some((_, v)) = self.extra.iter().find(|(n, _)| *n == variable) {
+            let value: Box<dyn cel::common::value::Val> = (*v).clone().try_into().ok()?;
+            return Some(CowVal::Owned(value));
+        }
+        let (_, v) = self.fields.iter().find(|(n, _)| n == variable)?;
         // A field CEL cannot read (a decimal) stays unresolved; `eval_cel` says why.
         let value: Box<dyn cel::common::value::Val> = to_cel(v).ok()?.try_into().ok()?;
         Some(CowVal::Owned(value))

@@ -62,6 +62,8 @@ impl Debezium {
         let (Some(envelope), Some(body)) = (event.schema.take(), event.body.take()) else {
             // The tombstone after a delete.
             return Ok(Op {
+                target: 0,
+                prefix: false,
                 key: key(event.key.take()).map_err(fail)?,
                 kind: OpKind::Delete,
                 cells: Vec::new(),
@@ -83,6 +85,8 @@ impl Debezium {
         let key = key(event.key.take()).map_err(fail)?;
         if op == "d" {
             return Ok(Op {
+                target: 0,
+                prefix: false,
                 key,
                 kind: OpKind::Delete,
                 cells: Vec::new(),
@@ -131,6 +135,8 @@ impl Debezium {
             });
         }
         Ok(Op {
+            target: 0,
+            prefix: false,
             key,
             kind,
             cells,
@@ -208,7 +214,7 @@ fn find_named<'a>(schema: &'a Schema, fullname: &str) -> Option<&'a Schema> {
 }
 
 impl Projection for Debezium {
-    fn project(&self, event: Event) -> Result<Op, RecordError> {
-        self.project_change(event)
+    fn project(&self, event: Event) -> Result<Vec<Op>, RecordError> {
+        self.project_change(event).map(|op| vec![op])
     }
 }

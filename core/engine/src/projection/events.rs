@@ -37,7 +37,7 @@ impl EventProjection {
     /// once per record). Errors are bad records: an undeclared event type
     /// ([`RecordError::UnknownEventType`], which the caller routes per the unknown-event
     /// policy), a missing key, a missing field, or a non-numeric increment.
-    fn project_event(&self, mut event: Event) -> Result<Op, RecordError> {
+    fn project_event(&self, mut event: Event) -> Result<Vec<Op>, RecordError> {
         let event_type = event.event_type.clone();
         let fail = |detail: String| RecordError::Projection {
             event_type: event_type.to_string(),
@@ -45,12 +45,12 @@ impl EventProjection {
         };
         let (Some(body_schema), Some(body)) = (event.schema.take(), event.body.take()) else {
             // A tombstone: delete by the Kafka key.
-            return Ok(Op {
-                key: self.key.from_kafka(event.key.take()).map_err(fail)?,
-                kind: OpKind::Delete,
-                cells: Vec::new(),
-                position: event.position,
-            });
+            return Ok(vec![Op::new(
+                self.key.from_kafka(event.key.take()).map_err(fail)?,
+                OpKind::Delete,
+                Vec::new(),
+                event.position,
+            )]);
         };
         let rules = self
             .rules
@@ -86,6 +86,13 @@ impl EventProjection {
             (None, KeySource::Fields) => self.key.from_fields(&fields, &body_schema),
         }
         .map_err(fail)?;
+        // Child rows first: the main row's cells may move values out of the fields.
+        let mut children = Vec::new();
+        for child in &rule.also {
+            child
+                .project(&fields, &body_schema, &event.position, &mut children)
+                .map_err(fail)?;
+        }
         let mut cells = Vec::new();
         if rule.op != OpKind::Delete {
             match &rule.mapping {
@@ -121,12 +128,10 @@ impl EventProjection {
                 rule.label, bad.column, bad.ty
             )));
         }
-        Ok(Op {
-            key,
-            kind: rule.op,
-            cells,
-            position: event.position,
-        })
+        let mut ops = Vec::with_capacity(1 + children.len());
+        ops.push(Op::new(key, rule.op, cells, event.position));
+        ops.append(&mut children);
+        Ok(ops)
     }
 }
 
@@ -149,7 +154,7 @@ fn find<'a>(fields: &'a mut [(String, Value)], hint: usize, name: &str) -> Optio
 }
 
 impl Projection for EventProjection {
-    fn project(&self, event: Event) -> Result<Op, RecordError> {
+    fn project(&self, event: Event) -> Result<Vec<Op>, RecordError> {
         self.project_event(event)
     }
 }

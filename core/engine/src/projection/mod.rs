@@ -5,8 +5,10 @@
 //!   columns copied from fields or computed by CEL expressions, computed keys);
 //! - [`debezium`]: Debezium change events, where each change's `op` says what to do.
 //!
-//! [`key`] fills key columns from the Kafka key or from fields, for both.
+//! [`key`] fills key columns from the Kafka key or from fields, for both. A rule's `also`
+//! writes child rows into the pipeline's other targets (`child.rs`).
 
+mod child;
 pub mod debezium;
 pub mod events;
 pub mod key;
@@ -19,12 +21,13 @@ use crate::operation::Op;
 
 pub use rule::Problems;
 
-/// Turns one event into an operation, moving its values (this runs once per record).
-/// Errors are bad records, except [`RecordError::UnknownEventType`] and
-/// [`RecordError::Unmatched`], which the caller routes per `unknown_events`.
+/// Turns one event into operations, moving its values (this runs once per record): the
+/// main target's first, then child rows in rule order. Errors are bad records, except
+/// [`RecordError::UnknownEventType`] and [`RecordError::Unmatched`], which the caller
+/// routes per `unknown_events`.
 pub trait Projection: Send + Sync {
-    /// The operation of one event.
-    fn project(&self, event: Event) -> Result<Op, RecordError>;
+    /// The operations of one event.
+    fn project(&self, event: Event) -> Result<Vec<Op>, RecordError>;
 }
 
 /// The projection of a pipeline, compiled; the problems are what validation reports.

@@ -37,6 +37,8 @@ pub(super) struct Rule {
     pub mapping: Option<Vec<Column>>,
     /// A computed key, in the order of the key columns; `None`: the pipeline's `key.from`.
     pub key: Option<Vec<Column>>,
+    /// Child writes into other targets, in order.
+    pub also: Vec<super::child::Child>,
 }
 
 /// Problems found while compiling, as `(field path, message)`.
@@ -168,16 +170,25 @@ fn compile_rule(
             })
             .collect()
     });
+    let also = rule
+        .also
+        .iter()
+        .enumerate()
+        .filter_map(|(i, child)| {
+            super::child::compile(env, p, child, &format!("{path}.also[{i}]"), problems)
+        })
+        .collect();
     Rule {
         label,
         when,
         op: rule.op,
         mapping,
         key,
+        also,
     }
 }
 
-fn expression(
+pub(super) fn expression(
     env: &Arc<Env>,
     field: String,
     source: &str,
@@ -210,34 +221,46 @@ impl Rule {
         fields: &[(String, Value)],
         schema: &EventSchema,
     ) -> Result<Cell, String> {
-        match &c.source {
-            Source::Field(field) => {
-                let found = fields.iter().find(|(n, _)| n == field);
-                let (Some(ty), Some((_, value))) = (schema.field_type(field), found) else {
-                    return Err(format!(
-                        "{}field `{field}` (for column `{}`) is not in the event (if `{field}` \
-                         is meant as text, write it as a CEL string: \"'{field}'\")",
-                        self.label, c.name
-                    ));
-                };
-                // A field may fill several columns: copied, not moved.
-                Ok(Cell {
-                    column: c.name.clone(),
-                    ty,
-                    value: unwrap_union(value).clone(),
-                })
-            }
-            Source::Computed(e, declared) => {
-                let fail = |e: String| format!("{}column `{}`: {e}", self.label, c.name);
-                let out = e.eval_cel(fields).map_err(fail)?;
-                let (ty, value) = column::to_cell(out, *declared)
-                    .map_err(|err| fail(format!("`{}` {err}", e.source())))?;
-                Ok(Cell {
-                    column: c.name.clone(),
-                    ty,
-                    value,
-                })
-            }
+        cell(&self.label, c, fields, &[], schema)
+    }
+}
+
+/// The cell of one column (copied or computed) with `extra` variables (a child row's
+/// `item` and `index`), or why there is none; `label` names the rule in messages.
+pub(super) fn cell(
+    label: &str,
+    c: &Column,
+    fields: &[(String, Value)],
+    extra: &[(&str, &cel::Value)],
+    schema: &EventSchema,
+) -> Result<Cell, String> {
+    match &c.source {
+        Source::Field(field) => {
+            let found = fields.iter().find(|(n, _)| n == field);
+            let (Some(ty), Some((_, value))) = (schema.field_type(field), found) else {
+                return Err(format!(
+                    "{label}field `{field}` (for column `{}`) is not in the event (if `{field}` \
+                     is meant as text, write it as a CEL string: \"'{field}'\")",
+                    c.name
+                ));
+            };
+            // A field may fill several columns: copied, not moved.
+            Ok(Cell {
+                column: c.name.clone(),
+                ty,
+                value: unwrap_union(value).clone(),
+            })
+        }
+        Source::Computed(e, declared) => {
+            let fail = |e: String| format!("{label}column `{}`: {e}", c.name);
+            let out = e.eval_with(fields, extra).map_err(fail)?;
+            let (ty, value) = column::to_cell(out, *declared)
+                .map_err(|err| fail(format!("`{}` {err}", e.source())))?;
+            Ok(Cell {
+                column: c.name.clone(),
+                ty,
+                value,
+            })
         }
     }
 }

@@ -5,8 +5,9 @@ use apache_avro::types::Value;
 use super::events::EventProjection;
 use super::*;
 use crate::config::OpKind;
+use crate::error::RecordError;
 use crate::event::SourcePosition;
-use crate::operation::Cell;
+use crate::operation::{Cell, Op};
 use crate::schema::{ColumnType, EventSchema, FieldColumn};
 
 fn pipeline(key: &str, events: &str) -> PipelineFile {
@@ -16,6 +17,11 @@ fn pipeline(key: &str, events: &str) -> PipelineFile {
     );
     crate::config::load::parse_str(std::path::Path::new("p.yaml"), &yaml, &Default::default())
         .unwrap()
+}
+
+/// The main target's operation of one event.
+fn one(p: &EventProjection, e: Event) -> Result<Op, RecordError> {
+    p.project(e).map(|mut ops| ops.remove(0))
 }
 
 fn projector(p: &PipelineFile) -> EventProjection {
@@ -61,16 +67,18 @@ fn s(v: &str) -> Value {
 #[test]
 fn upsert_takes_every_field_but_the_key() {
     let p = projector(&pipeline("key: {columns: [id]}", "  A: {op: upsert}\n"));
-    let op = p
-        .project(event(
+    let op = one(
+        &p,
+        event(
             "A",
             Some(s("k1")),
             vec![
                 ("id", s("k1"), ColumnType::String),
                 ("name", s("n"), ColumnType::String),
             ],
-        ))
-        .unwrap();
+        ),
+    )
+    .unwrap();
     assert_eq!(op.kind, OpKind::Upsert);
     assert_eq!(op.key[0].value, s("k1"));
     assert_eq!(
@@ -85,24 +93,28 @@ fn increment_maps_columns_and_refuses_text() {
         "key: {columns: [id]}",
         "  A: {op: increment, columns: {count: qty}}\n  B: {op: increment, fields: [name]}\n",
     ));
-    let op = p
-        .project(event(
+    let op = one(
+        &p,
+        event(
             "A",
             Some(s("k")),
             vec![("qty", Value::Int(2), ColumnType::Int)],
-        ))
-        .unwrap();
+        ),
+    )
+    .unwrap();
     assert_eq!(
         (&*op.cells[0].column, &op.cells[0].value),
         ("count", &Value::Int(2))
     );
-    let e = p
-        .project(event(
+    let e = one(
+        &p,
+        event(
             "B",
             Some(s("k")),
             vec![("name", s("x"), ColumnType::String)],
-        ))
-        .unwrap_err();
+        ),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("needs a number"), "{e}");
 }
 
@@ -112,8 +124,9 @@ fn key_from_fields_and_from_an_avro_record_key() {
         "key: {from: fields, columns: [a, b]}",
         "  A: {op: merge}\n",
     ));
-    let op = p
-        .project(event(
+    let op = one(
+        &p,
+        event(
             "A",
             None,
             vec![
@@ -121,15 +134,16 @@ fn key_from_fields_and_from_an_avro_record_key() {
                 ("b", Value::Long(3), ColumnType::Long),
                 ("c", s("v"), ColumnType::String),
             ],
-        ))
-        .unwrap();
+        ),
+    )
+    .unwrap();
     assert_eq!(op.key.len(), 2);
     assert_eq!(op.key[1].ty, ColumnType::Long);
     assert_eq!(op.cells.len(), 1);
 
     let p = projector(&pipeline("key: {columns: [a, b]}", "  A: {op: delete}\n"));
     let key = Value::Record(vec![("a".into(), s("x")), ("b".into(), Value::Long(3))]);
-    let op = p.project(event("A", Some(key), vec![])).unwrap();
+    let op = one(&p, event("A", Some(key), vec![])).unwrap();
     assert_eq!((op.kind, op.key.len()), (OpKind::Delete, 2));
 }
 
@@ -138,10 +152,10 @@ fn tombstones_delete_and_missing_keys_are_errors() {
     let p = projector(&pipeline("key: {columns: [id]}", "  A: {op: upsert}\n"));
     let mut tomb = event("A", Some(s("k")), vec![]);
     tomb.body = None;
-    assert_eq!(p.project(tomb).unwrap().kind, OpKind::Delete);
-    let e = p.project(event("A", None, vec![])).unwrap_err();
+    assert_eq!(one(&p, tomb).unwrap().kind, OpKind::Delete);
+    let e = one(&p, event("A", None, vec![])).unwrap_err();
     assert!(e.to_string().contains("no Kafka key"), "{e}");
-    let e = p.project(event("Z", Some(s("k")), vec![])).unwrap_err();
+    let e = one(&p, event("Z", Some(s("k")), vec![])).unwrap_err();
     assert!(matches!(e, RecordError::UnknownEventType { .. }));
 }
 
@@ -187,9 +201,7 @@ fn computed_columns_sum_lists_and_keep_copied_fields_exact() {
          status: \"'PLACED'\"\n      amount: amount\n      \
          small: \"items.size()\"\n    types: {small: int}\n",
     ));
-    let op = p
-        .project(order("A", "new", &[(2, 150), (3, 1000)]))
-        .unwrap();
+    let op = one(&p, order("A", "new", &[(2, 150), (3, 1000)])).unwrap();
     assert_eq!(
         (cell(&op, "item_count").ty, &cell(&op, "item_count").value),
         (ColumnType::Long, &Value::Long(5))
@@ -208,7 +220,7 @@ fn computed_columns_sum_lists_and_keep_copied_fields_exact() {
     };
     assert_eq!(a.to_bits(), (0.1f64 + 0.2).to_bits());
     // The sum over no items is the int 0.
-    let op = p.project(order("A", "new", &[])).unwrap();
+    let op = one(&p, order("A", "new", &[])).unwrap();
     assert_eq!(cell(&op, "item_count").value, Value::Long(0));
 }
 
@@ -220,18 +232,16 @@ fn rules_are_tried_in_order_and_unmatched_events_are_reported() {
          - when: \"items.size() > 1\"\n      op: merge\n      columns: {status: \"'BIG'\"}\n    \
          - when: \"items.size() == 1\"\n      op: merge\n      columns: {status: status}\n",
     ));
-    let op = p
-        .project(order("A", "CANCELLED", &[(1, 1), (1, 1)]))
-        .unwrap();
+    let op = one(&p, order("A", "CANCELLED", &[(1, 1), (1, 1)])).unwrap();
     assert_eq!(op.kind, OpKind::Delete);
-    let op = p.project(order("A", "x", &[(1, 1), (1, 1)])).unwrap();
+    let op = one(&p, order("A", "x", &[(1, 1), (1, 1)])).unwrap();
     assert_eq!(
         (op.kind, &cell(&op, "status").value),
         (OpKind::Merge, &s("BIG"))
     );
-    let op = p.project(order("A", "x", &[(1, 1)])).unwrap();
+    let op = one(&p, order("A", "x", &[(1, 1)])).unwrap();
     assert_eq!(cell(&op, "status").value, s("x"));
-    let e = p.project(order("A", "x", &[])).unwrap_err();
+    let e = one(&p, order("A", "x", &[])).unwrap_err();
     assert!(matches!(e, RecordError::Unmatched { .. }), "{e}");
 }
 
@@ -242,7 +252,7 @@ fn keys_and_increments_take_expressions() {
         "  A:\n    op: increment\n    key: {id: \"'order-' + order_id\"}\n    \
          columns: {total_cents: \"items.map(i, i.qty * i.price_cents).sum()\"}\n",
     ));
-    let op = p.project(order("A", "x", &[(2, 5)])).unwrap();
+    let op = one(&p, order("A", "x", &[(2, 5)])).unwrap();
     assert_eq!(op.key[0].value, s("order-o1"));
     assert_eq!(cell(&op, "total_cents").value, Value::Long(10));
 }
@@ -255,7 +265,7 @@ fn runtime_errors_name_the_type_rule_column_and_expression() {
          columns: {avg: \"items.map(i, i.price_cents).sum() / items.size()\"}\n    \
          - op: increment\n      columns: {n: \"status\"}\n",
     ));
-    let e = p.project(order("A", "x", &[])).unwrap_err().to_string();
+    let e = one(&p, order("A", "x", &[])).unwrap_err().to_string();
     for part in [
         "A",
         "rule 1, column `avg`",
@@ -267,7 +277,7 @@ fn runtime_errors_name_the_type_rule_column_and_expression() {
             "{part} missing from: {e}"
         );
     }
-    let e = p.project(order("A", "y", &[])).unwrap_err().to_string();
+    let e = one(&p, order("A", "y", &[])).unwrap_err().to_string();
     assert!(
         e.contains("rule 2, increment of column `n` needs a number"),
         "{e}"
@@ -280,7 +290,7 @@ fn a_value_that_does_not_fit_its_declared_type_is_a_bad_record() {
         "key: {columns: [order_id]}",
         "  A:\n    op: merge\n    columns: {b: \"9999999999\"}\n    types: {b: int}\n",
     ));
-    let e = p.project(order("A", "x", &[])).unwrap_err().to_string();
+    let e = one(&p, order("A", "x", &[])).unwrap_err().to_string();
     assert!(e.contains("does not fit an int"), "{e}");
 }
 
@@ -297,4 +307,64 @@ fn compile_problems_name_the_field() {
     assert!(fields.contains(&"events.A[1].when"), "{problems:?}");
     assert!(fields.contains(&"events.A[0].op"), "{problems:?}");
     assert!(fields.contains(&"events.B.key"), "{problems:?}");
+}
+
+const WITH_LINES: &str =
+    "key: {columns: [order_id]}\ntargets:\n  lines: {key: [order_id, line_no]}";
+
+#[test]
+fn child_rows_one_per_element_after_the_main_row() {
+    let p = projector(&pipeline(
+        WITH_LINES,
+        "  A:\n    op: upsert\n    columns: {n: \"items.size()\"}\n    also:\n      \
+         - {target: lines, op: delete, key: {order_id: order_id}}\n      \
+         - target: lines\n        for_each: items\n        when: \"item.qty > 0\"\n        op: upsert\n        \
+         key: {order_id: order_id, line_no: \"index\"}\n        \
+         columns: {qty: \"item.qty\", cents: \"item.qty * item.price_cents\", status: status}\n",
+    ));
+    let ops = p
+        .project(order("A", "new", &[(2, 150), (0, 1), (3, 10)]))
+        .unwrap();
+    let kinds: Vec<(usize, OpKind, bool, usize)> = ops
+        .iter()
+        .map(|o| (o.target, o.kind, o.prefix, o.key.len()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (0, OpKind::Upsert, false, 1),
+            (1, OpKind::Delete, true, 1),
+            (1, OpKind::Upsert, false, 2),
+            (1, OpKind::Upsert, false, 2),
+        ]
+    );
+    // The element at index 1 has qty 0: skipped by `when`; indexes are positions.
+    assert_eq!(ops[2].key[1].value, Value::Long(0));
+    assert_eq!(ops[3].key[1].value, Value::Long(2));
+    assert_eq!(cell(&ops[3], "cents").value, Value::Long(30));
+    assert_eq!(cell(&ops[3], "status").value, s("new"));
+}
+
+#[test]
+fn child_rules_are_checked_against_their_target() {
+    let p = pipeline(
+        WITH_LINES,
+        "  A:\n    op: upsert\n    also:\n      \
+         - {target: nope, op: upsert, key: {order_id: order_id}}\n      \
+         - {target: lines, op: upsert, key: {order_id: order_id}}\n      \
+         - {target: lines, op: delete, key: {line_no: \"1\"}}\n      \
+         - {target: lines, op: merge, key: {order_id: order_id, line_no: \"index\"}}\n",
+    );
+    let problems = EventProjection::new(&p).err().unwrap();
+    let text = format!("{problems:?}");
+    assert!(text.contains("events.A.also[0].target"), "{text}");
+    assert!(
+        text.contains("events.A.also[1].key") && text.contains("every key column"),
+        "{text}"
+    );
+    assert!(
+        text.contains("events.A.also[2].key") && text.contains("first key columns"),
+        "{text}"
+    );
+    assert!(text.contains("only defined with `for_each`"), "{text}");
 }

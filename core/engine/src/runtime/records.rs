@@ -29,8 +29,8 @@ impl Runner {
         }
         state.next = raw.position.offset + 1;
         self.stats.consumed.fetch_add(1, Ordering::Relaxed);
-        let has_op = match self.to_op(&raw).await? {
-            Some(op) => match self.pending.compactor.push(op) {
+        let has_op = match self.to_ops(&raw).await? {
+            Some(ops) => match self.pending.compactor.push_all(ops) {
                 Ok(()) => true,
                 Err(detail) => {
                     let e = RecordError::Projection {
@@ -51,7 +51,7 @@ impl Runner {
 
     /// Decodes and projects one record, applying the policies. `None`: nothing to apply
     /// (skipped or dead-lettered), but the offset advances.
-    pub(super) async fn to_op(&self, raw: &RawRecord) -> Result<Option<Op>, Stop> {
+    pub(super) async fn to_ops(&self, raw: &RawRecord) -> Result<Option<Vec<Op>>, Stop> {
         let event = match self.decode_waiting(raw).await? {
             Ok(event) => event,
             Err(e) if e.class() == ErrorClass::Fatal => {
@@ -70,7 +70,7 @@ impl Runner {
             }
         };
         match self.transform.project(event) {
-            Ok(op) => Ok(Some(op)),
+            Ok(ops) => Ok(Some(ops)),
             Err(e @ (RecordError::UnknownEventType { .. } | RecordError::Unmatched { .. })) => {
                 match self.policies.unknown_events {
                     UnknownEventPolicy::Skip => {
@@ -98,7 +98,7 @@ impl Runner {
     /// projection are deterministic; a registry that is briefly unavailable is waited
     /// for, as on the first pass. Any other failure stops the pipeline: applying nothing
     /// and moving the offset on would lose the record.
-    pub(super) async fn reproject(&self, raw: &RawRecord) -> Result<Op, Stop> {
+    pub(super) async fn reproject(&self, raw: &RawRecord) -> Result<Vec<Op>, Stop> {
         let decoded = self
             .decode_waiting(raw)
             .await?

@@ -252,11 +252,16 @@ impl Runner {
             }];
             let mut compactor = Compactor::new();
             if has_op {
-                let op = self.reproject(&raw).await?;
-                // One operation into an empty batch: folding cannot fail.
-                compactor
-                    .push(op)
-                    .expect("a single operation always compacts");
+                let ops = self.reproject(&raw).await?;
+                // Alone, a record's increments sum without what came before them: they
+                // can still overflow where they did not in the batch.
+                if let Err(detail) = compactor.push_all(ops) {
+                    let e = RecordError::Projection {
+                        event_type: "increment".into(),
+                        detail,
+                    };
+                    self.bad_record(&raw, &e, "bad_record").await?;
+                }
             }
             let mut entries = compactor.into_entries();
             let mut backoff = Backoff::new();

@@ -165,6 +165,12 @@ fn apply_entry(rows: &mut BTreeMap<String, Row>, key: String, e: &Entry) -> Resu
     }
     let reject = |detail: String| SinkError::Rejected { detail };
     match &e.op {
+        // One target, one key column: the in-memory store has no child rows.
+        Compacted::DeletePrefix => {
+            return Err(SinkError::Incompatible(
+                "the in-memory store has no child targets".into(),
+            ));
+        }
         Compacted::Delete => {
             rows.remove(&key);
         }
