@@ -2,7 +2,8 @@
 //! PostgreSQL and MongoDB: orders with item arrays, line additions, status updates and
 //! cancels give exactly the `orders` and `order_lines` computed independently in
 //! [`sinkd_tests::lines`], across `kill -9`s mid-run (increments included), and a swap
-//! rebuild replaces both targets together.
+//! rebuild replaces both targets together. Routed by tenant (`{table}_{tenant}`), the same
+//! stream fills three tables of each.
 
 use std::time::{Duration, Instant};
 
@@ -11,8 +12,9 @@ use sinkd_tests::lines;
 use sinkd_tests::scenarios::Setup;
 use sinkd_tests::target::Target;
 
-/// A pipeline of the lines stream writing `<table>` and `<table>_lines`.
-async fn setup(target: &Target, name: &str) -> (Setup, String) {
+/// A pipeline of the lines stream writing `<table>` and `<table>_lines`; with `routed`,
+/// `<table>_{tenant}` and `<table>_lines_{tenant}` for the three tenants.
+async fn setup_routed(target: &Target, name: &str, routed: bool) -> (Setup, String) {
     let s = Setup::new(
         target,
         name,
@@ -21,18 +23,78 @@ async fn setup(target: &Target, name: &str) -> (Setup, String) {
     )
     .await;
     let lines_target = format!("{}_lines", s.table);
-    let text = std::fs::read_to_string(&s.file).unwrap();
+    let mut text = std::fs::read_to_string(&s.file).unwrap();
+    let lines_name = if routed {
+        // The sink's own table and the child table, one per tenant.
+        text = text.replace(
+            &format!("{}\n", target_line(target, &s.table)),
+            &format!(
+                "{}\n",
+                target_line(target, &format!("\"{}_{{tenant}}\"", s.table))
+            ),
+        );
+        text = text.replace(
+            "events:\n",
+            &format!(
+                "routing:\n  tenant: [{}]\nevents:\n",
+                lines::TENANTS.join(", ")
+            ),
+        );
+        format!("\"{lines_target}_{{tenant}}\"")
+    } else {
+        lines_target.clone()
+    };
     let start = text.find("events:\n").unwrap();
     let end_marker = "  com.shop.OrderCancelled:\n    op: delete\n";
     let end = text.find(end_marker).unwrap() + end_marker.len();
     let yaml = format!(
         "{}{}{}",
         &text[..start],
-        lines::RULES.replace("{lines}", &lines_target),
+        lines::RULES.replace("{lines}", &lines_name),
         &text[end..]
     );
     std::fs::write(&s.file, yaml).unwrap();
     (s, lines_target)
+}
+
+async fn setup(target: &Target, name: &str) -> (Setup, String) {
+    setup_routed(target, name, false).await
+}
+
+/// The line of the sink section naming the table or collection.
+fn target_line(target: &Target, name: &str) -> String {
+    match target {
+        Target::Postgres => format!("    table: {name}"),
+        _ => format!("    collection: {name}"),
+    }
+}
+
+async fn routed_by_tenant_after_kills(target: Target) {
+    let (s, lines_target) = setup_routed(&target, "routed", true).await;
+    let events = lines::generate(12_000, 600, 31);
+    let ends = lines::publish(&s.topic, &events).await;
+    let mut daemon = s.start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.checkpoints().await.values().sum::<i64>() == 0 {
+        assert!(Instant::now() < deadline, "no progress\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.kill9();
+    let daemon = s.start();
+    s.caught_up(&ends, &daemon).await;
+    let want = lines::expected(&events);
+    for tenant in lines::TENANTS {
+        let got = lines::read(
+            &target,
+            &format!("{}_{tenant}", s.table),
+            &format!("{lines_target}_{tenant}"),
+        )
+        .await;
+        let want = want.of_tenant(tenant);
+        assert!(!want.orders.is_empty(), "{tenant} has orders");
+        assert_eq!(got.orders, want.orders, "orders of {tenant}");
+        assert_eq!(got.lines, want.lines, "lines of {tenant}");
+    }
 }
 
 async fn exact_after_kills(target: Target, kills: usize) {
@@ -115,6 +177,16 @@ async fn postgres_orders_and_lines_are_exact_after_kills() {
 #[tokio::test(flavor = "multi_thread")]
 async fn mongodb_orders_and_lines_are_exact_after_kills() {
     exact_after_kills(Target::mongo(), 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_routing_by_tenant_fills_three_tables_of_each_exactly() {
+    routed_by_tenant_after_kills(Target::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mongodb_routing_by_tenant_fills_three_collections_of_each_exactly() {
+    routed_by_tenant_after_kills(Target::mongo()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -32,7 +32,14 @@ async fn a_writer_with_a_stale_checkpoint_is_fenced_and_applies_nothing() {
     let key = vec!["id".to_owned()];
     conformance::fencing(
         &format!("{name}.t"),
-        || PostgresSink::new(&cfg, &name, &key, &[], Target::Live),
+        || {
+            PostgresSink::new(
+                &cfg,
+                &name,
+                &[(cfg.table.clone(), key.clone())],
+                Target::Live,
+            )
+        },
         |k| counter(name.clone(), k),
     )
     .await;
@@ -45,7 +52,14 @@ async fn a_replay_after_an_offset_reset_is_skipped_by_row_guards() {
     let key = vec!["id".to_owned()];
     conformance::replay_is_guarded(
         &format!("{name}.t"),
-        |pipeline| PostgresSink::new(&cfg, &format!("{name}-{pipeline}"), &key, &[], Target::Live),
+        |pipeline| {
+            PostgresSink::new(
+                &cfg,
+                &format!("{name}-{pipeline}"),
+                &[(cfg.table.clone(), key.clone())],
+                Target::Live,
+            )
+        },
         |k| counter(name.clone(), k),
     )
     .await;

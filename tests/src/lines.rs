@@ -18,6 +18,7 @@ use rand::{Rng, SeedableRng};
 /// `com.shop.OrderOpened`.
 pub const ORDER_OPENED: &str = r#"{"type":"record","name":"OrderOpened","namespace":"com.shop","fields":[
   {"name":"order_id","type":"string"},
+  {"name":"tenant","type":"string"},
   {"name":"customer","type":"string"},
   {"name":"items","type":{"type":"array","items":{"type":"record","name":"Item","fields":[
     {"name":"sku","type":"string"},{"name":"qty","type":"int"},{"name":"price_cents","type":"long"}]}}}
@@ -26,6 +27,7 @@ pub const ORDER_OPENED: &str = r#"{"type":"record","name":"OrderOpened","namespa
 /// `com.shop.LineAdded`.
 pub const LINE_ADDED: &str = r#"{"type":"record","name":"LineAdded","namespace":"com.shop","fields":[
   {"name":"order_id","type":"string"},
+  {"name":"tenant","type":"string"},
   {"name":"line_no","type":"int"},
   {"name":"sku","type":"string"},
   {"name":"qty","type":"int"},
@@ -35,6 +37,7 @@ pub const LINE_ADDED: &str = r#"{"type":"record","name":"LineAdded","namespace":
 /// `com.shop.StatusChanged`.
 pub const STATUS_CHANGED: &str = r#"{"type":"record","name":"StatusChanged","namespace":"com.shop","fields":[
   {"name":"order_id","type":"string"},
+  {"name":"tenant","type":"string"},
   {"name":"status","type":"string"}
 ]}"#;
 
@@ -123,6 +126,38 @@ fn s(v: &str) -> Value {
     Value::String(v.to_owned())
 }
 
+/// The tenants orders are spread over (by order number), for routing.
+pub const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
+
+/// The tenant of an order.
+pub fn tenant_of(order_id: &str) -> &'static str {
+    let n: usize = order_id
+        .trim_start_matches("order-")
+        .parse()
+        .expect("order-<n>");
+    TENANTS[n % TENANTS.len()]
+}
+
+impl Model {
+    /// The part of the model of one tenant's orders.
+    pub fn of_tenant(&self, tenant: &str) -> Model {
+        Model {
+            orders: self
+                .orders
+                .iter()
+                .filter(|(id, _)| tenant_of(id) == tenant)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            lines: self
+                .lines
+                .iter()
+                .filter(|((id, _), _)| tenant_of(id) == tenant)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+}
+
 /// `n` events over `keys` orders, deterministic for a seed.
 pub fn generate(n: usize, keys: usize, seed: u64) -> Vec<LineEvent> {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -131,6 +166,7 @@ pub fn generate(n: usize, keys: usize, seed: u64) -> Vec<LineEvent> {
         .map(|_| {
             let k = rng.random_range(0..keys);
             let order_id = format!("order-{k:05}");
+            let tenant = s(tenant_of(&order_id));
             let roll = rng.random_range(0..100);
             let (kind, value) = match next_line[k] {
                 Some(line) if roll < 45 => {
@@ -140,6 +176,7 @@ pub fn generate(n: usize, keys: usize, seed: u64) -> Vec<LineEvent> {
                         1,
                         Value::Record(vec![
                             ("order_id".into(), s(&order_id)),
+                            ("tenant".into(), tenant.clone()),
                             ("line_no".into(), Value::Int(line)),
                             (
                                 "sku".into(),
@@ -162,6 +199,7 @@ pub fn generate(n: usize, keys: usize, seed: u64) -> Vec<LineEvent> {
                         2,
                         Value::Record(vec![
                             ("order_id".into(), s(&order_id)),
+                            ("tenant".into(), tenant.clone()),
                             ("status".into(), s(status)),
                         ]),
                     )
@@ -187,6 +225,7 @@ pub fn generate(n: usize, keys: usize, seed: u64) -> Vec<LineEvent> {
                         0,
                         Value::Record(vec![
                             ("order_id".into(), s(&order_id)),
+                            ("tenant".into(), tenant.clone()),
                             (
                                 "customer".into(),
                                 s(&format!("customer-{}", rng.random_range(0..100))),

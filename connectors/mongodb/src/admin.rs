@@ -8,9 +8,8 @@
 //!    the old collection, then the new one);
 //! 3. the shadow's checkpoints replace the live ones, and the marker is removed.
 //!
-//! A pipeline with `targets` has several collections (its child collections beside the
-//! configured one); each has its shadow, and step 2 renames every one of them, children
-//! first.
+//! A pipeline with `targets` or routing has several collections; each has its shadow, and
+//! step 2 renames every one of them.
 //!
 //! [`TargetAdmin::recover`] finishes an interrupted swap before the live pipeline starts:
 //! the marker is written only once every shadow is complete, so with the marker present
@@ -40,22 +39,26 @@ pub fn shadow_collection(collection: &str) -> String {
 pub struct MongoAdmin {
     url: String,
     database: String,
-    /// The configured collection (the one the checkpoints name).
+    /// The configured collection name (a template when routed): the checkpoints' name.
     collection: String,
-    /// The child collections.
-    children: Vec<String>,
+    /// Every collection the pipeline writes.
+    collections: Vec<String>,
     pipeline: String,
     client: OnceCell<Client>,
 }
 
 impl MongoAdmin {
-    /// The admin of `cfg`'s collection and the pipeline's `children` collections.
-    pub fn new(cfg: &MongoSinkConfig, pipeline: &str, children: &[String]) -> MongoAdmin {
+    /// The admin of the pipeline's `collections` (`cfg.collection` when empty).
+    pub fn new(cfg: &MongoSinkConfig, pipeline: &str, collections: &[String]) -> MongoAdmin {
         MongoAdmin {
             url: cfg.url.clone(),
             database: cfg.database.clone(),
             collection: cfg.collection.clone(),
-            children: children.to_vec(),
+            collections: if collections.is_empty() {
+                vec![cfg.collection.clone()]
+            } else {
+                collections.to_vec()
+            },
             pipeline: pipeline.to_owned(),
             client: OnceCell::new(),
         }
@@ -72,12 +75,9 @@ impl MongoAdmin {
         }
     }
 
-    /// Every collection, children first and the configured one last (the order of the
-    /// swap's renames).
+    /// Every collection, the sink's own last (the order of the swap's renames).
     fn all(&self) -> impl Iterator<Item = &String> {
-        self.children
-            .iter()
-            .chain(std::iter::once(&self.collection))
+        self.collections.iter().rev()
     }
 
     /// Renames the shadow of `collection` into its place (dropping the old one).
@@ -338,7 +338,7 @@ impl TargetAdmin for MongoAdmin {
         // The shadow collection is made when the rebuild begins; gone (dropped by hand), it
         // took documents its checkpoints still count: not resumable.
         if !self
-            .collection_exists(&db, &self.name(Target::Shadow))
+            .collection_exists(&db, &shadow_collection(&self.collections[0]))
             .await?
         {
             return Ok(None);

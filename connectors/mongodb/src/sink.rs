@@ -46,15 +46,17 @@ enum Attempt {
 }
 
 impl MongoSink {
-    /// A sink for one pipeline writing `target` (the configured collection and
-    /// `children`, or their rebuild shadows); connects on [`Sink::open`].
+    /// A sink for one pipeline writing `target`: the `collections` (name and key, in the
+    /// order of operations' targets; see `PipelineFile::sink_targets`), or their rebuild
+    /// shadows. The configured collection name (a template when routed) names the
+    /// checkpoints. Connects on [`Sink::open`].
     pub fn new(
         cfg: &MongoSinkConfig,
         pipeline: &str,
-        children: &[(String, Vec<String>)],
+        collections: &[(String, Vec<String>)],
         target: Target,
     ) -> MongoSink {
-        let names: Vec<String> = children.iter().map(|(n, _)| n.clone()).collect();
+        let names: Vec<String> = collections.iter().map(|(n, _)| n.clone()).collect();
         let admin = Arc::new(MongoAdmin::new(cfg, pipeline, &names));
         let mut cfg = cfg.clone();
         let named = |c: &str| match target {
@@ -62,9 +64,13 @@ impl MongoSink {
             Target::Shadow => shadow_collection(c),
         };
         cfg.collection = named(&cfg.collection);
-        let targets = std::iter::once((cfg.collection.clone(), Vec::new()))
-            .chain(children.iter().map(|(n, k)| (named(n), k.clone())))
+        let mut targets: Vec<(String, Vec<String>)> = collections
+            .iter()
+            .map(|(n, k)| (named(n), k.clone()))
             .collect();
+        if targets.is_empty() {
+            targets.push((cfg.collection.clone(), Vec::new()));
+        }
         MongoSink {
             targets,
             reader: MongoCheckpointReader::new(&cfg.url, &cfg.database, pipeline, &cfg.collection),
@@ -231,7 +237,7 @@ impl MongoSink {
     /// the `_id` field the prefix starts with keeps that from scanning the collection.
     async fn index_prefixes(&self, client: &Client) -> Result<(), SinkError> {
         let db = client.database(&self.cfg.database);
-        for (name, key) in self.targets.iter().skip(1) {
+        for (name, key) in &self.targets {
             if key.len() < 2 {
                 continue;
             }

@@ -42,26 +42,31 @@ pub fn shadow_table(table: &str) -> String {
 pub struct PgAdmin {
     url: String,
     schema: String,
-    /// The configured table (the one the checkpoints name), then the child tables.
+    /// The configured table name (a template when routed): the checkpoints' name.
+    checkpoint_table: String,
+    /// Every table the pipeline writes.
     tables: Vec<String>,
     pipeline: String,
 }
 
 impl PgAdmin {
-    /// The admin of `cfg`'s table and the pipeline's `children` tables (the live ones,
-    /// whatever target the sink writes).
-    pub fn new(cfg: &PostgresSinkConfig, pipeline: &str, children: &[String]) -> PgAdmin {
+    /// The admin of the pipeline's `tables` (the live ones, whatever target the sink
+    /// writes; `cfg.table` when empty).
+    pub fn new(cfg: &PostgresSinkConfig, pipeline: &str, tables: &[String]) -> PgAdmin {
         PgAdmin {
             url: cfg.url.clone(),
             schema: cfg.schema.clone(),
-            tables: std::iter::once(cfg.table.clone())
-                .chain(children.iter().cloned())
-                .collect(),
+            checkpoint_table: cfg.table.clone(),
+            tables: if tables.is_empty() {
+                vec![cfg.table.clone()]
+            } else {
+                tables.to_vec()
+            },
             pipeline: pipeline.to_owned(),
         }
     }
 
-    /// The configured table.
+    /// The first table: its shadow exists once a rebuild has written.
     fn main(&self) -> &str {
         &self.tables[0]
     }
@@ -251,7 +256,11 @@ impl PgAdmin {
 #[async_trait]
 impl TargetAdmin for PgAdmin {
     fn describe(&self, target: Target) -> String {
-        format!("{}.{}", self.schema, Self::table_of(self.main(), target))
+        format!(
+            "{}.{}",
+            self.schema,
+            Self::table_of(&self.checkpoint_table, target)
+        )
     }
 
     async fn recover(&self) -> Result<(), SinkError> {

@@ -36,16 +36,17 @@ pub struct PostgresSink {
 }
 
 impl PostgresSink {
-    /// A sink for one pipeline writing `target` (the configured table and `children`,
-    /// or their rebuild shadows); connects on [`Sink::open`].
+    /// A sink for one pipeline writing `target`: the `tables` (name and key, in the order
+    /// of operations' targets; see `PipelineFile::sink_targets`), or their rebuild
+    /// shadows. The configured table name (a template when routed) names the checkpoints.
+    /// Connects on [`Sink::open`].
     pub fn new(
         cfg: &PostgresSinkConfig,
         pipeline: &str,
-        key: &[String],
-        children: &[(String, Vec<String>)],
+        tables: &[(String, Vec<String>)],
         target: Target,
     ) -> PostgresSink {
-        let names: Vec<String> = children.iter().map(|(n, _)| n.clone()).collect();
+        let names: Vec<String> = tables.iter().map(|(n, _)| n.clone()).collect();
         let admin = Arc::new(PgAdmin::new(cfg, pipeline, &names));
         let mut cfg = cfg.clone();
         let named = |table: &str| match target {
@@ -53,9 +54,7 @@ impl PostgresSink {
             Target::Shadow => shadow_table(table),
         };
         cfg.table = named(&cfg.table);
-        let targets = std::iter::once((cfg.table.clone(), key.to_vec()))
-            .chain(children.iter().map(|(n, k)| (named(n), k.clone())))
-            .collect();
+        let targets = tables.iter().map(|(n, k)| (named(n), k.clone())).collect();
         PostgresSink {
             reader: PgCheckpointReader::new(&cfg.url, pipeline, &target_name(&cfg)),
             admin,

@@ -25,17 +25,11 @@ fn sink_for(
 ) -> (Box<dyn Sink>, SourceMode) {
     match &p.sink {
         SinkConfig::Postgres(cfg) => (
-            Box::new(PostgresSink::new(
-                cfg,
-                &p.name,
-                &p.key.columns,
-                &p.extra_targets(),
-                target,
-            )),
+            Box::new(PostgresSink::new(cfg, &p.name, &p.sink_targets(), target)),
             SourceMode::Shared,
         ),
         SinkConfig::Mongodb(cfg) => (
-            Box::new(MongoSink::new(cfg, &p.name, &p.extra_targets(), target)),
+            Box::new(MongoSink::new(cfg, &p.name, &p.sink_targets(), target)),
             SourceMode::Shared,
         ),
         // A local index per sidecar: every instance reads every partition.

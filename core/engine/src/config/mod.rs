@@ -7,6 +7,7 @@ pub mod events;
 pub mod load;
 mod locate;
 pub mod model;
+pub mod routing;
 pub mod upcast;
 pub mod validate;
 
@@ -14,4 +15,5 @@ pub use capture::CaptureFile;
 pub use events::*;
 pub use load::{ConfigError, Loaded, LoadedCapture, LoadedPipeline, load_path, load_paths};
 pub use model::*;
+pub use routing::ConcreteTarget;
 pub use upcast::*;

@@ -5,26 +5,6 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-impl PipelineFile {
-    /// What users call target `n` of an [`crate::operation::Op`]: the main target for 0,
-    /// else the `n`-th of `targets` in name order.
-    pub fn target_label(&self, n: usize) -> String {
-        match n.checked_sub(1).and_then(|i| self.targets.keys().nth(i)) {
-            Some(name) => self.sink.sibling(name),
-            None => self.sink.target(),
-        }
-    }
-
-    /// The extra targets with their keys, in the order of [`crate::operation::Op::target`]
-    /// (1, 2, …).
-    pub fn extra_targets(&self) -> Vec<(String, Vec<String>)> {
-        self.targets
-            .iter()
-            .map(|(name, t)| (name.clone(), t.key.clone()))
-            .collect()
-    }
-}
-
 /// One pipeline: a source, the events it projects, and a sink.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +26,11 @@ pub struct PipelineFile {
     /// main target and share its checkpoints; a rebuild swaps them all together.
     #[serde(default)]
     pub targets: BTreeMap<String, super::events::TargetConfig>,
+    /// The allowed values of each `{placeholder}` in a target's name (`table:
+    /// "orders_{tenant}"`): one table or collection per value, created as rows arrive. An
+    /// event whose field holds another value is a bad record.
+    #[serde(default)]
+    pub routing: BTreeMap<String, Vec<String>>,
     /// The shape of record values: sinkd's own events (default) or Debezium change events.
     #[serde(default)]
     pub envelope: Envelope,

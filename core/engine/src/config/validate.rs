@@ -15,6 +15,73 @@ pub fn name_problem(name: &str) -> Option<String> {
     })
 }
 
+/// Problems of `routing` and of the target names that use it.
+fn routing_problems(p: &PipelineFile, problem: &mut impl FnMut(&str, String)) {
+    use super::routing::{MAX_TARGETS, placeholders, valid_value};
+    let declared = p.declared_targets();
+    let used: Vec<String> = declared.iter().flat_map(|(n, _)| placeholders(n)).collect();
+    for (i, (name, _)) in declared.iter().enumerate() {
+        let field = if i == 0 {
+            format!("sink.{}", p.sink.kind())
+        } else {
+            format!("targets.{name}")
+        };
+        for ph in placeholders(name) {
+            if !p.routing.contains_key(&ph) {
+                problem(
+                    &field,
+                    format!("`{{{ph}}}` in `{name}` has no values: list them under routing.{ph}"),
+                );
+            }
+        }
+    }
+    for (name, values) in &p.routing {
+        let field = format!("routing.{name}");
+        if !used.contains(name) {
+            problem(&field, format!("no target name has `{{{name}}}`"));
+        }
+        if values.is_empty() {
+            problem(&field, "list at least one value".into());
+        }
+        for v in values {
+            if !valid_value(v) {
+                problem(
+                    &field,
+                    format!("`{v}` cannot be part of a name: use 1 to 32 letters, digits and `_`"),
+                );
+            }
+        }
+    }
+    if p.routing.is_empty() {
+        return;
+    }
+    if matches!(p.sink, SinkConfig::Tantivy(_)) || p.envelope == Envelope::Debezium {
+        problem(
+            "routing",
+            "routing needs a PostgreSQL or MongoDB sink of sinkd's own events".into(),
+        );
+        return;
+    }
+    let concrete = p.concrete_targets();
+    if concrete.len() > MAX_TARGETS {
+        problem(
+            "routing",
+            format!(
+                "the values make {} tables or collections; at most {MAX_TARGETS}",
+                concrete.len()
+            ),
+        );
+    }
+    for t in &concrete {
+        if t.name.len() > 63 {
+            problem(
+                "routing",
+                format!("`{}` is longer than 63 characters", t.name),
+            );
+        }
+    }
+}
+
 /// Every problem of the pipeline, or `Ok` when there is none.
 pub fn validate(p: &PipelineFile) -> Result<(), Vec<(String, String)>> {
     let mut problems = Vec::new();
@@ -156,6 +223,7 @@ pub fn validate(p: &PipelineFile) -> Result<(), Vec<(String, String)>> {
             _ => {}
         }
     }
+    routing_problems(p, &mut problem);
     if p.envelope == Envelope::Debezium && !p.targets.is_empty() {
         problem(
             "targets",

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use apache_avro::types::Value;
 use cel::{Env, Value as Cel};
 
+use super::route::Router;
 use super::rule::{Column, Problems, Source, cell, expression};
 use crate::config::{ChildConfig, OpKind, PipelineFile};
 use crate::event::SourcePosition;
@@ -21,8 +22,9 @@ const ELEMENT_VARIABLES: [&str; 2] = ["item", "index"];
 
 /// One compiled child write.
 pub(crate) struct Child {
-    /// The target's number in [`Op::target`].
-    target: usize,
+    /// The declared target (its number among the sink's own and `targets`); routing
+    /// picks the concrete one.
+    declared: usize,
     /// `also[i] (target), ` for messages.
     label: String,
     for_each: Option<Expression>,
@@ -151,7 +153,7 @@ pub(super) fn compile(
         .map(|(name, value)| column("columns", name, value, problems))
         .collect();
     Some(Child {
-        target: position + 1,
+        declared: position + 1,
         label: format!(
             "{} ({}), ",
             path.rsplit('.').next().unwrap_or(path),
@@ -173,10 +175,14 @@ impl Child {
         fields: &[(String, Value)],
         schema: &EventSchema,
         position: &SourcePosition,
+        router: &Router,
         out: &mut Vec<Op>,
     ) -> Result<(), String> {
+        let target = router
+            .resolve(self.declared, fields)
+            .map_err(|e| format!("{}{e}", self.label))?;
         let Some(for_each) = &self.for_each else {
-            return self.one(fields, &[], schema, position, out);
+            return self.one(target, fields, &[], schema, position, out);
         };
         let list = match for_each.eval_cel(fields) {
             Ok(Cel::List(items)) => items,
@@ -194,13 +200,15 @@ impl Child {
         for (i, item) in list.iter().enumerate() {
             let index = Cel::Int(i as i64);
             let extra = [("item", item), ("index", &index)];
-            self.one(fields, &extra, schema, position, out)?;
+            self.one(target, fields, &extra, schema, position, out)?;
         }
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn one(
         &self,
+        target: usize,
         fields: &[(String, Value)],
         extra: &[(&str, &Cel)],
         schema: &EventSchema,
@@ -242,7 +250,7 @@ impl Child {
             ));
         }
         out.push(Op {
-            target: self.target,
+            target,
             key,
             prefix: self.prefix,
             kind: self.op,

@@ -9,6 +9,7 @@ use apache_avro::types::Value;
 
 use super::Projection;
 use super::key::Keys;
+use super::route::Router;
 use super::rule::{self, Problems, Rule};
 use crate::config::{KeySource, OpKind, PipelineFile};
 use crate::error::RecordError;
@@ -18,6 +19,7 @@ use crate::value::{into_unwrapped, is_null};
 
 /// Turns events into operations, per the pipeline's `key` and `events` sections.
 pub struct EventProjection {
+    router: Router,
     key_from: KeySource,
     key: Keys,
     rules: HashMap<String, Vec<Rule>>,
@@ -27,6 +29,7 @@ impl EventProjection {
     /// Compiles the pipeline's rules; the problems are what validation reports.
     pub fn new(p: &PipelineFile) -> Result<EventProjection, Problems> {
         Ok(EventProjection {
+            router: Router::new(p),
             key_from: p.key.from,
             key: Keys::new(&p.key.columns),
             rules: rule::compile(p)?,
@@ -44,7 +47,12 @@ impl EventProjection {
             detail,
         };
         let (Some(body_schema), Some(body)) = (event.schema.take(), event.body.take()) else {
-            // A tombstone: delete by the Kafka key.
+            // A tombstone: delete by the Kafka key. It has no fields to route by.
+            if self.router.routed(0) {
+                return Err(fail(
+                    "a tombstone has no fields to choose the routed target by".into(),
+                ));
+            }
             return Ok(vec![Op::new(
                 self.key.from_kafka(event.key.take()).map_err(fail)?,
                 OpKind::Delete,
@@ -86,11 +94,19 @@ impl EventProjection {
             (None, KeySource::Fields) => self.key.from_fields(&fields, &body_schema),
         }
         .map_err(fail)?;
-        // Child rows first: the main row's cells may move values out of the fields.
+        // Routing and child rows first: the main row's cells may move values out of the
+        // fields.
+        let target = self.router.resolve(0, &fields).map_err(fail)?;
         let mut children = Vec::new();
         for child in &rule.also {
             child
-                .project(&fields, &body_schema, &event.position, &mut children)
+                .project(
+                    &fields,
+                    &body_schema,
+                    &event.position,
+                    &self.router,
+                    &mut children,
+                )
                 .map_err(fail)?;
         }
         let mut cells = Vec::new();
@@ -128,8 +144,10 @@ impl EventProjection {
                 rule.label, bad.column, bad.ty
             )));
         }
+        let mut main = Op::new(key, rule.op, cells, event.position);
+        main.target = target;
         let mut ops = Vec::with_capacity(1 + children.len());
-        ops.push(Op::new(key, rule.op, cells, event.position));
+        ops.push(main);
         ops.append(&mut children);
         Ok(ops)
     }

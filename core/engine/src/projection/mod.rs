@@ -6,12 +6,14 @@
 //! - [`debezium`]: Debezium change events, where each change's `op` says what to do.
 //!
 //! [`key`] fills key columns from the Kafka key or from fields, for both. A rule's `also`
-//! writes child rows into the pipeline's other targets (`child.rs`).
+//! writes child rows into the pipeline's other targets (`child.rs`); [`route`] picks the
+//! concrete table of a routed target (`orders_{tenant}`).
 
 mod child;
 pub mod debezium;
 pub mod events;
 pub mod key;
+pub mod route;
 pub mod rule;
 
 use crate::config::{Envelope, PipelineFile};

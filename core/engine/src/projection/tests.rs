@@ -368,3 +368,23 @@ fn child_rules_are_checked_against_their_target() {
     );
     assert!(text.contains("only defined with `for_each`"), "{text}");
 }
+
+#[test]
+fn routing_picks_the_table_of_the_value_and_refuses_any_other() {
+    let p = projector(&pipeline(
+        "key: {columns: [order_id]}\nrouting:\n  status: [new, paid]\ntargets:\n  lines_{status}: {key: [order_id, line_no]}",
+        "  A:\n    op: upsert\n    columns: {n: \"items.size()\"}\n    also:\n      \
+         - {target: \"lines_{status}\", op: delete, key: {order_id: order_id}}\n",
+    ));
+    // Concrete targets: the sink's own `t`, then lines_new and lines_paid.
+    let ops = p.project(order("A", "paid", &[])).unwrap();
+    assert_eq!(ops[0].target, 0);
+    let lines_paid = ops[1].target;
+    let ops = p.project(order("A", "new", &[])).unwrap();
+    assert_ne!(ops[1].target, lines_paid);
+    let e = p.project(order("A", "evil", &[])).unwrap_err().to_string();
+    assert!(
+        e.contains("`status` = `evil` is not one of its routing values (new, paid)"),
+        "{e}"
+    );
+}
