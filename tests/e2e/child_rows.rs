@@ -1,8 +1,9 @@
 //! Child rows end to end (`targets` and `also:`), with the real `sinkd` binary on
 //! PostgreSQL and MongoDB: orders with item arrays, line additions, status updates and
 //! cancels give exactly the `orders` and `order_lines` computed independently in
-//! [`sinkd_tests::lines`], across `kill -9`s mid-run (increments included), and a swap
-//! rebuild replaces both targets together. Routed by tenant (`{table}_{tenant}`), the same
+//! [`sinkd_tests::lines`], across six `kill -9`s mid-run (increments included), and a
+//! swap rebuild replaces both targets together (on PostgreSQL no reader ever sees one
+//! rebuilt and the other not). Routed by tenant (`{table}_{tenant}`), the same
 //! stream fills three tables of each.
 
 use std::time::{Duration, Instant};
@@ -57,6 +58,16 @@ async fn setup_routed(target: &Target, name: &str, routed: bool) -> (Setup, Stri
     (s, lines_target)
 }
 
+/// A pause of 300 to 1,300 ms, so the kills land at different points of the work.
+fn rand_ms() -> u64 {
+    300 + u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_millis(),
+    )
+}
+
 async fn setup(target: &Target, name: &str) -> (Setup, String) {
     setup_routed(target, name, false).await
 }
@@ -73,14 +84,18 @@ async fn routed_by_tenant_after_kills(target: Target) {
     let (s, lines_target) = setup_routed(&target, "routed", true).await;
     let events = lines::generate(12_000, 600, 31);
     let ends = lines::publish(&s.topic, &events).await;
-    let mut daemon = s.start();
+    let daemon = s.start();
     let deadline = Instant::now() + Duration::from_secs(60);
     while s.checkpoints().await.values().sum::<i64>() == 0 {
         assert!(Instant::now() < deadline, "no progress\n{}", daemon.log());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    daemon.kill9();
-    let daemon = s.start();
+    let mut daemon = daemon;
+    for _ in 0..3 {
+        daemon.kill9();
+        daemon = s.start();
+        tokio::time::sleep(Duration::from_millis(rand_ms())).await;
+    }
     s.caught_up(&ends, &daemon).await;
     let want = lines::expected(&events);
     for tenant in lines::TENANTS {
@@ -160,8 +175,38 @@ async fn a_swap_rebuild_replaces_both_targets(target: Target) {
         }
         Target::Tantivy(_) => unreachable!(),
     }
+    // PostgreSQL swaps both tables in one transaction: a reader's snapshot shows both old
+    // (tampered: no lines) or both rebuilt, never one of each.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let reader = matches!(target, Target::Postgres).then(|| {
+        let (orders, lines) = (s.table.clone(), lines_target.clone());
+        tokio::spawn(async move {
+            let pg = sinkd_tests::stack::pg().await;
+            let sql = format!(
+                "SELECT EXISTS (SELECT 1 FROM \"{orders}\" WHERE status = 'tampered'), \
+                 EXISTS (SELECT 1 FROM \"{lines}\")"
+            );
+            let mut reads = 0;
+            while !*stopped.borrow() {
+                if let Ok(row) = pg.query_one(&sql, &[]).await {
+                    let (tampered, has_lines): (bool, bool) = (row.get(0), row.get(1));
+                    assert_ne!(tampered, has_lines, "one table rebuilt and the other not");
+                    reads += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            reads
+        })
+    });
     api.rebuild_to_done(&s.pipeline, Duration::from_secs(120))
         .await;
+    let _ = stop.send(true);
+    if let Some(reader) = reader {
+        assert!(
+            reader.await.expect("reader") > 10,
+            "the reader read during the rebuild"
+        );
+    }
     let got = lines::read(&target, &s.table, &lines_target).await;
     assert_eq!(got.orders, want.orders, "orders after the rebuild");
     assert_eq!(got.lines, want.lines, "order lines after the rebuild");
@@ -171,12 +216,12 @@ async fn a_swap_rebuild_replaces_both_targets(target: Target) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_orders_and_lines_are_exact_after_kills() {
-    exact_after_kills(Target::Postgres, 3).await;
+    exact_after_kills(Target::Postgres, 6).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mongodb_orders_and_lines_are_exact_after_kills() {
-    exact_after_kills(Target::mongo(), 3).await;
+    exact_after_kills(Target::mongo(), 6).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
