@@ -71,7 +71,7 @@ events:
       - target: {lines}
         op: upsert
         key: {order_id: order_id, line_no: "int(line_no)"}
-        columns: {sku: sku, qty: "int(qty)", price_cents: price_cents}
+        columns: {sku: sku, qty: qty, price_cents: price_cents}
   com.shop.StatusChanged:
     - when: "status == 'cancelled'"
       op: delete

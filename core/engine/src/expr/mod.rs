@@ -12,8 +12,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use apache_avro::types::Value;
-use cel::common::value::CowVal;
-use cel::context::VariableResolver;
 use cel::objects::{Key, Map};
 use cel::{Context, Env, Program, Value as Cel};
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
@@ -22,6 +20,9 @@ use crate::config::ValueType;
 
 pub mod column;
 pub mod lists;
+pub mod scope;
+
+pub use scope::{Bound, Scope};
 
 /// Names CEL resolves as function namespaces, not variables.
 const NAMESPACES: [&str; 4] = ["math", "strings", "base64", "lists"];
@@ -82,25 +83,18 @@ impl Expression {
     /// Evaluates over a record's top-level fields, giving CEL's own value. The error
     /// quotes the expression.
     pub fn eval_cel(&self, fields: &[(String, Value)]) -> Result<Cel, String> {
-        self.eval_with(fields, &[])
+        self.eval_in(&Scope::new(fields).plain())
     }
 
-    /// Evaluates over a record's top-level fields and `extra` variables (a child row's
-    /// `item` and `index`), which take precedence over fields of the same name.
-    pub fn eval_with(
-        &self,
-        fields: &[(String, Value)],
-        extra: &[(&str, &Cel)],
-    ) -> Result<Cel, String> {
-        // Fields are handed to CEL through a resolver, on demand: no map of variables is
-        // built per evaluation.
-        let resolver = Fields { fields, extra };
+    /// Evaluates in a scope (an event's fields converted once for all its expressions,
+    /// and a child row's `item` and `index`), giving CEL's own value.
+    pub fn eval_in(&self, vars: &Bound<'_, '_>) -> Result<Cel, String> {
         let mut ctx = Context::with_env(self.env.clone());
-        ctx.set_variable_resolver(&resolver);
+        ctx.set_variable_resolver(vars);
         self.program.execute(&ctx).map_err(|e| {
             // A field CEL cannot read looks undeclared to it: say what it holds instead.
             let unreadable = self.inputs.iter().find_map(|name| {
-                let (_, v) = fields.iter().find(|(n, _)| n == name)?;
+                let (_, v) = vars.fields().iter().find(|(n, _)| n == name)?;
                 to_cel(v).err().map(|why| format!("field `{name}`: {why}"))
             });
             match unreadable {
@@ -112,16 +106,12 @@ impl Expression {
 
     /// Evaluates a condition: `true` or `false`, anything else is an error.
     pub fn eval_bool(&self, fields: &[(String, Value)]) -> Result<bool, String> {
-        self.eval_bool_with(fields, &[])
+        self.eval_bool_in(&Scope::new(fields).plain())
     }
 
-    /// [`Expression::eval_bool`] with `extra` variables.
-    pub fn eval_bool_with(
-        &self,
-        fields: &[(String, Value)],
-        extra: &[(&str, &Cel)],
-    ) -> Result<bool, String> {
-        match self.eval_with(fields, extra)? {
+    /// [`Expression::eval_bool`] in a scope.
+    pub fn eval_bool_in(&self, vars: &Bound<'_, '_>) -> Result<bool, String> {
+        match self.eval_in(vars)? {
             Cel::Bool(b) => Ok(b),
             other => Err(format!(
                 "`{}` gave {} where a condition needs true or false",
@@ -137,27 +127,8 @@ impl Expression {
     }
 }
 
-/// The event's top-level fields as CEL variables.
-struct Fields<'a> {
-    fields: &'a [(String, Value)],
-    extra: &'a [(&'a str, &'a Cel)],
-}
-
-impl VariableResolver for Fields<'_> {
-    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
-        if let Some((_, v)) = self.extra.iter().find(|(n, _)| *n == variable) {
-            let value: Box<dyn cel::common::value::Val> = (*v).clone().try_into().ok()?;
-            return Some(CowVal::Owned(value));
-        }
-        let (_, v) = self.fields.iter().find(|(n, _)| n == variable)?;
-        // A field CEL cannot read (a decimal) stays unresolved; `eval_cel` says why.
-        let value: Box<dyn cel::common::value::Val> = to_cel(v).ok()?.try_into().ok()?;
-        Some(CowVal::Owned(value))
-    }
-}
-
 /// Avro → CEL. Decimals are refused before any event is seen (see the plan).
-fn to_cel(v: &Value) -> Result<Cel, String> {
+pub(crate) fn to_cel(v: &Value) -> Result<Cel, String> {
     Ok(match v {
         Value::Null => Cel::Null,
         Value::Boolean(b) => Cel::Bool(*b),

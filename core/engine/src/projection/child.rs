@@ -9,10 +9,10 @@ use apache_avro::types::Value;
 use cel::{Env, Value as Cel};
 
 use super::route::Router;
-use super::rule::{Column, Problems, Source, cell, expression};
+use super::rule::{Column, Found, Problems, Source, cell, expression, find_path, path_of};
 use crate::config::{ChildConfig, OpKind, PipelineFile};
 use crate::event::SourcePosition;
-use crate::expr::Expression;
+use crate::expr::{Bound, Expression, Scope};
 use crate::operation::{Cell, Op};
 use crate::schema::EventSchema;
 use crate::value::is_null;
@@ -28,6 +28,8 @@ pub(crate) struct Child {
     /// `also[i] (target), ` for messages.
     label: String,
     for_each: Option<Expression>,
+    /// `for_each` as a path to one of the event's arrays, iterated without converting it.
+    for_each_path: Option<Vec<String>>,
     when: Option<Expression>,
     op: OpKind,
     /// Key columns in the target's order: all of them, or a prefix for a prefix delete.
@@ -65,6 +67,13 @@ pub(super) fn compile(
         .as_deref()
         .and_then(|w| expression(env, format!("{path}.when"), w, problems));
     let elementwise = c.for_each.is_some();
+    let for_each_path = c.for_each.as_deref().and_then(|f| {
+        let segments: Vec<String> = f.split('.').map(str::to_owned).collect();
+        let plain = segments
+            .iter()
+            .all(|s| !s.is_empty() && s.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_'));
+        (plain && !ELEMENT_VARIABLES.contains(&segments[0].as_str())).then_some(segments)
+    });
     let column = |section: &str, name: &str, value: &str, problems: &mut Problems| {
         let spec = c.spec(name, value);
         if !elementwise && spec.field().is_some_and(|f| ELEMENT_VARIABLES.contains(&f)) {
@@ -73,9 +82,19 @@ pub(super) fn compile(
                 format!("`{value}` is only defined with `for_each`"),
             ));
         }
-        let source = match spec.field() {
-            Some(field) if !(elementwise && ELEMENT_VARIABLES.contains(&field)) => {
-                Source::Field(field.to_owned())
+        let element = elementwise && spec.field().is_some_and(|f| ELEMENT_VARIABLES.contains(&f));
+        let segments = if element {
+            Some(vec![value.to_owned()])
+        } else {
+            path_of(value)
+        };
+        let source = match (spec.field(), segments) {
+            (Some(field), _) if !element => Source::Field(field.to_owned()),
+            (_, Some(segments)) if spec.ty.is_none() => {
+                match expression(env, format!("{path}.{section}.{name}"), value, problems) {
+                    Some(e) => Source::Path(segments, e),
+                    None => Source::Field(String::new()),
+                }
             }
             _ => match expression(env, format!("{path}.{section}.{name}"), value, problems) {
                 Some(e) => {
@@ -160,6 +179,7 @@ pub(super) fn compile(
             c.target
         ),
         for_each,
+        for_each_path,
         when,
         op: c.op,
         key,
@@ -172,19 +192,30 @@ impl Child {
     /// Appends this child's operations for one event to `out`.
     pub(super) fn project(
         &self,
-        fields: &[(String, Value)],
+        scope: &Scope<'_>,
         schema: &EventSchema,
         position: &SourcePosition,
         router: &Router,
         out: &mut Vec<Op>,
     ) -> Result<(), String> {
         let target = router
-            .resolve(self.declared, fields)
+            .resolve(self.declared, scope.fields())
             .map_err(|e| format!("{}{e}", self.label))?;
         let Some(for_each) = &self.for_each else {
-            return self.one(target, fields, &[], schema, position, out);
+            return self.one(target, &scope.plain(), schema, position, out);
         };
-        let list = match for_each.eval_cel(fields) {
+        // One of the event's own arrays: its elements are read as they are.
+        let plain = scope.plain();
+        if let Some(path) = &self.for_each_path
+            && let Ok(Found::Value(Value::Array(items))) = find_path(&plain, path)
+        {
+            for (i, item) in items.iter().enumerate() {
+                let vars = scope.bind_element(item, i as i64);
+                self.one(target, &vars, schema, position, out)?;
+            }
+            return Ok(());
+        }
+        let list = match for_each.eval_in(&scope.plain()) {
             Ok(Cel::List(items)) => items,
             Ok(Cel::Null) => return Ok(()),
             Ok(other) => {
@@ -198,26 +229,24 @@ impl Child {
             Err(e) => return Err(format!("{}`for_each`: {e}", self.label)),
         };
         for (i, item) in list.iter().enumerate() {
-            let index = Cel::Int(i as i64);
-            let extra = [("item", item), ("index", &index)];
-            self.one(target, fields, &extra, schema, position, out)?;
+            // The element is converted for CEL once, for the key, columns and condition.
+            let vars = scope.bind(vec![("item", item.clone()), ("index", Cel::Int(i as i64))]);
+            self.one(target, &vars, schema, position, out)?;
         }
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn one(
         &self,
         target: usize,
-        fields: &[(String, Value)],
-        extra: &[(&str, &Cel)],
+        vars: &Bound<'_, '_>,
         schema: &EventSchema,
         position: &SourcePosition,
         out: &mut Vec<Op>,
     ) -> Result<(), String> {
         if let Some(when) = &self.when
             && !when
-                .eval_bool_with(fields, extra)
+                .eval_bool_in(vars)
                 .map_err(|e| format!("{}`when`: {e}", self.label))?
         {
             return Ok(());
@@ -226,7 +255,7 @@ impl Child {
             .key
             .iter()
             .map(|c| {
-                let cell = cell(&self.label, c, fields, extra, schema)?;
+                let cell = cell(&self.label, c, vars, schema)?;
                 if is_null(&cell.value) {
                     return Err(format!("{}key column `{}` is null", self.label, c.name));
                 }
@@ -238,7 +267,7 @@ impl Child {
             _ => self
                 .columns
                 .iter()
-                .map(|c| cell(&self.label, c, fields, extra, schema))
+                .map(|c| cell(&self.label, c, vars, schema))
                 .collect::<Result<Vec<Cell>, String>>()?,
         };
         if self.op == OpKind::Increment

@@ -14,6 +14,7 @@ use super::rule::{self, Problems, Rule};
 use crate::config::{KeySource, OpKind, PipelineFile};
 use crate::error::RecordError;
 use crate::event::Event;
+use crate::expr::Scope;
 use crate::operation::{Cell, Op};
 use crate::value::{into_unwrapped, is_null};
 
@@ -67,73 +68,80 @@ impl EventProjection {
                 event_type: event_type.to_string(),
             })?;
         let mut fields = into_fields(body);
-        let mut rule = None;
-        for r in rules {
-            if r.applies(&fields).map_err(fail)? {
-                rule = Some(r);
-                break;
+        // Everything expressions read, with the fields converted for CEL once for all of
+        // them; then the main row's copied cells, which move values out of the fields.
+        let (rule, key, target, mut children, computed) = {
+            let scope = Scope::new(&fields);
+            let vars = scope.plain();
+            let mut chosen = None;
+            for r in rules {
+                if r.applies(&vars).map_err(fail)? {
+                    chosen = Some(r);
+                    break;
+                }
             }
-        }
-        let Some(rule) = rule else {
-            return Err(RecordError::Unmatched {
-                event_type: event_type.to_string(),
-            });
-        };
-        let key = match (&rule.key, self.key_from) {
-            (Some(computed), _) => computed
-                .iter()
-                .map(|c| {
-                    let cell = rule.cell(c, &fields, &body_schema)?;
-                    if is_null(&cell.value) {
-                        return Err(format!("{}key column `{}` is null", rule.label, c.name));
-                    }
-                    Ok(cell)
-                })
-                .collect(),
-            (None, KeySource::KafkaKey) => self.key.from_kafka(event.key.take()),
-            (None, KeySource::Fields) => self.key.from_fields(&fields, &body_schema),
-        }
-        .map_err(fail)?;
-        // Routing and child rows first: the main row's cells may move values out of the
-        // fields.
-        let target = self.router.resolve(0, &fields).map_err(fail)?;
-        let mut children = Vec::new();
-        for child in &rule.also {
-            child
-                .project(
-                    &fields,
-                    &body_schema,
-                    &event.position,
-                    &self.router,
-                    &mut children,
-                )
-                .map_err(fail)?;
-        }
-        let mut cells = Vec::new();
-        if rule.op != OpKind::Delete {
-            match &rule.mapping {
-                None => {
-                    cells.reserve(body_schema.fields.len());
-                    for (i, f) in body_schema.fields.iter().enumerate() {
-                        if self.key.columns.contains(&f.name) {
-                            continue;
+            let Some(rule) = chosen else {
+                return Err(RecordError::Unmatched {
+                    event_type: event_type.to_string(),
+                });
+            };
+            let key = match (&rule.key, self.key_from) {
+                (Some(computed), _) => computed
+                    .iter()
+                    .map(|c| {
+                        let cell = rule.cell(c, &vars, &body_schema)?;
+                        if is_null(&cell.value) {
+                            return Err(format!("{}key column `{}` is null", rule.label, c.name));
                         }
-                        let value = find(&mut fields, i, &f.name).map_or(Value::Null, |v| {
-                            into_unwrapped(std::mem::replace(v, Value::Null))
-                        });
-                        cells.push(Cell {
-                            column: f.name.clone(),
-                            ty: f.ty,
-                            value,
-                        });
-                    }
+                        Ok(cell)
+                    })
+                    .collect(),
+                (None, KeySource::KafkaKey) => self.key.from_kafka(event.key.take()),
+                (None, KeySource::Fields) => self.key.from_fields(scope.fields(), &body_schema),
+            }
+            .map_err(fail)?;
+            let target = self.router.resolve(0, scope.fields()).map_err(fail)?;
+            let mut children = Vec::new();
+            for child in &rule.also {
+                child
+                    .project(
+                        &scope,
+                        &body_schema,
+                        &event.position,
+                        &self.router,
+                        &mut children,
+                    )
+                    .map_err(fail)?;
+            }
+            let computed = match (&rule.mapping, rule.op) {
+                (Some(mapping), op) if op != OpKind::Delete => Some(
+                    mapping
+                        .iter()
+                        .map(|column| rule.cell(column, &vars, &body_schema))
+                        .collect::<Result<Vec<Cell>, String>>()
+                        .map_err(fail)?,
+                ),
+                _ => None,
+            };
+            (rule, key, target, children, computed)
+        };
+        let mut cells = Vec::new();
+        if let Some(computed) = computed {
+            cells = computed;
+        } else if rule.op != OpKind::Delete {
+            cells.reserve(body_schema.fields.len());
+            for (i, f) in body_schema.fields.iter().enumerate() {
+                if self.key.columns.contains(&f.name) {
+                    continue;
                 }
-                Some(mapping) => {
-                    cells.reserve(mapping.len());
-                    for column in mapping {
-                        cells.push(rule.cell(column, &fields, &body_schema).map_err(fail)?);
-                    }
-                }
+                let value = find(&mut fields, i, &f.name).map_or(Value::Null, |v| {
+                    into_unwrapped(std::mem::replace(v, Value::Null))
+                });
+                cells.push(Cell {
+                    column: f.name.clone(),
+                    ty: f.ty,
+                    value,
+                });
             }
         }
         if rule.op == OpKind::Increment

@@ -4,21 +4,113 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use apache_avro::types::Value;
 use cel::Env;
 
 use crate::config::{ColumnKind, ColumnSpec, EventConfig, OpKind, PipelineFile};
-use crate::expr::{Expression, column};
+use crate::expr::{Bound, Expression, column};
 use crate::operation::Cell;
-use crate::schema::EventSchema;
+use apache_avro::types::Value;
+
+use crate::schema::{ColumnType, EventSchema};
 use crate::value::unwrap_union;
 
 /// Where one column's value comes from.
 pub(super) enum Source {
     /// A field, copied exactly with its schema's type.
     Field(String),
+    /// A path into the event's values (`customer.id`, a child row's `item.sku`, `index`),
+    /// copied exactly with the type its value has; the same as a CEL expression when the
+    /// value is not one of the event's own (an element of a list CEL computed) or has no
+    /// column type of its own (a null, a nested decimal).
+    Path(Vec<String>, Expression),
     /// A CEL expression and the column's declared type, if any.
     Computed(Expression, Option<ColumnKind>),
+}
+
+/// The segments of a dotted path of identifiers (`item.sku`), at least two; `None` for
+/// anything else.
+pub(super) fn path_of(value: &str) -> Option<Vec<String>> {
+    let segments: Vec<String> = value.split('.').map(str::to_owned).collect();
+    let identifier = |s: &String| {
+        let mut chars = s.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    (segments.len() >= 2 && segments.iter().all(identifier)).then_some(segments)
+}
+
+/// What a path finds.
+pub(super) enum Found<'s> {
+    /// One of the event's values (or of the bound element).
+    Value(&'s Value),
+    /// The bound element's position.
+    Index(i64),
+}
+
+/// The value at `path` among the variables: the bound element for `item`, its position
+/// for `index`, else an event field; then through records and maps. `Err(None)`: the
+/// root is not one of the event's own values (CEL must read it); `Err(Some(segment))`:
+/// that segment is missing.
+pub(super) fn find_path<'s>(
+    vars: &Bound<'s, '_>,
+    path: &[String],
+) -> Result<Found<'s>, Option<String>> {
+    let (root, rest) = path.split_first().ok_or(None)?;
+    let mut value: &'s Value = match (root.as_str(), vars.element()) {
+        ("item", Some((item, _))) => item,
+        ("index", Some((_, i))) if rest.is_empty() => return Ok(Found::Index(i)),
+        ("item" | "index", None) if vars.has_computed_item() => return Err(None),
+        _ => {
+            &vars
+                .fields()
+                .iter()
+                .find(|(n, _)| n == root)
+                .ok_or_else(|| Some(root.clone()))?
+                .1
+        }
+    };
+    for segment in rest {
+        value = match unwrap_union(value) {
+            Value::Record(fields) => {
+                &fields
+                    .iter()
+                    .find(|(n, _)| n == segment)
+                    .ok_or_else(|| Some(segment.clone()))?
+                    .1
+            }
+            Value::Map(m) => m.get(segment).ok_or_else(|| Some(segment.clone()))?,
+            _ => return Err(Some(segment.clone())),
+        };
+    }
+    Ok(Found::Value(unwrap_union(value)))
+}
+
+/// The column type a value has by itself; `None` when it needs its schema (a decimal's
+/// scale) or has none (null).
+fn value_type(v: &Value) -> Option<ColumnType> {
+    Some(match v {
+        Value::Boolean(_) => ColumnType::Boolean,
+        Value::Int(_) => ColumnType::Int,
+        Value::Long(_) => ColumnType::Long,
+        Value::Float(_) => ColumnType::Float,
+        Value::Double(_) => ColumnType::Double,
+        Value::Bytes(_) | Value::Fixed(..) => ColumnType::Bytes,
+        Value::Uuid(_) => ColumnType::Uuid,
+        Value::Date(_) => ColumnType::Date,
+        Value::TimeMillis(_) | Value::TimeMicros(_) => ColumnType::Time,
+        Value::TimestampMillis(_) | Value::TimestampMicros(_) | Value::TimestampNanos(_) => {
+            ColumnType::Timestamp
+        }
+        Value::LocalTimestampMillis(_)
+        | Value::LocalTimestampMicros(_)
+        | Value::LocalTimestampNanos(_) => ColumnType::LocalTimestamp,
+        Value::String(_) | Value::Enum(..) => ColumnType::String,
+        Value::Array(_) | Value::Map(_) | Value::Record(_) => ColumnType::Json,
+        Value::Union(_, inner) => return value_type(inner),
+        Value::Null | Value::Decimal(_) | Value::BigDecimal(_) | Value::Duration(_) => return None,
+    })
 }
 
 /// One column of a rule (or one key column).
@@ -102,9 +194,20 @@ fn compile_rule(
     let column = |section: &str, name: &str, spec: &ColumnSpec, problems: &mut Problems| {
         Column {
             name: Arc::from(name),
-            source: match spec.field() {
-                Some(field) => Source::Field(field.to_owned()),
-                None => {
+            source: match (spec.field(), path_of(&spec.value)) {
+                (Some(field), _) => Source::Field(field.to_owned()),
+                (None, Some(segments)) if spec.ty.is_none() => {
+                    match expression(
+                        env,
+                        format!("{path}.{section}.{name}"),
+                        &spec.value,
+                        problems,
+                    ) {
+                        Some(e) => Source::Path(segments, e),
+                        None => Source::Field(String::new()),
+                    }
+                }
+                (None, _) => {
                     match expression(
                         env,
                         format!("{path}.{section}.{name}"),
@@ -204,12 +307,12 @@ pub(super) fn expression(
 }
 
 impl Rule {
-    /// Whether the rule applies to an event with these fields.
-    pub fn applies(&self, fields: &[(String, Value)]) -> Result<bool, String> {
+    /// Whether the rule applies to an event with these variables.
+    pub fn applies(&self, vars: &Bound<'_, '_>) -> Result<bool, String> {
         match &self.when {
             None => Ok(true),
             Some(when) => when
-                .eval_bool(fields)
+                .eval_bool_in(vars)
                 .map_err(|e| format!("{}`when`: {e}", self.label)),
         }
     }
@@ -218,25 +321,25 @@ impl Rule {
     pub fn cell(
         &self,
         c: &Column,
-        fields: &[(String, Value)],
+        vars: &Bound<'_, '_>,
         schema: &EventSchema,
     ) -> Result<Cell, String> {
-        cell(&self.label, c, fields, &[], schema)
+        cell(&self.label, c, vars, schema)
     }
 }
 
-/// The cell of one column (copied or computed) with `extra` variables (a child row's
-/// `item` and `index`), or why there is none; `label` names the rule in messages.
+/// The cell of one column (copied or computed) in `vars` (the event's fields, and a
+/// child row's `item` and `index`), or why there is none; `label` names the rule in
+/// messages.
 pub(super) fn cell(
     label: &str,
     c: &Column,
-    fields: &[(String, Value)],
-    extra: &[(&str, &cel::Value)],
+    vars: &Bound<'_, '_>,
     schema: &EventSchema,
 ) -> Result<Cell, String> {
     match &c.source {
         Source::Field(field) => {
-            let found = fields.iter().find(|(n, _)| n == field);
+            let found = vars.fields().iter().find(|(n, _)| n == field);
             let (Some(ty), Some((_, value))) = (schema.field_type(field), found) else {
                 return Err(format!(
                     "{label}field `{field}` (for column `{}`) is not in the event (if `{field}` \
@@ -251,9 +354,46 @@ pub(super) fn cell(
                 value: unwrap_union(value).clone(),
             })
         }
+        Source::Path(path, fallback) => {
+            match find_path(vars, path) {
+                Ok(Found::Index(i)) => {
+                    return Ok(Cell {
+                        column: c.name.clone(),
+                        ty: ColumnType::Long,
+                        value: Value::Long(i),
+                    });
+                }
+                Ok(Found::Value(value)) => {
+                    if let Some(ty) = value_type(value) {
+                        return Ok(Cell {
+                            column: c.name.clone(),
+                            ty,
+                            value: value.clone(),
+                        });
+                    }
+                }
+                Err(Some(missing)) => {
+                    return Err(format!(
+                        "{label}column `{}`: `{}` has no field `{missing}`",
+                        c.name,
+                        path.join(".")
+                    ));
+                }
+                Err(None) => {}
+            }
+            let fail = |e: String| format!("{label}column `{}`: {e}", c.name);
+            let out = fallback.eval_in(vars).map_err(fail)?;
+            let (ty, value) = column::to_cell(out, None)
+                .map_err(|err| fail(format!("`{}` {err}", fallback.source())))?;
+            Ok(Cell {
+                column: c.name.clone(),
+                ty,
+                value,
+            })
+        }
         Source::Computed(e, declared) => {
             let fail = |e: String| format!("{label}column `{}`: {e}", c.name);
-            let out = e.eval_with(fields, extra).map_err(fail)?;
+            let out = e.eval_in(vars).map_err(fail)?;
             let (ty, value) = column::to_cell(out, *declared)
                 .map_err(|err| fail(format!("`{}` {err}", e.source())))?;
             Ok(Cell {
