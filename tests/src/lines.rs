@@ -272,7 +272,17 @@ pub fn expected(events: &[LineEvent]) -> Model {
     for e in events {
         let v = &e.value;
         let id = e.order_id.clone();
-        let drop_lines = |m: &mut Model| m.lines.retain(|(o, _), _| *o != id);
+        // The order's lines are one range of the map: removing them never scans the rest.
+        let drop_lines = |m: &mut Model| {
+            let doomed: Vec<(String, i64)> = m
+                .lines
+                .range((id.clone(), i64::MIN)..=(id.clone(), i64::MAX))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in doomed {
+                m.lines.remove(&k);
+            }
+        };
         match e.kind {
             0 => {
                 let Value::Array(items) = field(v, "items") else {
