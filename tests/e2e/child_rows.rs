@@ -117,22 +117,7 @@ async fn exact_after_kills(target: Target, kills: usize) {
     let (s, lines_target) = setup(&target, "lines").await;
     let events = lines::generate(20_000, 800, 23);
     let ends = lines::publish(&s.topic, &events).await;
-    let mut daemon = s.start();
-    let mut last = 0i64;
-    for _ in 0..kills {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let done: i64 = s.checkpoints().await.values().sum();
-            if done > last {
-                last = done;
-                break;
-            }
-            assert!(Instant::now() < deadline, "no progress\n{}", daemon.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        daemon.kill9();
-        daemon = s.start();
-    }
+    let mut daemon = s.kill9_while_progressing(s.start(), kills).await;
     s.caught_up(&ends, &daemon).await;
     let want = lines::expected(&events);
     assert!(

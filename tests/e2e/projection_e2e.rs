@@ -3,8 +3,6 @@
 //! the read model computed independently in the test, across `kill -9`s mid-run (the
 //! increments of computed amounts included).
 
-use std::time::{Duration, Instant};
-
 use sinkd_tests::projected;
 use sinkd_tests::scenarios::Setup;
 use sinkd_tests::shop;
@@ -22,22 +20,7 @@ async fn computed_read_model_survives_kills(target: Target, kills: usize) {
     std::fs::write(&s.file, projected::pipeline_yaml(&text)).unwrap();
     let events = shop::generate(20_000, 1_000, 15);
     let ends = shop::publish(&s.topic, &events).await;
-    let mut daemon = s.start();
-    let mut last = 0i64;
-    for _ in 0..kills {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let done: i64 = s.checkpoints().await.values().sum();
-            if done > last {
-                last = done;
-                break;
-            }
-            assert!(Instant::now() < deadline, "no progress\n{}", daemon.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        daemon.kill9();
-        daemon = s.start();
-    }
+    let daemon = s.kill9_while_progressing(s.start(), kills).await;
     s.caught_up(&ends, &daemon).await;
     let want = projected::expected(&events);
     assert!(

@@ -60,6 +60,31 @@ impl Setup {
         Daemon::start(&self.file, &self.dir.0.join("sinkd.log"))
     }
 
+    /// Kills `daemon` with SIGKILL `kills` times, each time once its checkpoints have moved
+    /// since the last kill, starting it again after each; returns the last one.
+    pub async fn kill9_while_progressing(&self, mut daemon: Daemon, kills: usize) -> Daemon {
+        let mut last = 0i64;
+        for _ in 0..kills {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let done: i64 = self.checkpoints().await.values().sum();
+                if done > last {
+                    last = done;
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no progress\n{}",
+                    daemon.log()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            daemon.kill9();
+            daemon = self.start();
+        }
+        daemon
+    }
+
     /// Waits until the checkpoint reaches `ends`; fails with the daemon's log.
     pub async fn caught_up(&self, ends: &HashMap<i32, i64>, daemon: &Daemon) {
         self.target

@@ -109,22 +109,26 @@ impl PostgresSink {
         advances: &[CheckpointAdvance],
     ) -> Result<(), SinkError> {
         self.ensure_open().await?;
+        // Each table's entries, sorted out in one pass (routing can make a hundred tables).
+        let mut by_table: Vec<Vec<&Entry>> = vec![Vec::new(); self.tables.len()];
+        for e in entries {
+            let Some(mine) = by_table.get_mut(e.target) else {
+                return Err(SinkError::Config(format!(
+                    "an operation for target {} of a sink with {} targets",
+                    e.target,
+                    self.tables.len()
+                )));
+            };
+            mine.push(e);
+        }
         let mut ddl = Vec::new();
         let mut statements = Vec::new();
         let mut next_tables = Vec::with_capacity(self.tables.len());
-        for (i, table) in self.tables.iter().enumerate() {
-            let mine: Vec<&Entry> = entries.iter().filter(|e| e.target == i).collect();
-            let (table_ddl, next) = table.plan(&mine)?;
-            statements.extend(for_batch(&next, &mine)?);
+        for (table, mine) in self.tables.iter().zip(&by_table) {
+            let (table_ddl, next) = table.plan(mine)?;
+            statements.extend(for_batch(&next, mine)?);
             ddl.extend(table_ddl);
             next_tables.push(next);
-        }
-        if let Some(e) = entries.iter().find(|e| e.target >= self.tables.len()) {
-            return Err(SinkError::Config(format!(
-                "an operation for target {} of a sink with {} targets",
-                e.target,
-                self.tables.len()
-            )));
         }
         let client = self.client.as_mut().expect("opened");
         let tx = client.transaction().await.map_err(|e| classify(&e))?;

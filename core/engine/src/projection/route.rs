@@ -72,37 +72,21 @@ impl Router {
             };
             route.push(value);
         }
-        match self.index.get(&(declared, route)) {
-            Some(n) => Ok(*n),
-            None => {
-                let (name, value) = names
-                    .iter()
-                    .zip(self.route_of(declared, fields))
-                    .find(|(name, value)| !self.allowed(name, value))
-                    .unwrap_or((&names[0], String::new()));
-                Err(format!(
-                    "field `{name}` = `{value}` is not one of its routing values ({})",
-                    self.values(name).join(", ")
-                ))
-            }
+        let key = (declared, route);
+        if let Some(n) = self.index.get(&key) {
+            return Ok(*n);
         }
-    }
-
-    fn route_of(&self, declared: usize, fields: &[(String, Value)]) -> Vec<String> {
-        self.placeholders[declared]
+        match names
             .iter()
-            .map(|name| {
-                match fields
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, v)| unwrap_union(v))
-                {
-                    Some(Value::String(s)) | Some(Value::Enum(_, s)) => s.clone(),
-                    Some(other) => format!("{other:?}"),
-                    None => String::new(),
-                }
-            })
-            .collect()
+            .zip(&key.1)
+            .find(|(name, value)| !self.allowed(name, value))
+        {
+            Some((name, value)) => Err(format!(
+                "field `{name}` = `{value}` is not one of its routing values ({})",
+                self.values(name).join(", ")
+            )),
+            None => Err(format!("no target for the values {:?}", key.1)),
+        }
     }
 
     fn values(&self, name: &str) -> &[String] {
