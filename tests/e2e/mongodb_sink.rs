@@ -1,8 +1,8 @@
 //! The sink conformance scenarios on a real mongod replica set.
 
-use sinkd_core::config::MongoSinkConfig;
 use sinkd_core::sink::Target as SinkTarget;
 use sinkd_mongodb::MongoSink;
+use sinkd_mongodb::MongoSinkConfig;
 use sinkd_tests::target::{MONGO_DATABASE, Target};
 use sinkd_tests::{conformance, stack};
 

@@ -1,8 +1,8 @@
 //! The sink conformance scenarios on a real PostgreSQL.
 
-use sinkd_core::config::PostgresSinkConfig;
 use sinkd_core::sink::Target;
 use sinkd_postgres::PostgresSink;
+use sinkd_postgres::PostgresSinkConfig;
 use sinkd_tests::{conformance, stack};
 
 fn config(table: &str) -> PostgresSinkConfig {

@@ -6,9 +6,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sinkd_core::config::{OpKind, TantivySinkConfig};
+use sinkd_core::config::OpKind;
 use sinkd_core::error::{ErrorClass, SinkError};
 use sinkd_core::sink::{CheckpointAdvance, Sink, Target};
+use sinkd_tantivy::TantivySinkConfig;
 use sinkd_tantivy::{SearchHandle, TantivySink};
 use sinkd_tests::conformance::{self, entries, op};
 use sinkd_tests::daemon::Workdir;

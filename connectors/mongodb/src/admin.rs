@@ -16,11 +16,11 @@
 //! the swap is rolled forward: the shadows not renamed yet are renamed, then step 3 is
 //! done (again).
 
+use crate::config::MongoSinkConfig;
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use mongodb::{Client, Database};
-use sinkd_core::config::MongoSinkConfig;
 use sinkd_core::error::SinkError;
 use sinkd_core::event::TopicPartition;
 use sinkd_core::sink::{Target, TargetAdmin};

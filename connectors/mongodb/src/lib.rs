@@ -1,5 +1,7 @@
 //! The MongoDB sink of sinkd.
 //!
+//! - [`config`]: the settings under `sink.mongodb`; [`connector`]: how the engine
+//!   validates them and builds the sink, admin and checkpoint reader.
 //! - [`values`]: Avro values → BSON (decimal → Decimal128, timestamp → Date, uuid → UUID
 //!   binary, bytes → Binary, records → sub-documents).
 //! - [`statements`]: a compacted batch as unordered `update` / `delete` command statements,
@@ -16,11 +18,15 @@
 
 pub mod admin;
 pub mod checkpoint;
+pub mod config;
+pub mod connector;
 pub mod sink;
 pub mod statements;
 pub mod values;
 
 pub use admin::MongoAdmin;
+pub use config::MongoSinkConfig;
+pub use connector::MongoConnector;
 pub use sink::MongoSink;
 
 use mongodb::error::{Error, ErrorKind};

@@ -14,7 +14,9 @@ use mongodb::bson::{Document, doc};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, ClientSession, Database};
 use sinkd_core::batch::{Compacted, Entry};
-use sinkd_core::config::{MongoSinkConfig, redact_url};
+use sinkd_core::config::redact_url;
+
+use crate::config::MongoSinkConfig;
 use sinkd_core::error::SinkError;
 use sinkd_core::sink::{CheckpointAdvance, CheckpointReader, Sink, Target, TargetAdmin};
 use tracing::{debug, info, warn};

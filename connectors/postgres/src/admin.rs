@@ -13,8 +13,8 @@
 //! new table: never an empty or half-built one. A crash anywhere leaves either the old
 //! state or the new one, so there is nothing to recover.
 
+use crate::config::PostgresSinkConfig;
 use async_trait::async_trait;
-use sinkd_core::config::PostgresSinkConfig;
 use sinkd_core::error::SinkError;
 use sinkd_core::event::TopicPartition;
 use sinkd_core::sink::{Target, TargetAdmin};

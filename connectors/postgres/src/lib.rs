@@ -1,5 +1,7 @@
 //! The PostgreSQL sink of sinkd.
 //!
+//! - [`config`]: the settings under `sink.postgres`; [`connector`]: how the engine
+//!   validates them and builds the sink, admin and checkpoint reader.
 //! - [`types`]: Avro column types ↔ PostgreSQL types, and typed arrays for `UNNEST`.
 //! - [`table`]: creating the table and adding columns as events gain fields (never drops).
 //! - [`statements`]: the set-based statements of a compacted batch, with row guards.
@@ -9,6 +11,8 @@
 
 pub mod admin;
 pub mod checkpoint;
+pub mod config;
+pub mod connector;
 mod indexes;
 pub mod sink;
 pub mod statements;
@@ -16,6 +20,8 @@ pub mod table;
 pub mod types;
 
 pub use admin::PgAdmin;
+pub use config::PostgresSinkConfig;
+pub use connector::PostgresConnector;
 pub use sink::PostgresSink;
 
 /// Quotes an identifier for SQL (`"a""b"`), as PostgreSQL's `quote_ident` does. Table and

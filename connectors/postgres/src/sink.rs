@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sinkd_core::batch::Entry;
-use sinkd_core::config::{PostgresSinkConfig, redact_url};
+use sinkd_core::config::redact_url;
+
+use crate::config::PostgresSinkConfig;
 use sinkd_core::error::SinkError;
 use sinkd_core::sink::{CheckpointAdvance, CheckpointReader, Sink, Target, TargetAdmin};
 use tokio_postgres::types::ToSql;

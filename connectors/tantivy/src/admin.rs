@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
+use crate::config::TantivySinkConfig;
 use async_trait::async_trait;
-use sinkd_core::config::TantivySinkConfig;
 use sinkd_core::error::SinkError;
 use sinkd_core::event::TopicPartition;
 use sinkd_core::sink::{Target, TargetAdmin};

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use sinkd_core::config::{IndexField, IndexFieldKind, TantivySinkConfig};
+use crate::config::{IndexField, IndexFieldKind, TantivySinkConfig};
 use sinkd_core::error::SinkError;
 use tantivy::Index;
 

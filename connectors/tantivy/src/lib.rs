@@ -1,5 +1,7 @@
 //! The Tantivy sink of sinkd: the sidecar's local search index.
 //!
+//! - [`config`]: the settings under `sink.tantivy` (the index's fields); [`connector`]:
+//!   how the engine validates them and builds the sink, admin and checkpoint reader.
 //! - [`index`]: the schema from the pipeline file, and opening or creating the directory
 //!   (a corrupt or foreign directory is an error, never a silent empty index).
 //! - [`error`]: Tantivy's errors classified as retriable (I/O, locks) or fatal (corruption).
@@ -13,6 +15,8 @@
 
 pub mod admin;
 pub mod checkpoint;
+pub mod config;
+pub mod connector;
 pub mod error;
 pub mod index;
 pub mod layout;
@@ -21,5 +25,7 @@ pub mod sink;
 pub mod values;
 
 pub use admin::TantivyAdmin;
+pub use config::TantivySinkConfig;
+pub use connector::TantivyConnector;
 pub use search::SearchHandle;
 pub use sink::TantivySink;

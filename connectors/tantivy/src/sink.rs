@@ -10,9 +10,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::config::{IndexFieldKind, TantivySinkConfig};
 use async_trait::async_trait;
 use sinkd_core::batch::{Compacted, Entry};
-use sinkd_core::config::{IndexFieldKind, TantivySinkConfig};
 use sinkd_core::error::SinkError;
 use sinkd_core::operation::Cell;
 use sinkd_core::sink::{CheckpointAdvance, CheckpointReader, Sink, Target, TargetAdmin};

@@ -1,7 +1,7 @@
 //! Avro values → Tantivy values, by the declared field type.
 
+use crate::config::IndexFieldKind;
 use apache_avro::types::Value;
-use sinkd_core::config::IndexFieldKind;
 use sinkd_core::value::{to_json, unwrap_union};
 use tantivy::DateTime;
 use tantivy::schema::OwnedValue;

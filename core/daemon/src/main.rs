@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use sinkd_connectors::connectors;
 use sinkd_core::config::{ConfigError, load_paths};
 use tracing::{error, info, warn};
 
@@ -170,7 +171,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Validate { files } => match load_paths(&files) {
+        Command::Validate { files } => match load_paths(&files, &connectors()) {
             Ok(loaded) => {
                 for (path, name) in loaded.names() {
                     println!("ok: {} (pipeline `{name}`)", path.display());
@@ -187,7 +188,7 @@ fn main() -> ExitCode {
             schemas,
             topic,
         } => {
-            let pipeline = match load_paths(std::slice::from_ref(&config)) {
+            let pipeline = match load_paths(std::slice::from_ref(&config), &connectors()) {
                 Ok(mut p) if p.pipelines.len() == 1 => p.pipelines.remove(0),
                 Ok(_) => {
                     eprintln!("error: {}: give one pipeline file", config.display());
@@ -225,7 +226,7 @@ fn main() -> ExitCode {
             open_reads,
             keep_failed,
         } => {
-            let pipelines = match load_paths(&config) {
+            let pipelines = match load_paths(&config, &connectors()) {
                 Ok(p) => p,
                 Err(errors) => return report(&errors),
             };

@@ -1,58 +1,41 @@
-//! Builds a runnable pipeline from its file: the one place where connectors are chosen.
-//! Adding a sink means one new match arm here ([`sink_for`]).
+//! Builds a runnable pipeline from its file. The sink comes from the connector the file's
+//! `sink:` section names (`sinkd_connectors::connectors`); the source, decoder and dead
+//! letters are Kafka's.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use apache_avro::Schema;
-use sinkd_core::config::{PipelineFile, ReaderSchemaConfig, SinkConfig, SourceMode};
+use sinkd_core::config::{PipelineFile, ReaderSchemaConfig, SourceMode};
+use sinkd_core::connector::SinkContext;
 use sinkd_core::dead_letter::DeadLetters;
 use sinkd_core::runtime::{Pipeline, PipelineStats, Policies};
-use sinkd_core::sink::{CheckpointReader, Sink, Target, TargetAdmin};
+use sinkd_core::sink::{CheckpointReader, Target, TargetAdmin};
 use sinkd_core::transform::Transform;
 use sinkd_kafka::{AvroEventDecoder, KafkaDeadLetters, KafkaSource, ReaderSchema, Registry};
-use sinkd_mongodb::MongoSink;
-use sinkd_postgres::PostgresSink;
-use sinkd_tantivy::{SearchHandle, TantivySink};
 
-/// The sink of a pipeline file for `target`, and the source mode it runs in by default.
-/// A Tantivy sink publishes its live reader to `search`.
-fn sink_for(
-    p: &PipelineFile,
-    target: Target,
-    search: &SearchHandle,
-) -> (Box<dyn Sink>, SourceMode) {
-    match &p.sink {
-        SinkConfig::Postgres(cfg) => (
-            Box::new(PostgresSink::new(cfg, &p.name, &p.sink_targets(), target)),
-            SourceMode::Shared,
-        ),
-        SinkConfig::Mongodb(cfg) => (
-            Box::new(MongoSink::new(cfg, &p.name, &p.sink_targets(), target)),
-            SourceMode::Shared,
-        ),
-        // A local index per sidecar: every instance reads every partition.
-        SinkConfig::Tantivy(cfg) => (
-            Box::new(TantivySink::new(cfg, &p.name, target, search.clone())),
-            SourceMode::Replica,
-        ),
-    }
+/// Runs `f` with what the pipeline's sink is built for when writing `target`.
+fn with_context<T>(p: &PipelineFile, target: Target, f: impl FnOnce(&SinkContext<'_>) -> T) -> T {
+    let targets = p.sink_targets();
+    f(&SinkContext {
+        pipeline: &p.name,
+        targets: &targets,
+        target,
+    })
 }
 
 /// What the control plane holds for a pipeline across restarts of its task: whole-target
 /// operations and a reader of the live checkpoints.
-pub fn live_target(
-    p: &PipelineFile,
-    search: &SearchHandle,
-) -> (Arc<dyn TargetAdmin>, Arc<dyn CheckpointReader>) {
-    let (sink, _) = sink_for(p, Target::Live, search);
-    (sink.admin(), sink.checkpoint_reader())
+pub fn live_target(p: &PipelineFile) -> (Arc<dyn TargetAdmin>, Arc<dyn CheckpointReader>) {
+    with_context(p, Target::Live, |ctx| {
+        (p.sink.admin(ctx), p.sink.checkpoints(ctx))
+    })
 }
 
 /// The checkpoints of a rebuild's shadow.
-pub fn shadow_checkpoints(p: &PipelineFile, search: &SearchHandle) -> Arc<dyn CheckpointReader> {
-    sink_for(p, Target::Shadow, search).0.checkpoint_reader()
+pub fn shadow_checkpoints(p: &PipelineFile) -> Arc<dyn CheckpointReader> {
+    with_context(p, Target::Shadow, |ctx| p.sink.checkpoints(ctx))
 }
 
 /// Connects the parts of a validated pipeline read from `file`, writing `target`. A
@@ -65,10 +48,10 @@ pub fn build(
     file: &Path,
     target: Target,
     stats: Arc<PipelineStats>,
-    search: &SearchHandle,
     registry: Arc<Registry>,
 ) -> Result<Pipeline, String> {
-    let (sink, default_mode) = sink_for(p, target, search);
+    let sink = with_context(p, target, |ctx| p.sink.sink(ctx));
+    let default_mode = p.sink.default_mode();
     let mut kafka = p.source.kafka.clone();
     let name = match target {
         Target::Live => {

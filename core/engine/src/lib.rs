@@ -2,6 +2,8 @@
 //! to one connector.
 //!
 //! - [`config`]: pipeline files (YAML), environment interpolation, validation without I/O.
+//! - [`connector`]: the trait each sink connector implements for its settings, and the
+//!   map of connectors that parses a pipeline's `sink:` section.
 //! - [`event`]: the decoded event and its source position.
 //! - [`expr`]: CEL expressions (computed values, conditions), compiled once, with the
 //!   list functions CEL lacks (`sum`, `min`, `max`).
@@ -24,6 +26,7 @@
 pub mod backoff;
 pub mod batch;
 pub mod config;
+pub mod connector;
 pub mod crash;
 pub mod dead_letter;
 pub mod decode;

@@ -153,10 +153,16 @@ mod tests {
 
     fn transform() -> Transform {
         let text = "name: p\nsource:\n  kafka: { bootstrap_servers: b, topics: [t] }\n  \
-                    registry: { url: 'http://r' }\nsink:\n  postgres: { url: 'postgres://h/d', table: t }\n\
+                    registry: { url: 'http://r' }\nsink:\n  memory: { table: t }\n\
                     key: { columns: [id] }\nevent_version: { field: v }\n\
                     events:\n  E: { op: upsert }\n";
-        let p = crate::config::load::parse_str(Path::new("p.yaml"), text, &HashMap::new()).unwrap();
+        let p = crate::config::load::parse_str(
+            Path::new("p.yaml"),
+            text,
+            &HashMap::new(),
+            &crate::testing::connectors(),
+        )
+        .unwrap();
         Transform::new(&p).unwrap()
     }
 

@@ -150,6 +150,7 @@ fn transform(example: &str, chain: Option<&str>) -> Transform {
         std::path::Path::new("bench.yaml"),
         &yaml,
         &Default::default(),
+        &sinkd_connectors::connectors(),
     )
     .expect("bench pipeline parses");
     Transform::new(&p).expect("bench pipeline compiles")

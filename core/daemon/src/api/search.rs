@@ -5,7 +5,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use sinkd_core::config::SinkConfig;
+use sinkd_tantivy::TantivyConnector;
 use sinkd_tantivy::search::SearchError;
 
 use super::{Api, error};
@@ -34,13 +34,13 @@ pub async fn search(
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    if !matches!(ctl.file().sink, SinkConfig::Tantivy(_)) {
+    let Some(tantivy) = ctl.file().sink.connector::<TantivyConnector>() else {
         return error(
             StatusCode::NOT_FOUND,
             format!("pipeline `{name}` has no Tantivy sink to search"),
         );
-    }
-    let handle = ctl.search.clone();
+    };
+    let handle = tantivy.search(&name);
     let limit = params.limit.min(1_000);
     let result =
         tokio::task::spawn_blocking(move || handle.search(&params.q, limit, params.offset)).await;

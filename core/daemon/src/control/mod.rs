@@ -33,7 +33,6 @@ use sinkd_core::event::TopicPartition;
 use sinkd_core::runtime::PipelineStats;
 use sinkd_core::sink::{CheckpointReader, Target, TargetAdmin};
 use sinkd_kafka::{KafkaOffsets, Registry};
-use sinkd_tantivy::SearchHandle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -86,8 +85,6 @@ pub struct Controller {
     path: PathBuf,
     /// Counters and progress of the live pipeline, kept across task restarts.
     pub stats: Arc<PipelineStats>,
-    /// The Tantivy search reader (unused by other sinks).
-    pub search: SearchHandle,
     admin: Arc<dyn TargetAdmin>,
     checkpoints: Arc<dyn CheckpointReader>,
     kafka: Arc<KafkaOffsets>,
@@ -107,8 +104,7 @@ pub struct Controller {
 impl Controller {
     /// A controller for a validated pipeline file; nothing runs until [`Controller::start`].
     pub fn new(file: PipelineFile, path: PathBuf) -> Result<Arc<Controller>, String> {
-        let search = SearchHandle::default();
-        let (admin, checkpoints) = wiring::live_target(&file, &search);
+        let (admin, checkpoints) = wiring::live_target(&file);
         let kafka = Arc::new(KafkaOffsets::new(&file.source.kafka).map_err(|e| e.0)?);
         let registry = Arc::new(Registry::new(&file.source.registry)?);
         Ok(Arc::new(Controller {
@@ -119,7 +115,6 @@ impl Controller {
             file,
             path,
             stats: Arc::new(PipelineStats::default()),
-            search,
             admin,
             checkpoints,
             kafka,
@@ -229,7 +224,6 @@ impl Controller {
             &self.path,
             Target::Live,
             self.stats.clone(),
-            &self.search,
             self.registry.clone(),
         );
         let pipeline = match built {

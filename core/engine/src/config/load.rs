@@ -9,6 +9,8 @@ use super::capture::{self, CaptureFile};
 use super::locate::{key_at, line_of_field};
 use super::model::PipelineFile;
 use super::validate;
+use crate::connector::Connectors;
+use crate::connector::registry::{FileText, with_sink};
 
 /// A pipeline file that parsed and validated.
 #[derive(Clone, Debug)]
@@ -86,7 +88,8 @@ impl std::error::Error for ConfigError {}
 
 /// Loads every pipeline under the given paths (files, or folders whose `*.yaml` / `*.yml`
 /// files are read in name order). Returns every problem found, not just the first.
-pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, Vec<ConfigError>> {
+/// `connectors` parse each file's `sink:` section.
+pub fn load_paths(paths: &[PathBuf], connectors: &Connectors) -> Result<Loaded, Vec<ConfigError>> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let mut loaded = Loaded::default();
     let mut errors = Vec::new();
@@ -94,7 +97,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, Vec<ConfigError>> {
         match files_under(path) {
             Ok(files) => {
                 for file in files {
-                    match load_any(&file, &env) {
+                    match load_any(&file, &env, connectors) {
                         Ok(LoadedFile::Pipeline(p)) => loaded.pipelines.push(p),
                         Ok(LoadedFile::Capture(c)) => loaded.captures.push(c),
                         Err(mut e) => errors.append(&mut e),
@@ -126,8 +129,8 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, Vec<ConfigError>> {
 }
 
 /// Loads one path (file or folder) with the process environment.
-pub fn load_path(path: &Path) -> Result<Loaded, Vec<ConfigError>> {
-    load_paths(&[path.to_path_buf()])
+pub fn load_path(path: &Path, connectors: &Connectors) -> Result<Loaded, Vec<ConfigError>> {
+    load_paths(&[path.to_path_buf()], connectors)
 }
 
 fn files_under(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
@@ -166,13 +169,17 @@ fn read(path: &Path) -> Result<String, Vec<ConfigError>> {
 
 /// A file whose source is `postgres_cdc:` is a capture pipeline; any other is read as a
 /// sink pipeline (and its errors are reported against that model).
-fn load_any(path: &Path, env: &HashMap<String, String>) -> Result<LoadedFile, Vec<ConfigError>> {
+fn load_any(
+    path: &Path,
+    env: &HashMap<String, String>,
+    connectors: &Connectors,
+) -> Result<LoadedFile, Vec<ConfigError>> {
     let text = read(path)?;
     let is_capture = text
         .lines()
         .any(|l| l.trim_start().starts_with("postgres_cdc:"));
     if !is_capture {
-        return load_text(path, &text, env).map(LoadedFile::Pipeline);
+        return load_text(path, &text, env, connectors).map(LoadedFile::Pipeline);
     }
     let capture: CaptureFile = parse_as(path, &text, env).map_err(|e| vec![e])?;
     capture::validate(&capture).map_err(|p| located(path, &text, p))?;
@@ -198,16 +205,18 @@ fn located(path: &Path, text: &str, problems: Vec<(String, String)>) -> Vec<Conf
 pub fn load_file(
     path: &Path,
     env: &HashMap<String, String>,
+    connectors: &Connectors,
 ) -> Result<LoadedPipeline, Vec<ConfigError>> {
-    load_text(path, &read(path)?, env)
+    load_text(path, &read(path)?, env, connectors)
 }
 
 fn load_text(
     path: &Path,
     text: &str,
     env: &HashMap<String, String>,
+    connectors: &Connectors,
 ) -> Result<LoadedPipeline, Vec<ConfigError>> {
-    let pipeline = parse_str(path, text, env).map_err(|e| vec![e])?;
+    let pipeline = parse_str(path, text, env, connectors).map_err(|e| vec![e])?;
     validate::validate(&pipeline).map_err(|p| located(path, text, p))?;
     Ok(LoadedPipeline {
         path: path.to_path_buf(),
@@ -215,17 +224,21 @@ fn load_text(
     })
 }
 
-/// Parses YAML text into a sink pipeline, interpolating the environment.
+/// Parses YAML text into a sink pipeline, interpolating the environment; `connectors`
+/// parse its `sink:` section.
 pub fn parse_str(
     path: &Path,
     text: &str,
     env: &HashMap<String, String>,
+    connectors: &Connectors,
 ) -> Result<PipelineFile, ConfigError> {
-    parse_as(path, text, env)
+    let file = FileText { path, text, env };
+    let sink = connectors.parse_sink(&file)?;
+    with_sink(sink, || parse_as(path, text, env))
 }
 
 /// Parses YAML text into `T`, interpolating the environment; errors are located.
-fn parse_as<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_as<T: serde::de::DeserializeOwned>(
     path: &Path,
     text: &str,
     env: &HashMap<String, String>,
@@ -394,8 +407,7 @@ source:
   registry:
     url: ${SCHEMA_REGISTRY_URL}
 sink:
-  postgres:
-    url: postgres://u:p@h/db
+  memory:
     table: orders
 key:
   columns: [order_id]
@@ -411,7 +423,12 @@ batch:
     }
 
     fn parse(text: &str, env: &HashMap<String, String>) -> Result<PipelineFile, ConfigError> {
-        parse_str(Path::new("orders.yaml"), text, env)
+        parse_str(
+            Path::new("orders.yaml"),
+            text,
+            env,
+            &crate::testing::connectors(),
+        )
     }
 
     #[test]
@@ -427,10 +444,43 @@ batch:
         let text = BASE.replace("    table: orders", "    table: orders\n    tabel: typo");
         let e = parse(&text, &env()).unwrap_err();
         eprintln!("{e}");
-        assert_eq!(e.line, Some(12));
+        assert_eq!(e.line, Some(11));
         assert!(e.message.contains("tabel"), "{e}");
-        assert!(e.to_string().starts_with("orders.yaml:12"), "{e}");
-        assert_eq!(e.field.as_deref(), Some("sink.postgres.tabel"));
+        assert!(e.to_string().starts_with("orders.yaml:11"), "{e}");
+        assert_eq!(e.field.as_deref(), Some("sink.memory.tabel"));
+    }
+
+    #[test]
+    fn an_unknown_sink_lists_the_known_ones() {
+        for (sink, message) in [
+            (
+                "  nosuch:\n    table: orders",
+                "unknown sink `nosuch`, expected one of `memory`",
+            ),
+            (
+                "  memory:\n    table: orders\n  other: {}",
+                "name exactly one sink: one of `memory`",
+            ),
+        ] {
+            let text = BASE.replace("  memory:\n    table: orders", sink);
+            let e = parse(&text, &env()).unwrap_err();
+            assert_eq!(e.message, message, "{e}");
+            assert_eq!((e.line, e.field.as_deref()), (Some(8), Some("sink")), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_secret_in_sink_settings_stays_out_of_errors() {
+        let text = BASE.replace("    table: orders", "    table: ${TABLE}\n    extra: 1");
+        let env = HashMap::from([
+            ("SCHEMA_REGISTRY_URL".to_owned(), "http://r:8081".to_owned()),
+            ("TABLE".to_owned(), "s3cr3t".to_owned()),
+        ]);
+        let e = parse(&text, &env).unwrap_err();
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
+        assert_eq!(e.field.as_deref(), Some("sink.memory.extra"), "{e}");
+        let p = parse(&BASE.replace("table: orders", "table: ${TABLE}"), &env).unwrap();
+        assert_eq!(p.sink.main_target(), "s3cr3t");
     }
 
     #[test]
@@ -447,7 +497,7 @@ batch:
         let text = BASE.replace("max_events: 100", "max_events: lots");
         let e = parse(&text, &env()).unwrap_err();
         eprintln!("{e}");
-        assert_eq!(e.line, Some(18));
+        assert_eq!(e.line, Some(17));
         assert_eq!(e.field.as_deref(), Some("batch.max_events"));
     }
 
@@ -460,11 +510,11 @@ batch:
             .replace("  columns: [order_id]", "  columns: []")
             .replace("\nevents:", "\non_error: dead_letter\nevents:");
         std::fs::write(&file, text).unwrap();
-        let errors = load_file(&file, &env()).unwrap_err();
+        let errors = load_file(&file, &env(), &crate::testing::connectors()).unwrap_err();
         let all: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         eprintln!("{all:#?}");
         assert!(
-            all.iter().any(|e| e.contains(":13: field `key.columns`")),
+            all.iter().any(|e| e.contains(":12: field `key.columns`")),
             "{all:?}"
         );
         assert!(

@@ -40,7 +40,7 @@ fn key_on_line(text: &str, line: u64) -> Option<String> {
 /// from the top so each key is looked for below its parent. Event type names contain
 /// dots, so the longest run of segments that is a key wins. `None` when not even the
 /// first key is found; else the line of the deepest key found.
-pub(super) fn line_of_field(text: &str, field: &str) -> Option<u64> {
+pub(crate) fn line_of_field(text: &str, field: &str) -> Option<u64> {
     let lines: Vec<&str> = text.lines().collect();
     let segments = segments(field);
     let (mut from, mut found, mut i) = (0, None, 0);

@@ -5,7 +5,7 @@
 pub mod capture;
 pub mod events;
 pub mod load;
-mod locate;
+pub(crate) mod locate;
 pub mod model;
 pub mod routing;
 pub mod upcast;

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{PipelineFile, SinkConfig};
+use super::model::PipelineFile;
 
 /// Most concrete targets one pipeline may write.
 pub const MAX_TARGETS: usize = 100;
@@ -77,11 +77,7 @@ pub fn valid_value(v: &str) -> bool {
 impl PipelineFile {
     /// The sink's own target's name as configured (a template when routed).
     pub fn main_target_name(&self) -> String {
-        match &self.sink {
-            SinkConfig::Postgres(pg) => pg.table.clone(),
-            SinkConfig::Mongodb(m) => m.collection.clone(),
-            SinkConfig::Tantivy(t) => t.path.clone(),
-        }
+        self.sink.main_target()
     }
 
     /// The declared targets: the sink's own, then `targets`, as (name template, key).
@@ -121,7 +117,7 @@ impl PipelineFile {
     /// index directory.
     pub fn target_label(&self, n: usize) -> String {
         match self.concrete_targets().get(n) {
-            Some(t) => self.sink.sibling(&t.name),
+            Some(t) => self.sink.label(&t.name),
             None => self.sink.target(),
         }
     }
@@ -160,12 +156,13 @@ mod tests {
     #[test]
     fn routing_problems_are_named() {
         let yaml = "name: p\nsource:\n  kafka: {bootstrap_servers: b, topics: [t]}\n  registry: {url: u}\n\
-                    sink:\n  postgres: {url: x, table: \"orders_{tenant}_{region}\"}\nkey: {columns: [id]}\n\
+                    sink:\n  memory: {table: \"orders_{tenant}_{region}\"}\nkey: {columns: [id]}\n\
                     routing:\n  tenant: [acme, \"bad-name\"]\n  unused: [x]\nevents:\n  A: {op: upsert}\n";
         let p = crate::config::load::parse_str(
             std::path::Path::new("p.yaml"),
             yaml,
             &Default::default(),
+            &crate::testing::connectors(),
         )
         .unwrap();
         let problems = crate::config::validate::validate(&p).unwrap_err();

@@ -55,10 +55,21 @@ fn routing_problems(p: &PipelineFile, problem: &mut impl FnMut(&str, String)) {
     if p.routing.is_empty() {
         return;
     }
-    if matches!(p.sink, SinkConfig::Tantivy(_)) || p.envelope == Envelope::Debezium {
+    if !p.sink.more_targets() {
         problem(
             "routing",
-            "routing needs a PostgreSQL or MongoDB sink of sinkd's own events".into(),
+            format!(
+                "routing needs a sink with several tables or collections; a `{}` sink writes one",
+                p.sink.kind()
+            ),
+        );
+        return;
+    }
+    if p.envelope == Envelope::Debezium {
+        problem(
+            "routing",
+            "routing needs sinkd's own events: a Debezium change writes the table it mirrors"
+                .into(),
         );
         return;
     }
@@ -73,6 +84,7 @@ fn routing_problems(p: &PipelineFile, problem: &mut impl FnMut(&str, String)) {
         );
     }
     for t in &concrete {
+        // PostgreSQL's identifier limit, the strictest of the sinks that route.
         if t.name.len() > 63 {
             problem(
                 "routing",
@@ -197,30 +209,19 @@ pub fn validate(p: &PipelineFile) -> Result<(), Vec<(String, String)>> {
                 format!("`{name}`: names like sinkd's own tables are reserved"),
             );
         }
-        match &p.sink {
-            SinkConfig::Postgres(pg) if name.is_empty() || name.len() > 63 || *name == pg.table => {
-                problem(
-                    &field,
-                    format!("`{name}` must be 1 to 63 characters and not the sink's own table"),
-                );
-            }
-            SinkConfig::Mongodb(m)
-                if name.is_empty()
-                    || name.contains('$')
-                    || name.starts_with("system.")
-                    || *name == m.collection =>
-            {
-                problem(
-                    &field,
-                    format!("`{name}` is not a valid collection name besides the sink's own"),
-                );
-            }
-            SinkConfig::Tantivy(_) => problem(
+        if !p.sink.more_targets() {
+            problem(
                 &field,
-                "a Tantivy index is one target: `targets` (child rows) need PostgreSQL or MongoDB"
-                    .into(),
-            ),
-            _ => {}
+                format!(
+                    "a `{}` sink writes one target: `targets` (child rows) need a sink with \
+                     several tables or collections",
+                    p.sink.kind()
+                ),
+            );
+        } else if *name == p.sink.main_target() {
+            problem(&field, format!("`{name}` is the sink's own target"));
+        } else if let Some(message) = p.sink.target_name_problem(name) {
+            problem(&field, message);
         }
     }
     routing_problems(p, &mut problem);
@@ -242,86 +243,8 @@ pub fn validate(p: &PipelineFile) -> Result<(), Vec<(String, String)>> {
             problem(&field, message);
         }
     }
-    match &p.sink {
-        SinkConfig::Postgres(pg) => {
-            for (name, value) in [
-                ("sink.postgres.table", &pg.table),
-                ("sink.postgres.schema", &pg.schema),
-            ] {
-                if value.is_empty() || value.len() > 63 {
-                    problem(name, format!("`{value}` must be 1 to 63 characters"));
-                }
-            }
-        }
-        SinkConfig::Tantivy(t) => {
-            match t.fields.iter().find(|f| f.name == t.key) {
-                Some(f) if f.kind == IndexFieldKind::String && f.indexed && f.stored => {}
-                Some(_) => problem(
-                    "sink.tantivy.key",
-                    format!(
-                        "key field `{}` must be a stored, indexed `string` field",
-                        t.key
-                    ),
-                ),
-                None => problem(
-                    "sink.tantivy.key",
-                    format!(
-                        "key field `{}` is not declared in sink.tantivy.fields",
-                        t.key
-                    ),
-                ),
-            }
-            for f in &t.fields {
-                if f.name.starts_with("_sinkd") {
-                    problem(
-                        "sink.tantivy.fields",
-                        format!("`{}`: names starting with `_sinkd` are reserved", f.name),
-                    );
-                }
-                match (&f.tokenizer, f.kind) {
-                    (None, _) => {}
-                    (Some(tk), IndexFieldKind::Text)
-                        if ["default", "raw", "en_stem"].contains(&tk.as_str()) => {}
-                    (Some(tk), IndexFieldKind::Text) => problem(
-                        "sink.tantivy.fields",
-                        format!(
-                            "`{}`: tokenizer `{tk}` is not one of default, raw, en_stem",
-                            f.name
-                        ),
-                    ),
-                    (Some(_), _) => problem(
-                        "sink.tantivy.fields",
-                        format!("`{}`: only `text` fields take a tokenizer", f.name),
-                    ),
-                }
-            }
-            if p.key.columns.len() != 1 || p.key.columns[0] != t.key {
-                problem(
-                    "key.columns",
-                    format!(
-                        "a Tantivy index has one key: set key.columns to [{}]",
-                        t.key
-                    ),
-                );
-            }
-        }
-        SinkConfig::Mongodb(m) => {
-            if m.database.is_empty() || m.database.contains(['/', '\\', '.', ' ', '"', '$']) {
-                problem(
-                    "sink.mongodb.database",
-                    format!("`{}` is not a valid database name", m.database),
-                );
-            }
-            if m.collection.is_empty()
-                || m.collection.starts_with("system.")
-                || m.collection.contains('$')
-            {
-                problem(
-                    "sink.mongodb.collection",
-                    format!("`{}` is not a valid collection name", m.collection),
-                );
-            }
-        }
+    for (field, message) in p.sink.validate(p) {
+        problem(&field, message);
     }
     if problems.is_empty() {
         Ok(())

@@ -13,10 +13,15 @@ use crate::schema::{ColumnType, EventSchema, FieldColumn};
 fn pipeline(key: &str, events: &str) -> PipelineFile {
     let yaml = format!(
         "name: p\nsource:\n  kafka: {{bootstrap_servers: b, topics: [t]}}\n  registry: {{url: u}}\n\
-         sink:\n  postgres: {{url: x, table: t}}\n{key}\nevents:\n{events}"
+         sink:\n  memory: {{table: t}}\n{key}\nevents:\n{events}"
     );
-    crate::config::load::parse_str(std::path::Path::new("p.yaml"), &yaml, &Default::default())
-        .unwrap()
+    crate::config::load::parse_str(
+        std::path::Path::new("p.yaml"),
+        &yaml,
+        &Default::default(),
+        &crate::testing::connectors(),
+    )
+    .unwrap()
 }
 
 /// The main target's operation of one event.

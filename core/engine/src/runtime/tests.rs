@@ -22,7 +22,7 @@ source:
   kafka: { bootstrap_servers: none, topics: [t] }
   registry: { url: 'http://none' }
 sink:
-  postgres: { url: 'postgres://none/none', table: t }
+  memory: { table: t }
 key: { from: fields, columns: [id] }
 events:
   Set: { op: upsert }
@@ -66,6 +66,7 @@ fn start(log: &MemLog, store: &MemStore, o: Options) -> Run {
         std::path::Path::new("mem.yaml"),
         PIPELINE,
         &Default::default(),
+        &crate::testing::connectors(),
     )
     .expect("the test pipeline parses");
     let decoder = Arc::new(TextDecoder::default());

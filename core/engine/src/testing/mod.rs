@@ -8,14 +8,17 @@
 //! faults are injected at the points a real server fails (a write that fails, a
 //! checkpoint another writer moved, a row the store refuses, a write that hangs).
 //!
+//! - [`connector`]: [`MemConnector`], the store as a sink connector of pipeline files.
 //! - [`log`]: [`MemLog`] and its [`MemSource`].
 //! - [`store`]: [`MemStore`] and its [`MemSink`], with [`Fault`]s.
 //! - [`text`]: [`TextDecoder`] (`"Type key n"` lines) and [`MemDeadLetters`].
 
+pub mod connector;
 pub mod log;
 pub mod store;
 pub mod text;
 
+pub use connector::{MemConfig, MemConnector, connectors};
 pub use log::{MemLog, MemSource};
 pub use store::{Fault, MemSink, MemStore};
 pub use text::{MemDeadLetters, TextDecoder};

@@ -211,7 +211,7 @@ impl Controller {
                 let from = ticket.start_offsets();
                 let partitions: Vec<TopicPartition> =
                     from.iter().map(|(tp, _)| tp.clone()).collect();
-                let known = wiring::shadow_checkpoints(&self.file, &self.search)
+                let known = wiring::shadow_checkpoints(&self.file)
                     .load(&partitions)
                     .await?;
                 let origin = Origin { from, known };
@@ -251,7 +251,6 @@ impl Controller {
             &self.path,
             Target::Shadow,
             stats.clone(),
-            &self.search,
             self.registry.clone(),
         )
         .map_err(Halt::Failed)?;
