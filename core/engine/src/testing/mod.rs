@@ -11,14 +11,17 @@
 //! - [`connector`]: [`MemConnector`], the store as a sink connector of pipeline files.
 //! - [`log`]: [`MemLog`] and its [`MemSource`].
 //! - [`store`]: [`MemStore`] and its [`MemSink`], with [`Fault`]s.
+//! - [`targets`]: [`MemTargets`], a live and a shadow store with a rebuild's admin.
 //! - [`text`]: [`TextDecoder`] (`"Type key n"` lines) and [`MemDeadLetters`].
 
 pub mod connector;
 pub mod log;
 pub mod store;
+pub mod targets;
 pub mod text;
 
 pub use connector::{MemConfig, MemConnector, connectors};
 pub use log::{MemLog, MemSource};
 pub use store::{Fault, MemSink, MemStore};
+pub use targets::MemTargets;
 pub use text::{MemDeadLetters, TextDecoder};

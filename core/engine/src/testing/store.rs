@@ -95,9 +95,23 @@ impl MemStore {
         self.with(|s| s.checkpoints.get(tp).copied())
     }
 
+    /// Every stored checkpoint.
+    pub fn checkpoints(&self) -> HashMap<TopicPartition, i64> {
+        self.with(|s| s.checkpoints.clone())
+    }
+
     /// Moves a checkpoint as another writer would (between this writer's batches).
     pub fn set_checkpoint(&self, tp: &TopicPartition, next: i64) {
         self.with(|s| s.checkpoints.insert(tp.clone(), next));
+    }
+
+    /// Takes `other`'s rows and checkpoints as this store's, leaving `other` empty (a
+    /// swap: both locks are held, so no write sees half of it).
+    pub fn take_from(&self, other: &MemStore) {
+        let mut mine = self.state.lock().expect("store lock");
+        let mut theirs = other.state.lock().expect("store lock");
+        mine.rows = std::mem::take(&mut theirs.rows);
+        mine.checkpoints = std::mem::take(&mut theirs.checkpoints);
     }
 
     /// How many writes were attempted and how many applied.

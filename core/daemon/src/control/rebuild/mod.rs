@@ -20,38 +20,38 @@
 //! the pipeline is unchanged ([`super::ticket`]); otherwise it abandons it: the shadow is
 //! dropped at start-up and the live target is as it was. Cancelling drops the shadow
 //! without a restart. An unfinished in-place rebuild is simply a replay that goes on.
+//!
+//! Each run is its own type with one method a phase ([`swap::SwapRun`],
+//! [`in_place::InPlaceRun`]), over the [`host::Host`] it rebuilds: the daemon's
+//! [`Controller`], or the in-memory pipeline of the unit tests.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use sinkd_core::event::TopicPartition;
-use sinkd_core::runtime::PipelineStats;
 use sinkd_core::sink::Target;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+mod host;
+mod in_place;
+mod progress;
 mod status;
+mod swap;
+#[cfg(test)]
+mod tests;
 
 pub use status::{Mode, Phase, RebuildStatus, RebuildView, Start};
 
-use super::task::Lifecycle;
 use super::ticket::Ticket;
-use super::{ControlError, Controller, State};
-use crate::wiring;
-use sinkd_kafka::Position;
-
-/// Where a rebuild's progress counts from.
-struct Origin {
-    /// The start offsets.
-    from: Vec<(TopicPartition, i64)>,
-    /// Stored positions of partitions the task does not hold yet (a resumed shadow's).
-    known: HashMap<TopicPartition, i64>,
-}
+use super::{ControlError, Controller};
+use in_place::InPlaceRun;
+use swap::SwapRun;
 
 /// Why a rebuild stopped before its end.
-enum Halt {
+#[derive(Debug)]
+pub enum Halt {
+    /// Cancelled on request, or by the daemon stopping.
     Cancelled,
+    /// Failed, for this reason.
     Failed(String),
 }
 
@@ -120,8 +120,16 @@ impl Controller {
         let st = status.clone();
         let handle = tokio::spawn(async move {
             let result = match mode {
-                Mode::Swap => me.swap(&st, start, resume, cancelled).await,
-                Mode::InPlace => me.in_place(&st, start, cancelled).await,
+                Mode::Swap => {
+                    SwapRun::new(me.clone(), st.clone(), cancelled)
+                        .run(start, resume)
+                        .await
+                }
+                Mode::InPlace => {
+                    InPlaceRun::new(me.clone(), st.clone(), cancelled)
+                        .run(start)
+                        .await
+                }
             };
             match result {
                 Ok(()) => {
@@ -158,270 +166,5 @@ impl Controller {
                 self.name
             ))),
         }
-    }
-
-    /// The start offsets of every partition.
-    async fn start_offsets(&self, start: Start) -> Result<Vec<(TopicPartition, i64)>, Halt> {
-        let kafka = self.kafka();
-        let position = match start {
-            Start::Earliest => Position::Earliest,
-            Start::Timestamp(ms) => Position::Time(ms),
-        };
-        let found = tokio::task::spawn_blocking(move || kafka.offsets_at(position))
-            .await
-            .map_err(|e| Halt::Failed(e.to_string()))?;
-        found.map_err(|e| Halt::Failed(format!("Kafka: {}", e.0)))
-    }
-
-    /// Offsets `stats`' task applied since the origin, offsets from there to the end of
-    /// the log (see [`Controller::ends`]), and what is left.
-    async fn measure(
-        &self,
-        origin: &Origin,
-        stats: &PipelineStats,
-    ) -> Result<(i64, i64, i64), ControlError> {
-        let (ends, _) = self.ends(Some(stats)).await?;
-        let applied = stats.partitions();
-        let (mut done, mut total, mut lag) = (0, 0, 0);
-        for (tp, start) in &origin.from {
-            let end = ends.get(tp).copied().unwrap_or(*start);
-            // Before the task holds a partition, what the target stored for it.
-            let next = applied
-                .get(tp)
-                .and_then(|p| p.next)
-                .or_else(|| origin.known.get(tp).copied())
-                .unwrap_or(*start);
-            done += (next - start).max(0);
-            total += (end - start).max(0);
-            lag += (end - next).max(0);
-        }
-        Ok((done, total, lag))
-    }
-
-    async fn swap(
-        self: &Arc<Self>,
-        status: &RebuildStatus,
-        start: Start,
-        resume: Option<Ticket>,
-        mut cancelled: watch::Receiver<bool>,
-    ) -> Result<(), Halt> {
-        let origin = match resume {
-            // The shadow and its checkpoints are as the interrupted build left them.
-            Some(ticket) => {
-                let from = ticket.start_offsets();
-                let partitions: Vec<TopicPartition> =
-                    from.iter().map(|(tp, _)| tp.clone()).collect();
-                let known = wiring::shadow_checkpoints(&self.file)
-                    .load(&partitions)
-                    .await?;
-                let origin = Origin { from, known };
-                if let Ok((done, total, _)) = self.measure(&origin, &PipelineStats::default()).await
-                {
-                    status.progress(done, total);
-                    status.done_at_resume(done);
-                }
-                origin
-            }
-            None => {
-                let from = self.start_offsets(start).await?;
-                self.admin.drop_shadow().await?;
-                self.admin.reset(Target::Shadow, true, &from).await?;
-                let view = status.view();
-                let ticket = Ticket {
-                    fingerprint: self.fingerprint.clone(),
-                    start: view.start,
-                    started_at: view.started_at.unwrap_or_else(chrono::Utc::now),
-                    from: from
-                        .iter()
-                        .map(|((topic, partition), next)| (topic.to_string(), *partition, *next))
-                        .collect(),
-                };
-                let ticket =
-                    serde_json::to_string(&ticket).map_err(|e| Halt::Failed(e.to_string()))?;
-                self.admin.set_shadow_ticket(&ticket).await?;
-                Origin {
-                    from,
-                    known: HashMap::new(),
-                }
-            }
-        };
-        let stats = Arc::new(PipelineStats::default());
-        let pipeline = wiring::build(
-            &self.file,
-            &self.path,
-            Target::Shadow,
-            stats.clone(),
-            self.registry.clone(),
-        )
-        .map_err(Halt::Failed)?;
-        let (stop_shadow, stop_rx) = watch::channel(false);
-        let mut shadow = tokio::spawn(pipeline.run(stop_rx));
-        status.phase(Phase::Building);
-        let outcome = self
-            .fill_and_swap(
-                status,
-                &origin,
-                &stats,
-                &mut shadow,
-                &stop_shadow,
-                &mut cancelled,
-            )
-            .await;
-        if outcome.is_err() {
-            let _ = stop_shadow.send(true);
-            if !shadow.is_finished() {
-                let _ = (&mut shadow).await;
-            }
-            if matches!(outcome, Err(Halt::Cancelled)) && self.life.closing() {
-                info!(pipeline = %self.name, "the daemon is stopping: the rebuild's shadow is kept, and the next start resumes it if the pipeline is unchanged");
-                return outcome;
-            }
-            if let Err(e) = self.admin.drop_shadow().await {
-                warn!(pipeline = %self.name, error = %e, "cannot drop the shadow; the next start drops it");
-            }
-            // The live task may have been stopped for the swap: it serves again.
-            let mut live = self.life.task.lock().await;
-            if live.is_none() && self.state() == State::Running {
-                self.start_live(&mut live);
-            }
-        }
-        outcome
-    }
-
-    async fn fill_and_swap(
-        self: &Arc<Self>,
-        status: &RebuildStatus,
-        origin: &Origin,
-        stats: &PipelineStats,
-        shadow: &mut tokio::task::JoinHandle<Result<(), sinkd_core::error::PipelineError>>,
-        stop_shadow: &watch::Sender<bool>,
-        cancelled: &mut watch::Receiver<bool>,
-    ) -> Result<(), Halt> {
-        let threshold = self.file.batch.max_events as i64;
-        // Build until the shadow is within one batch of the end of the log.
-        loop {
-            tokio::select! {
-                _ = cancelled.changed() => return Err(Halt::Cancelled),
-                ended = &mut *shadow => return Err(shadow_ended(ended)),
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            }
-            match self.measure(origin, stats).await {
-                Ok((done, total, lag)) => {
-                    status.progress(done, total);
-                    if lag <= threshold
-                        && stats.connected.load(std::sync::atomic::Ordering::Relaxed)
-                    {
-                        break;
-                    }
-                }
-                // Shown while it lasts; the build goes on and the next round asks again.
-                Err(e) => status.trouble(e.to_string()),
-            }
-        }
-        status.phase(Phase::Indexing);
-        tokio::select! {
-            _ = cancelled.changed() => return Err(Halt::Cancelled),
-            ended = &mut *shadow => return Err(shadow_ended(ended)),
-            prepared = self.admin.prepare_swap() => prepared?,
-        }
-        status.phase(Phase::Swapping);
-        let mut live = self.life.task.lock().await;
-        let was_running = self.state() == State::Running;
-        Lifecycle::stop(&mut live).await;
-        let partitions: Vec<TopicPartition> =
-            origin.from.iter().map(|(tp, _)| tp.clone()).collect();
-        let live_offsets: HashMap<TopicPartition, i64> = self.checkpoints.load(&partitions).await?;
-        info!(pipeline = %self.name, "live task stopped for the swap; the shadow catches up to it");
-        // The shadow reads on to at least where the live target is.
-        loop {
-            let applied = stats.partitions();
-            let behind = live_offsets.iter().any(|(tp, live_next)| {
-                applied.get(tp).and_then(|p| p.next).unwrap_or(0) < *live_next
-            });
-            if !behind {
-                break;
-            }
-            tokio::select! {
-                _ = cancelled.changed() => {
-                    drop(live);
-                    return Err(Halt::Cancelled);
-                }
-                ended = &mut *shadow => {
-                    drop(live);
-                    return Err(shadow_ended(ended));
-                }
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-            }
-        }
-        // The last count while the shadow still holds its partitions.
-        if let Ok((done, _, _)) = self.measure(origin, stats).await {
-            status.progress(done, done);
-        }
-        let _ = stop_shadow.send(true);
-        match (&mut *shadow).await {
-            Ok(Ok(())) => {}
-            ended => {
-                drop(live);
-                return Err(shadow_ended(ended));
-            }
-        }
-        self.admin.swap_in_shadow().await?;
-        info!(pipeline = %self.name, target = %self.admin.describe(Target::Live), "rebuilt target swapped in");
-        if was_running || matches!(self.state(), State::Failed(_)) {
-            self.start_live(&mut live);
-        }
-        Ok(())
-    }
-
-    async fn in_place(
-        self: &Arc<Self>,
-        status: &RebuildStatus,
-        start: Start,
-        mut cancelled: watch::Receiver<bool>,
-    ) -> Result<(), Halt> {
-        let origin = Origin {
-            from: self.start_offsets(start).await?,
-            known: HashMap::new(),
-        };
-        let end = {
-            let mut live = self.life.task.lock().await;
-            Lifecycle::stop(&mut live).await;
-            // Done once the replay reaches the end of the log as it was when it began.
-            let (end, _) = self.ends(None).await?;
-            self.admin.reset(Target::Live, true, &origin.from).await?;
-            self.start_live(&mut live);
-            end
-        };
-        status.phase(Phase::Replaying);
-        loop {
-            match self.measure(&origin, &self.stats).await {
-                Ok((done, total, _)) => status.progress(done, total),
-                Err(e) => status.trouble(e.to_string()),
-            }
-            let applied = self.stats.partitions();
-            let behind = end
-                .iter()
-                .any(|(tp, high)| applied.get(tp).and_then(|p| p.next).unwrap_or(0) < *high);
-            if !behind {
-                return Ok(());
-            }
-            if let State::Failed(e) = self.state() {
-                return Err(Halt::Failed(e));
-            }
-            tokio::select! {
-                _ = cancelled.changed() => return Err(Halt::Cancelled),
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            }
-        }
-    }
-}
-
-fn shadow_ended(
-    ended: Result<Result<(), sinkd_core::error::PipelineError>, tokio::task::JoinError>,
-) -> Halt {
-    match ended {
-        Ok(Ok(())) => Halt::Failed("the shadow's task stopped".into()),
-        Ok(Err(e)) => Halt::Failed(e.to_string()),
-        Err(e) => Halt::Failed(format!("the shadow's task panicked: {e}")),
     }
 }
