@@ -40,8 +40,9 @@ struct Args {
     /// The projection: `copy` (fields copied by name: the shop pipeline), `computed` (the
     /// same stream through computed columns and `when` rules, see
     /// `sinkd_tests::projected`), `lines` (orders with item arrays into orders and
-    /// order_lines, see `sinkd_tests::lines`) or `lines-copy` (the same orders stream,
-    /// fields copied by name into one table: the items as JSON).
+    /// order_lines, see `sinkd_tests::lines`), `lines-by-path` (the same tables and rows
+    /// with the orders' computed columns copied from fields instead) or `lines-copy` (the
+    /// same orders stream, fields copied by name into one table: the items as JSON).
     #[arg(long, default_value = "copy")]
     projection: String,
 }
@@ -202,9 +203,11 @@ async fn main() {
         );
     }
     let computed = match args.projection.as_str() {
-        "copy" | "lines" | "lines-copy" => false,
+        "copy" | "lines" | "lines-by-path" | "lines-copy" => false,
         "computed" => true,
-        other => panic!("unknown projection {other}: copy, computed, lines or lines-copy"),
+        other => {
+            panic!("unknown projection {other}: copy, computed, lines, lines-by-path or lines-copy")
+        }
     };
     if computed {
         yaml = sinkd_tests::projected::pipeline_yaml(&yaml);
@@ -213,6 +216,8 @@ async fn main() {
     if orders_stream {
         let rules = if args.projection == "lines" {
             sinkd_tests::lines::RULES.replace("{lines}", &lines_table)
+        } else if args.projection == "lines-by-path" {
+            sinkd_tests::lines::RULES_BY_PATH.replace("{lines}", &lines_table)
         } else {
             "events:\n  com.shop.OrderOpened: {op: upsert}\n  \
              com.shop.LineAdded: {op: increment, columns: {item_count: qty}}\n  \
@@ -284,6 +289,14 @@ async fn main() {
             )
         }
         "lines-copy" => ("n/a".into(), format!("{}", target.count(&name).await)),
+        "lines-by-path" => {
+            let got = sinkd_tests::lines::read(&target, &name, &lines_table).await;
+            let want = sinkd_tests::lines::expected(&line_events);
+            (
+                format!("n/a; lines {}", got.lines == want.lines),
+                format!("{} orders + {} lines", got.orders.len(), got.lines.len()),
+            )
+        }
         _ => {
             let got = target.read_orders(&name).await;
             let want = if computed {
