@@ -118,7 +118,7 @@ impl EventSchema {
 }
 
 /// Collects every named type so `Ref`s can be resolved to what they name.
-fn collect_named<'a>(schema: &'a Schema, named: &mut HashMap<String, &'a Schema>) {
+pub(crate) fn collect_named<'a>(schema: &'a Schema, named: &mut HashMap<String, &'a Schema>) {
     match schema {
         Schema::Record(r) => {
             named.insert(r.name.fullname(None), schema);
@@ -139,7 +139,20 @@ fn collect_named<'a>(schema: &'a Schema, named: &mut HashMap<String, &'a Schema>
     }
 }
 
-fn column_type(schema: &Schema, named: &HashMap<String, &Schema>) -> ColumnType {
+/// `T` of a union `["null", T]` (in either order); `None` for any other union.
+pub(crate) fn nullable(union: &apache_avro::schema::UnionSchema) -> Option<&Schema> {
+    let mut non_null = union
+        .variants()
+        .iter()
+        .filter(|s| !matches!(s, Schema::Null));
+    match (non_null.next(), non_null.next()) {
+        (Some(only), None) => Some(only),
+        _ => None,
+    }
+}
+
+/// The column type of any schema (a field's, or one found along a path).
+pub(crate) fn column_type(schema: &Schema, named: &HashMap<String, &Schema>) -> ColumnType {
     match schema {
         Schema::Boolean => ColumnType::Boolean,
         Schema::Int => ColumnType::Int,
@@ -165,18 +178,11 @@ fn column_type(schema: &Schema, named: &HashMap<String, &Schema>) -> ColumnType 
         Schema::LocalTimestampMillis
         | Schema::LocalTimestampMicros
         | Schema::LocalTimestampNanos => ColumnType::LocalTimestamp,
-        Schema::Union(u) => {
-            // `["null", T]` is a nullable T; any richer union is stored as JSON.
-            let non_null: Vec<&Schema> = u
-                .variants()
-                .iter()
-                .filter(|s| !matches!(s, Schema::Null))
-                .collect();
-            match non_null.as_slice() {
-                [only] => column_type(only, named),
-                _ => ColumnType::Json,
-            }
-        }
+        // `["null", T]` is a nullable T; any richer union is stored as JSON.
+        Schema::Union(u) => match nullable(u) {
+            Some(only) => column_type(only, named),
+            None => ColumnType::Json,
+        },
         Schema::Ref { name } => match named.get(&name.fullname(None)) {
             Some(target) => column_type(target, named),
             None => ColumnType::Json,

@@ -217,7 +217,12 @@ fn load_text(
     connectors: &Connectors,
 ) -> Result<LoadedPipeline, Vec<ConfigError>> {
     let pipeline = parse_str(path, text, env, connectors).map_err(|e| vec![e])?;
-    validate::validate(&pipeline).map_err(|p| located(path, text, p))?;
+    let mut problems = validate::validate(&pipeline).err().unwrap_or_default();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    problems.extend(super::schema_check::check(&pipeline, dir));
+    if !problems.is_empty() {
+        return Err(located(path, text, problems));
+    }
     Ok(LoadedPipeline {
         path: path.to_path_buf(),
         pipeline,

@@ -1,6 +1,7 @@
 //! Pipeline files: the YAML model ([`model`]; what events do to the read model in
 //! [`events`]), loading with environment interpolation and
-//! located errors ([`load`]), and validation without I/O ([`validate`]).
+//! located errors ([`load`]), validation without I/O ([`validate`]), and the check of
+//! rules against reader schema files ([`schema_check`]).
 
 pub mod capture;
 pub mod events;
@@ -8,6 +9,7 @@ pub mod load;
 pub(crate) mod locate;
 pub mod model;
 pub mod routing;
+pub mod schema_check;
 pub mod upcast;
 pub mod validate;
 

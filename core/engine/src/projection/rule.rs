@@ -29,7 +29,7 @@ pub(super) enum Source {
 
 /// The segments of a dotted path of identifiers (`item.sku`), at least two; `None` for
 /// anything else.
-pub(super) fn path_of(value: &str) -> Option<Vec<String>> {
+pub(crate) fn path_of(value: &str) -> Option<Vec<String>> {
     let segments: Vec<String> = value.split('.').map(str::to_owned).collect();
     let identifier = |s: &String| {
         let mut chars = s.chars();

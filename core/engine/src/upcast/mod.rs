@@ -99,6 +99,27 @@ impl Upcasters {
         Ok(event)
     }
 
+    /// What the rules of a pipeline read of an event whose data has `schema` at `version`
+    /// of `event_type`: the type and schema after the chain (both unchanged when nothing
+    /// upcasts it). An error says which step does not fit the schema.
+    pub fn outcome(
+        &self,
+        schema: &Arc<EventSchema>,
+        event_type: &str,
+        version: u32,
+    ) -> Result<(Arc<str>, Arc<EventSchema>), String> {
+        let event_type: Arc<str> = Arc::from(event_type);
+        match self.make_plan(schema, &event_type, version)? {
+            Some(plan) => Ok((plan.event_type.clone(), plan.schema.clone())),
+            None => Ok((event_type, schema.clone())),
+        }
+    }
+
+    /// The first version a type's chain upcasts from, when it has a chain.
+    pub fn first_version(&self, event_type: &str) -> Option<u32> {
+        self.chains.get(event_type).map(|c| c.first)
+    }
+
     fn plan(&self, schema: &Arc<EventSchema>, event_type: &Arc<str>, version: u32) -> Arc<Planned> {
         let key = (Arc::as_ptr(schema) as usize, event_type.clone(), version);
         if let Some(p) = self.plans.read().expect("lock poisoned").get(&key) {
