@@ -46,6 +46,23 @@ mod tests {
         "  mongodb: { url: 'mongodb://u:pw@h', database: shop, collection: orders }";
     const TANTIVY: &str = "  tantivy:\n    path: /tmp/ix\n    key: id\n    fields:\n      - { name: id, type: string }";
 
+    /// `docs/reference.md` is what the config types' doc comments say today;
+    /// `SINKD_BLESS=1` writes it again.
+    #[test]
+    fn the_reference_is_generated_from_the_config_types() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/reference.md");
+        let generated = sinkd_core::config::reference::markdown(&connectors());
+        if std::env::var_os("SINKD_BLESS").is_some() {
+            std::fs::write(&file, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/reference.md is not what the config types say: run \
+             `SINKD_BLESS=1 cargo test -p sinkd-connectors reference` and commit it"
+        );
+    }
+
     #[test]
     fn each_sink_names_its_targets() {
         let cases = [

@@ -1,10 +1,11 @@
 //! The settings under `sink.mongodb` in a pipeline file.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use sinkd_core::config::redact_url;
 
 /// A MongoDB collection as the read model.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MongoSinkConfig {
     /// Connection string, e.g. `mongodb://host:27017/?replicaSet=rs0`; the password is

@@ -1,10 +1,11 @@
 //! The settings under `sink.postgres` in a pipeline file.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use sinkd_core::config::redact_url;
 
 /// A PostgreSQL table as the read model.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSinkConfig {
     /// libpq-style URL: `postgres://user:password@host:port/db`; the password is never logged.

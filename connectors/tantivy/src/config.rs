@@ -1,11 +1,12 @@
 //! The settings under `sink.tantivy` in a pipeline file: the index's directory and
 //! schema.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// An embedded Tantivy index as the read model. The schema is declared here; every
 /// commit carries the checkpoint in its payload.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TantivySinkConfig {
     /// The index directory. Created (with its parent) when it does not exist; an existing
@@ -25,7 +26,7 @@ fn default_heap_mb() -> usize {
 }
 
 /// One field of a Tantivy index.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IndexField {
     /// Field name (and the event field or column it takes its value from).
@@ -52,7 +53,7 @@ fn yes() -> bool {
 }
 
 /// Tantivy field types.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum IndexFieldKind {
     /// Tokenized full text.

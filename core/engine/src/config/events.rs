@@ -26,6 +26,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
@@ -39,10 +40,10 @@ use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 pub struct EventRules(pub Vec<EventConfig>);
 
 /// One rule: what an event of the type does when its condition holds.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventConfig {
-    /// A CEL condition over the event's fields; the rule applies when it is true. None:
+    /// A CEL condition over the event's fields; the rule applies when it is true. Absent:
     /// always.
     #[serde(default)]
     pub when: Option<String>,
@@ -57,12 +58,12 @@ pub struct EventConfig {
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
     /// Declared types of computed columns (and computed key columns), by column name.
-    /// Without one, a computed column takes the type of its value (see
-    /// [`crate::expr::column`]).
+    /// Without one, a computed column takes the type of its value: CEL int → long,
+    /// double → double, timestamp → timestamp, lists and maps → JSON.
     #[serde(default)]
     pub types: BTreeMap<String, ColumnKind>,
-    /// The key, computed: one entry per key column, each a field or expression. None:
-    /// the pipeline's `key.from`.
+    /// The key, computed: one entry per key column, each a field or expression.
+    /// Absent: the pipeline's `key.from`.
     #[serde(default)]
     pub key: BTreeMap<String, String>,
     /// More writes of the same event into other targets (child rows), in order, after
@@ -73,7 +74,7 @@ pub struct EventConfig {
 
 /// A write of an event into one of the pipeline's `targets`: one row, or one row per
 /// element of a list (`for_each`), or a delete of every row under a key prefix.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChildConfig {
     /// The target, a name under the pipeline's `targets`.
@@ -82,7 +83,7 @@ pub struct ChildConfig {
     /// `item` (and its 0-based position as `index`).
     #[serde(default)]
     pub for_each: Option<String>,
-    /// A CEL condition (over the event, and `item`/`index` per element); None: always.
+    /// A CEL condition (over the event, and `item`/`index` per element); absent: always.
     #[serde(default)]
     pub when: Option<String>,
     /// The operation.
@@ -99,7 +100,7 @@ pub struct ChildConfig {
 }
 
 /// One of the pipeline's extra targets.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     /// Its key columns (for MongoDB, the fields of the `_id` sub-document).
@@ -127,7 +128,7 @@ impl EventConfig {
 }
 
 /// The operation an event performs on the row or document of its key.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum OpKind {
     /// Replace the whole row: columns the event does not carry become null.
@@ -153,7 +154,7 @@ pub struct ColumnSpec {
 }
 
 /// The types a computed column can be declared with.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ColumnKind {
     /// true / false.
@@ -192,6 +193,20 @@ fn is_identifier(s: &str) -> bool {
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !matches!(s, "true" | "false" | "null")
+}
+
+impl JsonSchema for EventRules {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "EventRules".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let rule = generator.subschema_for::<EventConfig>();
+        schemars::json_schema!({
+            "description": "One rule, or a list of rules tried in order: the first whose `when` holds (or that has none) applies.",
+            "anyOf": [rule, {"type": "array", "items": rule}]
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for EventRules {

@@ -8,6 +8,7 @@ pub mod events;
 pub mod load;
 pub(crate) mod locate;
 pub mod model;
+pub mod reference;
 pub mod routing;
 pub mod schema_check;
 pub mod upcast;

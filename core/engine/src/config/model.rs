@@ -3,18 +3,19 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// One pipeline: a source, the events it projects, and a sink.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineFile {
     /// Unique name of the pipeline; also the checkpoint's owner in the sink.
     pub name: String,
     /// Where records come from.
     pub source: SourceConfig,
-    /// Where operations go: `sink: { <kind>: <settings> }`, parsed by the connector of
-    /// that kind (see [`crate::connector`]).
+    /// Where operations go: `sink: { <kind>: <settings> }`, the settings read by the
+    /// connector of that kind.
     pub sink: crate::connector::SinkSpec,
     /// How the read model's key is formed.
     pub key: KeyConfig,
@@ -62,7 +63,7 @@ pub struct PipelineFile {
 }
 
 /// The shape of record values.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Envelope {
     /// Events: one record type per event, projected by `events`.
@@ -74,7 +75,7 @@ pub enum Envelope {
 }
 
 /// Settings of `envelope: debezium`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DebeziumConfig {
     /// The connector's `unavailable.value.placeholder`: columns holding it (unchanged
@@ -96,7 +97,7 @@ fn default_placeholder() -> String {
 }
 
 /// The source section. Only Kafka exists today.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// Kafka consumer settings.
@@ -106,7 +107,7 @@ pub struct SourceConfig {
 }
 
 /// Kafka consumer settings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSourceConfig {
     /// `host:port[,host:port…]` of the brokers.
@@ -136,7 +137,7 @@ pub struct KafkaSourceConfig {
 }
 
 /// How partitions are shared between instances of a pipeline.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceMode {
     /// One consumer group; partitions are split between instances.
@@ -147,7 +148,7 @@ pub enum SourceMode {
 }
 
 /// Where to start a partition that has no checkpoint yet.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum StartPosition {
     /// From the first retained record.
@@ -158,7 +159,7 @@ pub enum StartPosition {
 }
 
 /// Format of the Kafka record key.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyFormat {
     /// UTF-8 string.
@@ -171,7 +172,7 @@ pub enum KeyFormat {
 }
 
 /// Schema registry connection.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// Base URL, e.g. `http://127.0.0.1:8081`.
@@ -192,7 +193,7 @@ fn default_registry_timeout_ms() -> u64 {
 }
 
 /// Basic authentication credentials.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuth {
     /// User name.
@@ -245,7 +246,7 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// The key of the read model.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// Where the key comes from.
@@ -258,7 +259,7 @@ pub struct KeyConfig {
 }
 
 /// Where the key comes from.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum KeySource {
     /// The Kafka record key.
@@ -270,7 +271,7 @@ pub enum KeySource {
 }
 
 /// What to do with an event type not declared in `events`.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum UnknownEventPolicy {
     /// Skip it (counted and logged at debug level); its offset still advances.
@@ -283,7 +284,7 @@ pub enum UnknownEventPolicy {
 }
 
 /// What to do with a record that cannot be decoded or projected.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum BadRecordPolicy {
     /// Stop the pipeline with a message naming topic, partition, offset and cause.
@@ -295,7 +296,7 @@ pub enum BadRecordPolicy {
 }
 
 /// Where a piece of event identity (type or version) is read from.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum Locator {
     /// From the writer schema (record full name, or version in its subject).
@@ -308,7 +309,7 @@ pub enum Locator {
 }
 
 /// Batch bounds: a batch is written when either is reached.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
     /// Most records in one batch (one sink transaction).

@@ -15,10 +15,11 @@
 //!           - drop: amount_eur
 //! ```
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// The upcasters of one event type.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpcasterConfig {
     /// An Avro reader schema the writer's data is resolved to before the chain runs, so
@@ -33,7 +34,7 @@ pub struct UpcasterConfig {
 }
 
 /// Where a reader schema comes from.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum ReaderSchemaConfig {
     /// An `.avsc` file, relative to the pipeline file's folder. Read at start-up.
@@ -43,18 +44,18 @@ pub enum ReaderSchemaConfig {
 }
 
 /// A registry subject and version.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubjectRef {
     /// Subject name, e.g. `shop.orders-com.shop.OrderPlaced`.
     pub name: String,
-    /// Version number; `None` means the latest.
+    /// Version number; absent means the latest.
     #[serde(default)]
     pub version: Option<u32>,
 }
 
 /// The steps from one version to the next.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpcastVersion {
     /// The source version; the steps produce version `from + 1` (or what `rename_type`
@@ -65,7 +66,7 @@ pub struct UpcastVersion {
 }
 
 /// One step. Field names may be dotted paths into nested records (`address.street`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum UpcastStep {
     /// Renames a field in place (same parent record).
@@ -87,7 +88,7 @@ pub enum UpcastStep {
 }
 
 /// A field's old and new path.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FromTo {
     /// Current path.
@@ -97,7 +98,7 @@ pub struct FromTo {
 }
 
 /// A constant for a missing field.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DefaultStep {
     /// Field path.
@@ -111,7 +112,7 @@ pub struct DefaultStep {
 }
 
 /// A type conversion.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConvertStep {
     /// Field path.
@@ -127,7 +128,7 @@ pub struct ConvertStep {
 }
 
 /// A computed field.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ComputeStep {
     /// Field path to set (added when absent).
@@ -141,7 +142,7 @@ pub struct ComputeStep {
 }
 
 /// A renamed event type.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenameType {
     /// New event type.
@@ -151,7 +152,7 @@ pub struct RenameType {
 }
 
 /// Types a step can produce.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ValueType {
     /// Avro boolean.
@@ -171,7 +172,7 @@ pub enum ValueType {
 }
 
 /// Rounding of a fraction into an integer.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Rounding {
     /// To the nearest integer, halves away from zero.

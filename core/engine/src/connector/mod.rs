@@ -14,6 +14,7 @@ pub mod spec;
 use std::fmt;
 use std::sync::Arc;
 
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
 use crate::config::{PipelineFile, SourceMode};
@@ -41,7 +42,9 @@ pub struct SinkContext<'a> {
 pub trait Connector: Send + Sync + 'static {
     /// The settings under `sink.<kind>`. Its `Debug` form must hide secrets: it is logged
     /// and fingerprints a rebuild.
-    type Config: DeserializeOwned + fmt::Debug + Send + Sync + 'static;
+    /// Its `JsonSchema` (doc comments on every field) is the sink's part of the pipeline
+    /// file reference.
+    type Config: DeserializeOwned + JsonSchema + fmt::Debug + Send + Sync + 'static;
 
     /// The key under `sink:` that names this connector (`postgres`).
     fn kind(&self) -> &'static str;

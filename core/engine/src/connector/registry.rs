@@ -14,6 +14,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::de::{self, DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Deserializer};
 
@@ -78,6 +79,15 @@ impl Connectors {
         }
     }
 
+    /// Each kind with the schema of its settings (a reference into `generator`'s
+    /// definitions), in name order.
+    pub fn settings_schemas(&self, generator: &mut SchemaGenerator) -> Vec<(&'static str, Schema)> {
+        self.by_kind
+            .iter()
+            .map(|(kind, c)| (*kind, c.settings_schema(generator)))
+            .collect()
+    }
+
     fn expected(&self) -> String {
         self.kinds()
             .map(|k| format!("`{k}`"))
@@ -102,9 +112,14 @@ struct SinkSettings<T> {
 /// A connector with its settings type erased.
 trait Parse: Send + Sync {
     fn parse(self: Arc<Self>, file: &FileText<'_>) -> Result<SinkSpec, ConfigError>;
+    fn settings_schema(&self, generator: &mut SchemaGenerator) -> Schema;
 }
 
 impl<C: Connector> Parse for C {
+    fn settings_schema(&self, generator: &mut SchemaGenerator) -> Schema {
+        generator.subschema_for::<C::Config>()
+    }
+
     fn parse(self: Arc<Self>, file: &FileText<'_>) -> Result<SinkSpec, ConfigError> {
         let settings: SinkSettings<C::Config> = parse_as(file.path, file.text, file.env)?;
         let config = settings
@@ -133,6 +148,21 @@ pub(crate) fn with_sink<T>(sink: SinkSpec, parse: impl FnOnce() -> T) -> T {
     }
     let _restore = Restore(previous);
     parse()
+}
+
+impl JsonSchema for SinkSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Sink".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        schemars::json_schema!({
+            "description": "Exactly one sink, named by its kind, with that kind's settings (see Sinks).",
+            "type": "object",
+            "minProperties": 1,
+            "maxProperties": 1
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for SinkSpec {

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::MemStore;
@@ -13,7 +14,7 @@ use crate::connector::{Connector, Connectors, Problem, SinkContext};
 use crate::sink::{CheckpointReader, Sink, Target, TargetAdmin};
 
 /// The settings under `sink.memory`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemConfig {
     /// Names the store; pipelines naming the same table share it.
