@@ -194,35 +194,26 @@ async fn an_upcaster_failure_is_dead_lettered_with_its_cause_and_the_rest_applie
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_reader_schema_from_the_registry_resolves_values_in_the_decoder() {
+/// A topic with the evolution fixtures' schemas, a reader schema registered under its own
+/// subject, and one `OrderPlaced` v1 record, base64-framed for `sinkd preview`.
+struct ReaderCase {
+    dir: Workdir,
+    topic: String,
+    name: String,
+    subject: String,
+    input: std::path::PathBuf,
+}
+
+async fn reader_case(prefix: &str, reader: &str) -> ReaderCase {
     use apache_avro::types::Value;
     use base64::Engine;
 
-    let name = stack::unique("upcast-reader");
+    let name = stack::unique(prefix);
     let dir = Workdir::new(&name);
     let topic = format!("{name}.orders");
     let registered = evolution::register(&topic).await;
-    let reader_subject = format!("{name}-reader");
-    stack::register(
-        &reader_subject,
-        r#"{"type":"record","name":"OrderPlaced","namespace":"com.shop","fields":[
-            {"name":"order_id","type":"string"},
-            {"name":"amount_eur","type":"double","aliases":["amount"]},
-            {"name":"channel","type":"string","default":"web"}]}"#,
-    )
-    .await;
-    let example = evolution::pipeline_yaml(&name, &topic, &name);
-    let (start, end) = (
-        example.find("upcasters:").unwrap(),
-        example.find("\nevents:").unwrap(),
-    );
-    let yaml = format!(
-        "{}upcasters:\n  com.shop.OrderPlaced:\n    reader_schema: {{ subject: {{ name: {reader_subject} }} }}\n    chain:\n      - from: 1\n        steps:\n          - convert: {{ field: amount_eur, to: long, multiply: 100 }}\n          - rename: {{ from: amount_eur, to: total_cents }}\n{}",
-        &example[..start],
-        &example[end..]
-    );
-    let config = dir.file("p.yaml", &yaml);
+    let subject = format!("{name}-reader");
+    stack::register(&subject, reader).await;
     let s = |v: &str| Value::String(v.into());
     let v1 = Value::Record(vec![
         ("order_id".into(), s("o-1")),
@@ -240,19 +231,73 @@ async fn a_reader_schema_from_the_registry_resolves_values_in_the_decoder() {
             base64::engine::general_purpose::STANDARD.encode(frame)
         ),
     );
-    let out = std::process::Command::new(sinkd_tests::daemon::binary())
-        .args(["upcast", "--format", "confluent", "--config"])
-        .arg(&config)
-        .arg(&input)
-        .env("SCHEMA_REGISTRY_URL", stack::registry_url())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    ReaderCase {
+        dir,
+        topic,
+        name,
+        subject,
+        input,
+    }
+}
+
+impl ReaderCase {
+    /// The evolution pipeline with `upcasters` (and what follows it) replaced by `tail`.
+    fn config(&self, tail: impl FnOnce(&str) -> String) -> std::path::PathBuf {
+        let example = evolution::pipeline_yaml(&self.name, &self.topic, &self.name);
+        let start = example.find("upcasters:").unwrap();
+        let yaml = format!("{}{}", &example[..start], tail(&example[start..]));
+        self.dir.file("p.yaml", &yaml)
+    }
+
+    /// `sinkd <args…> <config> [input]` against the stack's registry: success, and what it
+    /// printed.
+    fn sinkd(
+        &self,
+        args: &[&str],
+        config: &std::path::Path,
+        input: bool,
+    ) -> (bool, String, String) {
+        let mut command = std::process::Command::new(sinkd_tests::daemon::binary());
+        command.args(args).arg(config);
+        if input {
+            command.arg(&self.input);
+        }
+        let out = command
+            .env("SCHEMA_REGISTRY_URL", stack::registry_url())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reader_schema_from_the_registry_resolves_values_in_the_decoder() {
+    let case = reader_case(
+        "upcast-reader",
+        r#"{"type":"record","name":"OrderPlaced","namespace":"com.shop","fields":[
+            {"name":"order_id","type":"string"},
+            {"name":"amount_eur","type":"double","aliases":["amount"]},
+            {"name":"channel","type":"string","default":"web"}]}"#,
+    )
+    .await;
+    let subject = case.subject.clone();
+    let config = case.config(|rest| {
+        let events = rest.find("\nevents:").unwrap();
+        format!(
+            "upcasters:\n  com.shop.OrderPlaced:\n    reader_schema: {{ subject: {{ name: {subject} }} }}\n    chain:\n      - from: 1\n        steps:\n          - convert: {{ field: amount_eur, to: long, multiply: 100 }}\n          - rename: {{ from: amount_eur, to: total_cents }}\n{}",
+            &rest[events..]
+        )
+    });
+    let (ok, stdout, stderr) = case.sinkd(
+        &["upcast", "--format", "confluent", "--config"],
+        &config,
+        true,
     );
+    assert!(ok, "{stdout}{stderr}");
     let doc: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(
         doc["in"],
@@ -263,4 +308,38 @@ async fn a_reader_schema_from_the_registry_resolves_values_in_the_decoder() {
         serde_json::json!({"order_id": "o-1", "total_cents": 250, "channel": "web"})
     );
     assert_eq!(doc["op"]["key"], serde_json::json!({"order_id": "o-1"}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_that_do_not_fit_a_reader_schema_from_the_registry_stop_before_applying() {
+    let case = reader_case(
+        "upcast-reader-check",
+        r#"{"type":"record","name":"OrderPlaced","namespace":"com.shop","fields":[
+            {"name":"order_id","type":"string"},
+            {"name":"amount_eur","type":"double","aliases":["amount"]}]}"#,
+    )
+    .await;
+    let subject = case.subject.clone();
+    // `customer` is in the writer schema but not in the reader schema the rules read.
+    let config = case.config(|_| {
+        format!(
+            "upcasters:\n  com.shop.OrderPlaced:\n    reader_schema: {{ subject: {{ name: {subject} }} }}\n    chain:\n      - from: 1\n        steps:\n          - rename: {{ from: amount_eur, to: total }}\nevents:\n  com.shop.OrderPlaced:\n    op: upsert\n    columns: {{ total: total, who: customer }}\nunknown_events: skip\n"
+        )
+    });
+    let (ok, _, stderr) = case.sinkd(&["validate"], &config, false);
+    assert!(ok, "validation fetches nothing: {stderr}");
+    let (ok, stdout, stderr) = case.sinkd(
+        &["preview", "--format", "confluent", "--config"],
+        &config,
+        true,
+    );
+    let said = format!("{stdout}{stderr}");
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("events.com.shop.OrderPlaced.columns.who")
+            && said.contains(&format!(
+                "`customer` is not a field in com.shop.OrderPlaced from subject {subject} after its upcasters"
+            )),
+        "{said}"
+    );
 }

@@ -115,7 +115,12 @@ pub struct AvroEventDecoder {
     infos: SchemaCache,
     keys: RwLock<FxHashMap<u32, Arc<WriterDatum>>>,
     readers: HashMap<String, ReaderSchema>,
+    check: Option<ReaderCheck>,
 }
+
+/// Checks a pipeline's rules against a reader schema fetched from the registry (event
+/// type, schema, subject): what is wrong, if anything.
+pub type ReaderCheck = Arc<dyn Fn(&str, &Schema, &str) -> Result<(), String> + Send + Sync>;
 
 impl AvroEventDecoder {
     /// A decoder using the registry, with keys in the given format.
@@ -126,7 +131,16 @@ impl AvroEventDecoder {
             infos: RwLock::new(FxHashMap::default()),
             keys: RwLock::new(FxHashMap::default()),
             readers: HashMap::new(),
+            check: None,
         }
+    }
+
+    /// Runs `check` on each reader schema fetched from the registry; a failed check stops
+    /// the pipeline (as a refused registry lookup does) before an event of the type is
+    /// applied.
+    pub fn with_reader_check(mut self, check: ReaderCheck) -> AvroEventDecoder {
+        self.check = Some(check);
+        self
     }
 
     /// Declares reader schemas by event type (the writer record's full name).
@@ -137,10 +151,14 @@ impl AvroEventDecoder {
 
     /// The reader schema of an event type, fetched from the registry if need be.
     async fn reader(&self, event_type: &str) -> Result<Option<Arc<Schema>>, RecordError> {
-        match self.readers.get(event_type) {
-            None => Ok(None),
-            Some(reader) => reader.load(&self.registry, event_type).await.map(Some),
+        let Some(reader) = self.readers.get(event_type) else {
+            return Ok(None);
+        };
+        let schema = reader.load(&self.registry, event_type).await?;
+        if let (ReaderSchema::Subject(subject, _), Some(check)) = (reader, &self.check) {
+            check(event_type, &schema, subject).map_err(RecordError::RegistryRefused)?;
         }
+        Ok(Some(schema))
     }
 
     async fn info(&self, id: u32, topic: &Arc<str>) -> Result<Arc<SchemaInfo>, RecordError> {

@@ -82,7 +82,9 @@ pub async fn run(args: Args, out: &mut impl std::io::Write) -> Result<usize, Str
         readers: readers.clone(),
         cache: HashMap::new(),
     };
-    let decoder = AvroEventDecoder::new(registry, p.source.kafka.key_format).with_readers(readers);
+    let decoder = AvroEventDecoder::new(registry, p.source.kafka.key_format)
+        .with_readers(readers)
+        .with_reader_check(crate::wiring::reader_check(p));
     let reader: Box<dyn BufRead> = if args.input == Path::new("-") {
         Box::new(std::io::stdin().lock())
     } else {

@@ -7,12 +7,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use apache_avro::Schema;
+use sinkd_core::config::schema_check::check_reader;
 use sinkd_core::config::{PipelineFile, ReaderSchemaConfig, SourceMode};
 use sinkd_core::connector::SinkContext;
 use sinkd_core::dead_letter::DeadLetters;
 use sinkd_core::runtime::{Pipeline, PipelineStats, Policies};
 use sinkd_core::sink::{CheckpointReader, Target, TargetAdmin};
 use sinkd_core::transform::Transform;
+use sinkd_kafka::decoder::ReaderCheck;
 use sinkd_kafka::{AvroEventDecoder, KafkaDeadLetters, KafkaSource, ReaderSchema, Registry};
 
 /// Runs `f` with what the pipeline's sink is built for when writing `target`.
@@ -66,7 +68,8 @@ pub fn build(
     registry.forget_failures();
     let decoder = Arc::new(
         AvroEventDecoder::new(registry, p.source.kafka.key_format)
-            .with_readers(reader_schemas(p, file)?),
+            .with_readers(reader_schemas(p, file)?)
+            .with_reader_check(reader_check(p)),
     );
     let dead_letters: Option<Arc<dyn DeadLetters>> = match &p.dead_letter_topic {
         Some(topic) => Some(Arc::new(KafkaDeadLetters::new(
@@ -99,6 +102,23 @@ pub fn build(
         },
         batch: p.batch.clone(),
         stats,
+    })
+}
+
+/// The check of the pipeline's rules against each reader schema the decoder fetches
+/// from the registry (files are checked when the pipeline is loaded).
+pub fn reader_check(p: &PipelineFile) -> ReaderCheck {
+    let rules = p.clone();
+    Arc::new(move |event_type, schema, subject| {
+        let problems = check_reader(&rules, event_type, schema, subject);
+        match problems.is_empty() {
+            true => Ok(()),
+            false => Err(problems
+                .into_iter()
+                .map(|(field, message)| format!("{field}: {message}"))
+                .collect::<Vec<_>>()
+                .join("; ")),
+        }
     })
 }
 

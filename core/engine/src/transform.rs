@@ -144,8 +144,6 @@ fn version(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-    use std::path::Path;
 
     use super::*;
     use crate::error::ErrorClass;
@@ -156,13 +154,7 @@ mod tests {
                     registry: { url: 'http://r' }\nsink:\n  memory: { table: t }\n\
                     key: { columns: [id] }\nevent_version: { field: v }\n\
                     events:\n  E: { op: upsert }\n";
-        let p = crate::config::load::parse_str(
-            Path::new("p.yaml"),
-            text,
-            &HashMap::new(),
-            &crate::testing::connectors(),
-        )
-        .unwrap();
+        let p = crate::testing::pipeline(text);
         Transform::new(&p).unwrap()
     }
 

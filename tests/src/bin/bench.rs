@@ -217,7 +217,7 @@ async fn main() {
         let rules = if args.projection == "lines" {
             sinkd_tests::lines::RULES.replace("{lines}", &lines_table)
         } else if args.projection == "lines-by-path" {
-            sinkd_tests::lines::RULES_BY_PATH.replace("{lines}", &lines_table)
+            sinkd_tests::lines::rules_by_path().replace("{lines}", &lines_table)
         } else {
             "events:\n  com.shop.OrderOpened: {op: upsert}\n  \
              com.shop.LineAdded: {op: increment, columns: {item_count: qty}}\n  \

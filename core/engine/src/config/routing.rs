@@ -158,13 +158,7 @@ mod tests {
         let yaml = "name: p\nsource:\n  kafka: {bootstrap_servers: b, topics: [t]}\n  registry: {url: u}\n\
                     sink:\n  memory: {table: \"orders_{tenant}_{region}\"}\nkey: {columns: [id]}\n\
                     routing:\n  tenant: [acme, \"bad-name\"]\n  unused: [x]\nevents:\n  A: {op: upsert}\n";
-        let p = crate::config::load::parse_str(
-            std::path::Path::new("p.yaml"),
-            yaml,
-            &Default::default(),
-            &crate::testing::connectors(),
-        )
-        .unwrap();
+        let p = crate::testing::pipeline(yaml);
         let problems = crate::config::validate::validate(&p).unwrap_err();
         let text = format!("{problems:?}");
         assert!(

@@ -4,9 +4,10 @@
 //! path and the key fields must be in the schema the rules read, and a field an increment
 //! copies must be a number. The schema the rules read is the reader schema after the
 //! type's upcaster chain (the reader schema is what the chain starts from), so a rename in
-//! the chain is followed. Reader schemas named by a registry subject are not checked
-//! (validation does no network I/O), nor are the fields CEL expressions read (cel-rust has
-//! no type checker): those surface as bad records when an event reaches them.
+//! the chain is followed. Validation does no network I/O: a reader schema named by a
+//! registry subject is checked by the decoder when it fetches it ([`check_reader`]),
+//! before any event of the type is applied. The fields CEL expressions read are not
+//! checked (cel-rust has no type checker): they surface as bad records.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -42,28 +43,69 @@ pub fn check(p: &PipelineFile, dir: &Path) -> Vec<(String, String)> {
                 continue;
             }
         };
-        let version = upcasters.first_version(event_type).unwrap_or(1);
-        let (read_as, schema) = match upcasters.outcome(&reader, event_type, version) {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                problems.push((field, format!("the chain does not fit {name}: {e}")));
-                continue;
-            }
-        };
-        let Some(rules) = p.events.get(&*read_as) else {
-            continue;
-        };
-        let chained = upcasters.first_version(event_type).is_some();
-        let shape = Shape::new(&schema.avro, &read_as, name, chained);
-        for (i, rule) in rules.0.iter().enumerate() {
-            let at = match rules.0.len() {
-                1 => format!("events.{read_as}"),
-                _ => format!("events.{read_as}[{i}]"),
-            };
-            rule_problems(p, rule, &at, &shape, &mut problems);
-        }
+        rules_against(p, &upcasters, event_type, &reader, name, &mut problems);
     }
     problems
+}
+
+/// The problems of the rules of `event_type` against `reader`, a reader schema that came
+/// from the registry (subject `subject`): what [`check`] does for files, for the decoder
+/// to run when it fetches one.
+pub fn check_reader(
+    p: &PipelineFile,
+    event_type: &str,
+    reader: &Schema,
+    subject: &str,
+) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    let (Ok(upcasters), Some(reader)) =
+        (Upcasters::new(&p.upcasters), EventSchema::from_avro(reader))
+    else {
+        return problems;
+    };
+    let label = format!("subject {subject}");
+    rules_against(
+        p,
+        &upcasters,
+        event_type,
+        &Arc::new(reader),
+        &label,
+        &mut problems,
+    );
+    problems
+}
+
+/// Runs the chain of `event_type` over `reader` (named `name` in messages) and checks the
+/// rules of the type it gives against the result.
+fn rules_against(
+    p: &PipelineFile,
+    upcasters: &Upcasters,
+    event_type: &str,
+    reader: &Arc<EventSchema>,
+    name: &str,
+    problems: &mut Vec<(String, String)>,
+) {
+    let field = format!("upcasters.{event_type}.reader_schema");
+    let version = upcasters.first_version(event_type).unwrap_or(1);
+    let (read_as, schema) = match upcasters.outcome(reader, event_type, version) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            problems.push((field, format!("the chain does not fit {name}: {e}")));
+            return;
+        }
+    };
+    let Some(rules) = p.events.get(&*read_as) else {
+        return;
+    };
+    let chained = upcasters.first_version(event_type).is_some();
+    let shape = Shape::new(&schema.avro, &read_as, name, chained);
+    for (i, rule) in rules.0.iter().enumerate() {
+        let at = match rules.0.len() {
+            1 => format!("events.{read_as}"),
+            _ => format!("events.{read_as}[{i}]"),
+        };
+        rule_problems(p, rule, &at, &shape, problems);
+    }
 }
 
 fn read_schema(file: &Path) -> Result<Arc<EventSchema>, String> {
@@ -296,7 +338,6 @@ fn describe(schema: &Schema) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
 
     use super::*;
 
@@ -327,13 +368,7 @@ mod tests {
              registry: {{ url: 'http://r' }}\nsink:\n  memory: {{ table: t }}\n\
              key: {{ from: fields, columns: [order_id] }}\n{upcasters}\n{events}"
         );
-        let p = crate::config::load::parse_str(
-            Path::new("p.yaml"),
-            &text,
-            &HashMap::new(),
-            &crate::testing::connectors(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let p = crate::testing::pipeline(&text);
         let found = check(&p, &dir);
         std::fs::remove_dir_all(&dir).unwrap();
         found
@@ -439,6 +474,31 @@ mod tests {
         assert_eq!(found[0].0, "upcasters.com.shop.OrderPlaced.reader_schema");
         assert!(
             found[0].1.contains("the chain does not fit reader.avsc"),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn a_reader_schema_from_the_registry_is_checked_the_same_way() {
+        let text = "name: p\nsource:\n  kafka: { bootstrap_servers: b, topics: [t] }\n  \
+                    registry: { url: 'http://r' }\nsink:\n  memory: { table: t }\n\
+                    key: { columns: [order_id] }\nupcasters:\n  com.shop.OrderPlaced:\n    \
+                    reader_schema: { subject: { name: orders-value } }\nevents:\n  \
+                    com.shop.OrderPlaced:\n    op: upsert\n    columns: { c: customer.tier, x: nope }";
+        let p = crate::testing::pipeline(text);
+        assert_eq!(
+            check(&p, Path::new(".")),
+            vec![],
+            "subjects are not fetched"
+        );
+        let reader = Schema::parse_str(READER).unwrap();
+        let found = check_reader(&p, "com.shop.OrderPlaced", &reader, "orders-value");
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].0, "events.com.shop.OrderPlaced.columns.x");
+        assert!(
+            found[0].1.contains(
+                "`nope` is not a field in com.shop.OrderPlaced from subject orders-value"
+            ),
             "{found:#?}"
         );
     }

@@ -15,13 +15,7 @@ fn pipeline(key: &str, events: &str) -> PipelineFile {
         "name: p\nsource:\n  kafka: {{bootstrap_servers: b, topics: [t]}}\n  registry: {{url: u}}\n\
          sink:\n  memory: {{table: t}}\n{key}\nevents:\n{events}"
     );
-    crate::config::load::parse_str(
-        std::path::Path::new("p.yaml"),
-        &yaml,
-        &Default::default(),
-        &crate::testing::connectors(),
-    )
-    .unwrap()
+    crate::testing::pipeline(&yaml)
 }
 
 /// The main target's operation of one event.

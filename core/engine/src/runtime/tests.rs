@@ -62,13 +62,7 @@ impl Default for Options {
 }
 
 fn start(log: &MemLog, store: &MemStore, o: Options) -> Run {
-    let file = crate::config::load::parse_str(
-        std::path::Path::new("mem.yaml"),
-        PIPELINE,
-        &Default::default(),
-        &crate::testing::connectors(),
-    )
-    .expect("the test pipeline parses");
+    let file = crate::testing::pipeline(PIPELINE);
     let decoder = Arc::new(TextDecoder::default());
     let dlq = Arc::new(MemDeadLetters::default());
     let stats = Arc::new(PipelineStats::default());

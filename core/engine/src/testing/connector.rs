@@ -88,3 +88,15 @@ pub fn connectors() -> Connectors {
     connectors.add(MemConnector::default());
     connectors
 }
+
+/// A pipeline file's text parsed with [`connectors`] and no environment; panics with the
+/// located error (for tests).
+pub fn pipeline(text: &str) -> PipelineFile {
+    crate::config::load::parse_str(
+        std::path::Path::new("test.yaml"),
+        text,
+        &HashMap::new(),
+        &connectors(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}

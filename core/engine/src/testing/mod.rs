@@ -20,7 +20,7 @@ pub mod store;
 pub mod targets;
 pub mod text;
 
-pub use connector::{MemConfig, MemConnector, connectors};
+pub use connector::{MemConfig, MemConnector, connectors, pipeline};
 pub use log::{MemLog, MemSource};
 pub use store::{Fault, MemSink, MemStore};
 pub use targets::MemTargets;
