@@ -289,8 +289,10 @@ pub(crate) fn parse_as<T: serde::de::DeserializeOwned>(
     {
         f.truncate(unknown);
     }
+    // Only a key the path has not reached yet: an error inside a flow mapping
+    // (`kafka: { …, tpics: x }`) is located at the mapping, whose key is already in it.
     if let (Some(f), Some(key)) = (&mut field, key)
-        && !f.ends_with(&key)
+        && !f.split('.').any(|segment| segment == key)
         && !key.starts_with('-')
     {
         f.push('.');

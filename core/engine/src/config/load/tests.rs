@@ -56,6 +56,26 @@ fn unknown_key_names_file_line_and_field() {
 }
 
 #[test]
+fn an_unknown_key_in_a_flow_mapping_names_its_field() {
+    for (from, to, field) in [
+        (
+            "  kafka:\n    bootstrap_servers: ${KAFKA_BROKERS:-127.0.0.1:9092}\n    topics: [shop.orders]",
+            "  kafka: { bootstrap_servers: b, topics: [t], tpics: x }",
+            "source.kafka.tpics",
+        ),
+        (
+            "  memory:\n    table: orders",
+            "  memory: { table: orders, tabel: x }",
+            "sink.memory.tabel",
+        ),
+    ] {
+        let e = parse(&BASE.replace(from, to), &env()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some(field), "{e}");
+        assert!(e.message.starts_with("unknown field"), "{e}");
+    }
+}
+
+#[test]
 fn an_unknown_sink_lists_the_known_ones() {
     for (sink, message) in [
         (
