@@ -35,8 +35,18 @@ pub fn convert(v: &Value, kind: IndexFieldKind) -> Result<Option<OwnedValue>, St
         IndexFieldKind::F64 => OwnedValue::F64(match v {
             Value::Float(f) => *f as f64,
             Value::Double(f) => *f,
-            Value::Int(i) => *i as f64,
-            Value::Long(i) => *i as f64,
+            Value::Int(i) => f64::from(*i),
+            // Only a long a double holds exactly: 2^53 + 1 would be stored as 2^53.
+            Value::Long(i) => {
+                let f = *i as f64;
+                if f as i128 != i128::from(*i) {
+                    return Err(format!(
+                        "{i} does not fit an f64 field exactly (beyond 2^53); declare the \
+                         field i64"
+                    ));
+                }
+                f
+            }
             _ => return Err(mismatch()),
         }),
         IndexFieldKind::Bool => OwnedValue::Bool(match v {
@@ -76,4 +86,48 @@ pub fn add(prev: Option<&OwnedValue>, inc: &OwnedValue) -> Result<OwnedValue, St
         (Some(OwnedValue::F64(a)), OwnedValue::F64(b)) => OwnedValue::F64(a + b),
         (Some(a), b) => return Err(format!("cannot add {b:?} to {a:?}")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f64_of(v: Value) -> Result<f64, String> {
+        match convert(&v, IndexFieldKind::F64)? {
+            Some(OwnedValue::F64(f)) => Ok(f),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn longs_into_f64_fields_are_exact_or_refused() {
+        let exact = 1_i64 << 53;
+        for i in [0, -1, exact, -exact, exact - 1, i64::MIN, 1 << 62] {
+            assert_eq!(
+                f64_of(Value::Long(i)).unwrap() as i128,
+                i128::from(i),
+                "{i}"
+            );
+        }
+        for i in [
+            exact + 1,
+            -(exact + 1),
+            i64::MAX,
+            i64::MAX - 1,
+            (1 << 62) + 1,
+        ] {
+            let e = f64_of(Value::Long(i)).unwrap_err();
+            assert!(e.contains("does not fit an f64 field exactly"), "{i}: {e}");
+        }
+        assert_eq!(f64_of(Value::Int(i32::MIN)).unwrap(), -2_147_483_648.0);
+        let third = 1.0_f64 / 3.0;
+        assert_eq!(
+            f64_of(Value::Double(third)).unwrap().to_bits(),
+            third.to_bits()
+        );
+        assert_eq!(
+            f64_of(Value::Float(0.1)).unwrap().to_bits(),
+            f64::from(0.1_f32).to_bits()
+        );
+    }
 }
