@@ -80,11 +80,6 @@ impl SinkSpec {
     pub fn connector<C: Connector>(&self) -> Option<&C> {
         self.0.connector().downcast_ref()
     }
-
-    /// The settings, when they are a `T`.
-    pub fn config<T: 'static>(&self) -> Option<&T> {
-        self.0.config().downcast_ref()
-    }
 }
 
 /// The form of the old `enum SinkConfig` (`Postgres(PostgresSinkConfig { … })`): a
@@ -114,7 +109,6 @@ trait Configured: Send + Sync {
     fn admin(&self, ctx: &SinkContext<'_>) -> Arc<dyn TargetAdmin>;
     fn checkpoints(&self, ctx: &SinkContext<'_>) -> Arc<dyn CheckpointReader>;
     fn connector(&self) -> &dyn Any;
-    fn config(&self) -> &dyn Any;
     fn config_debug(&self) -> &dyn fmt::Debug;
 }
 
@@ -156,9 +150,6 @@ impl<C: Connector> Configured for With<C> {
     }
     fn connector(&self) -> &dyn Any {
         &*self.connector
-    }
-    fn config(&self) -> &dyn Any {
-        &self.config
     }
     fn config_debug(&self) -> &dyn fmt::Debug {
         &self.config

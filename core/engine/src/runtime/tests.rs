@@ -13,22 +13,8 @@ use super::{Pipeline, PipelineStats, Policies};
 use crate::config::{BadRecordPolicy, BatchConfig, UnknownEventPolicy};
 use crate::error::{PipelineError, SinkError};
 use crate::event::TopicPartition;
-use crate::testing::{Fault, MemDeadLetters, MemLog, MemStore, TextDecoder};
+use crate::testing::{Fault, MemDeadLetters, MemLog, MemStore, TEXT_PIPELINE, TextDecoder};
 use crate::transform::Transform;
-
-/// `Set` replaces a row with `n`, `Add` adds `n` to `total`, `Gone` deletes.
-const PIPELINE: &str = "name: mem
-source:
-  kafka: { bootstrap_servers: none, topics: [t] }
-  registry: { url: 'http://none' }
-sink:
-  memory: { table: t }
-key: { from: fields, columns: [id] }
-events:
-  Set: { op: upsert }
-  Add: { op: increment, columns: { total: n } }
-  Gone: { op: delete }
-";
 
 fn tp() -> TopicPartition {
     (Arc::from("t"), 0)
@@ -62,7 +48,7 @@ impl Default for Options {
 }
 
 fn start(log: &MemLog, store: &MemStore, o: Options) -> Run {
-    let file = crate::testing::pipeline(PIPELINE);
+    let file = crate::testing::pipeline(TEXT_PIPELINE);
     let decoder = Arc::new(TextDecoder::default());
     let dlq = Arc::new(MemDeadLetters::default());
     let stats = Arc::new(PipelineStats::default());

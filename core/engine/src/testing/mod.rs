@@ -24,4 +24,4 @@ pub use connector::{MemConfig, MemConnector, connectors, pipeline};
 pub use log::{MemLog, MemSource};
 pub use store::{Fault, MemSink, MemStore};
 pub use targets::MemTargets;
-pub use text::{MemDeadLetters, TextDecoder};
+pub use text::{MemDeadLetters, TEXT_PIPELINE, TextDecoder};

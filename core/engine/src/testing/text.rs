@@ -18,6 +18,21 @@ use crate::schema::EventSchema;
 pub const SCHEMA: &str = r#"{"type":"record","name":"Text","fields":[
     {"name":"id","type":"string"},{"name":"n","type":"long"}]}"#;
 
+/// A pipeline of text events into the in-memory store: `Set` replaces a row with `n`,
+/// `Add` adds `n` to `total`, `Gone` deletes.
+pub const TEXT_PIPELINE: &str = "name: mem
+source:
+  kafka: { bootstrap_servers: none, topics: [t] }
+  registry: { url: 'http://none' }
+sink:
+  memory: { table: t }
+key: { from: fields, columns: [id] }
+events:
+  Set: { op: upsert }
+  Add: { op: increment, columns: { total: n } }
+  Gone: { op: delete }
+";
+
 /// Decodes `"<Type> <key> <n>"`; anything else is a corrupt datum. Can be told to find the
 /// registry unavailable a number of times first.
 pub struct TextDecoder {

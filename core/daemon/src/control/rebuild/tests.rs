@@ -5,7 +5,6 @@
 //! total.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use sinkd_core::error::SinkError;
 use sinkd_core::event::TopicPartition;
 use sinkd_core::runtime::{Pipeline, PipelineStats, Policies};
 use sinkd_core::sink::{CheckpointReader, TargetAdmin};
-use sinkd_core::testing::{Fault, MemLog, MemStore, MemTargets, TextDecoder, connectors};
+use sinkd_core::testing::{Fault, MemLog, MemStore, MemTargets, TEXT_PIPELINE, TextDecoder};
 use sinkd_core::transform::Transform;
 use tokio::sync::{oneshot, watch};
 
@@ -26,18 +25,6 @@ use super::host::Host;
 use super::in_place::InPlaceRun;
 use super::swap::SwapRun;
 use super::{Halt, Mode, Phase, RebuildStatus, Start};
-
-/// `Add <key> <n>` adds `n` to the key's `total`.
-const PIPELINE: &str = "name: mem
-source:
-  kafka: { bootstrap_servers: none, topics: [t] }
-  registry: { url: 'http://none' }
-sink:
-  memory: { table: t }
-key: { from: fields, columns: [id] }
-events:
-  Add: { op: increment, columns: { total: n } }
-";
 
 const PARTITIONS: i32 = 2;
 
@@ -62,13 +49,7 @@ fn tp(p: i32) -> TopicPartition {
 
 impl Mem {
     fn new(batch: i64) -> Arc<Mem> {
-        let file = sinkd_core::config::load::parse_str(
-            Path::new("mem.yaml"),
-            PIPELINE,
-            &HashMap::new(),
-            &connectors(),
-        )
-        .expect("the test pipeline parses");
+        let file = sinkd_core::testing::pipeline(TEXT_PIPELINE);
         let targets = MemTargets::default();
         Arc::new(Mem {
             file,
