@@ -23,7 +23,7 @@ use mongodb::bson::{Document, doc};
 use mongodb::{Client, Database};
 use sinkd_core::error::SinkError;
 use sinkd_core::event::TopicPartition;
-use sinkd_core::sink::{Target, TargetAdmin};
+use sinkd_core::sink::{Reset, Target, TargetAdmin};
 use tokio::sync::OnceCell;
 use tracing::info;
 
@@ -32,7 +32,7 @@ use crate::classify;
 
 /// The name of a collection's shadow.
 pub fn shadow_collection(collection: &str) -> String {
-    format!("{collection}__sinkd_shadow")
+    Target::Shadow.name(collection)
 }
 
 /// [`TargetAdmin`] for a MongoDB collection and its child collections.
@@ -69,10 +69,7 @@ impl MongoAdmin {
     }
 
     fn name_of(collection: &str, target: Target) -> String {
-        match target {
-            Target::Live => collection.to_owned(),
-            Target::Shadow => shadow_collection(collection),
-        }
+        target.name(collection)
     }
 
     /// Every collection, the sink's own last (the order of the swap's renames).
@@ -377,12 +374,8 @@ impl TargetAdmin for MongoAdmin {
         self.move_checkpoints(&db).await
     }
 
-    async fn reset(
-        &self,
-        target: Target,
-        truncate: bool,
-        offsets: &[(TopicPartition, i64)],
-    ) -> Result<(), SinkError> {
+    async fn reset(&self, target: Target, to: Reset<'_>) -> Result<(), SinkError> {
+        let Reset { truncate, offsets } = to;
         let db = self.db().await?;
         // Offsets first: if a crash comes between the two, the documents' position guards
         // make the replay from the new offsets change nothing that is already there.

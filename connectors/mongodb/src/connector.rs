@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use sinkd_core::config::PipelineFile;
 use sinkd_core::connector::{Connector, Problem, SinkContext};
-use sinkd_core::sink::{CheckpointReader, Sink, Target, TargetAdmin};
+use sinkd_core::sink::{CheckpointReader, Sink, TargetAdmin};
 
-use crate::admin::{MongoAdmin, shadow_collection};
+use crate::admin::MongoAdmin;
 use crate::checkpoint::MongoCheckpointReader;
 use crate::config::MongoSinkConfig;
 use crate::sink::MongoSink;
@@ -79,10 +79,7 @@ impl Connector for MongoConnector {
         config: &MongoSinkConfig,
         ctx: &SinkContext<'_>,
     ) -> Arc<dyn CheckpointReader> {
-        let collection = match ctx.target {
-            Target::Live => config.collection.clone(),
-            Target::Shadow => shadow_collection(&config.collection),
-        };
+        let collection = ctx.target.name(&config.collection);
         MongoCheckpointReader::new(&config.url, &config.database, ctx.pipeline, &collection)
     }
 }

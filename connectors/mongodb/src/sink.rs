@@ -18,10 +18,9 @@ use sinkd_core::config::redact_url;
 
 use crate::config::MongoSinkConfig;
 use sinkd_core::error::SinkError;
-use sinkd_core::sink::{CheckpointAdvance, CheckpointReader, Sink, Target, TargetAdmin};
+use sinkd_core::sink::{CheckpointAdvance, CheckpointReader, Sink, Target};
 use tracing::{debug, info, warn};
 
-use crate::admin::{MongoAdmin, shadow_collection};
 use crate::checkpoint::{self, MongoCheckpointReader, run, write_errors};
 use crate::statements::{CHUNK, statement};
 use crate::{classify, classify_code, codes};
@@ -36,7 +35,6 @@ pub struct MongoSink {
     client: Option<Client>,
     transactions: bool,
     reader: Arc<MongoCheckpointReader>,
-    admin: Arc<MongoAdmin>,
 }
 
 /// Duplicate-key failures of a statement: the first is retried, the second means another
@@ -58,17 +56,11 @@ impl MongoSink {
         collections: &[(String, Vec<String>)],
         target: Target,
     ) -> MongoSink {
-        let names: Vec<String> = collections.iter().map(|(n, _)| n.clone()).collect();
-        let admin = Arc::new(MongoAdmin::new(cfg, pipeline, &names));
         let mut cfg = cfg.clone();
-        let named = |c: &str| match target {
-            Target::Live => c.to_owned(),
-            Target::Shadow => shadow_collection(c),
-        };
-        cfg.collection = named(&cfg.collection);
+        cfg.collection = target.name(&cfg.collection);
         let mut targets: Vec<(String, Vec<String>)> = collections
             .iter()
-            .map(|(n, k)| (named(n), k.clone()))
+            .map(|(n, k)| (target.name(n), k.clone()))
             .collect();
         if targets.is_empty() {
             targets.push((cfg.collection.clone(), Vec::new()));
@@ -76,7 +68,6 @@ impl MongoSink {
         MongoSink {
             targets,
             reader: MongoCheckpointReader::new(&cfg.url, &cfg.database, pipeline, &cfg.collection),
-            admin,
             cfg,
             pipeline: pipeline.to_owned(),
             client: None,
@@ -298,10 +289,6 @@ impl Sink for MongoSink {
 
     fn checkpoint_reader(&self) -> Arc<dyn CheckpointReader> {
         self.reader.clone()
-    }
-
-    fn admin(&self) -> Arc<dyn TargetAdmin> {
-        self.admin.clone()
     }
 
     async fn write(

@@ -17,7 +17,7 @@ use crate::config::PostgresSinkConfig;
 use async_trait::async_trait;
 use sinkd_core::error::SinkError;
 use sinkd_core::event::TopicPartition;
-use sinkd_core::sink::{Target, TargetAdmin};
+use sinkd_core::sink::{Reset, Target, TargetAdmin};
 use tokio_postgres::{Client, GenericClient, Transaction};
 use tracing::info;
 
@@ -35,7 +35,7 @@ const TICKETS: &str = "CREATE TABLE IF NOT EXISTS sinkd_rebuilds (
 
 /// The name of a table's shadow.
 pub fn shadow_table(table: &str) -> String {
-    format!("{table}__sinkd_shadow")
+    Target::Shadow.name(table)
 }
 
 /// [`TargetAdmin`] for a PostgreSQL table and its child tables.
@@ -72,10 +72,7 @@ impl PgAdmin {
     }
 
     fn table_of(table: &str, target: Target) -> String {
-        match target {
-            Target::Live => table.to_owned(),
-            Target::Shadow => shadow_table(table),
-        }
+        target.name(table)
     }
 
     fn qualified(&self, table: &str, target: Target) -> String {
@@ -376,12 +373,8 @@ impl TargetAdmin for PgAdmin {
         tx.commit().await.map_err(|e| classify(&e))
     }
 
-    async fn reset(
-        &self,
-        target: Target,
-        truncate: bool,
-        offsets: &[(TopicPartition, i64)],
-    ) -> Result<(), SinkError> {
+    async fn reset(&self, target: Target, to: Reset<'_>) -> Result<(), SinkError> {
+        let Reset { truncate, offsets } = to;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| classify(&e))?;
         for table in &self.tables {

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use sinkd_core::config::PipelineFile;
 use sinkd_core::connector::{Connector, Problem, SinkContext};
-use sinkd_core::sink::{CheckpointReader, Sink, Target, TargetAdmin};
+use sinkd_core::sink::{CheckpointReader, Sink, TargetAdmin};
 
-use crate::admin::{PgAdmin, shadow_table};
+use crate::admin::PgAdmin;
 use crate::checkpoint::PgCheckpointReader;
 use crate::config::PostgresSinkConfig;
 use crate::sink::PostgresSink;
@@ -78,10 +78,7 @@ impl Connector for PostgresConnector {
         config: &PostgresSinkConfig,
         ctx: &SinkContext<'_>,
     ) -> Arc<dyn CheckpointReader> {
-        let table = match ctx.target {
-            Target::Live => config.table.clone(),
-            Target::Shadow => shadow_table(&config.table),
-        };
+        let table = ctx.target.name(&config.table);
         PgCheckpointReader::new(
             &config.url,
             ctx.pipeline,

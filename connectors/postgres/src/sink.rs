@@ -11,12 +11,11 @@ use sinkd_core::config::redact_url;
 
 use crate::config::PostgresSinkConfig;
 use sinkd_core::error::SinkError;
-use sinkd_core::sink::{CheckpointAdvance, CheckpointReader, Sink, Target, TargetAdmin};
+use sinkd_core::sink::{CheckpointAdvance, CheckpointReader, Sink, Target};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement as Prepared};
 use tracing::info;
 
-use crate::admin::{PgAdmin, shadow_table};
 use crate::checkpoint::{self, PgCheckpointReader, connect};
 use crate::classify;
 use crate::statements::for_batch;
@@ -34,7 +33,6 @@ pub struct PostgresSink {
     tables: Vec<Table>,
     prepared: HashMap<String, Prepared>,
     reader: Arc<PgCheckpointReader>,
-    admin: Arc<PgAdmin>,
 }
 
 impl PostgresSink {
@@ -48,18 +46,14 @@ impl PostgresSink {
         tables: &[(String, Vec<String>)],
         target: Target,
     ) -> PostgresSink {
-        let names: Vec<String> = tables.iter().map(|(n, _)| n.clone()).collect();
-        let admin = Arc::new(PgAdmin::new(cfg, pipeline, &names));
         let mut cfg = cfg.clone();
-        let named = |table: &str| match target {
-            Target::Live => table.to_owned(),
-            Target::Shadow => shadow_table(table),
-        };
-        cfg.table = named(&cfg.table);
-        let targets = tables.iter().map(|(n, k)| (named(n), k.clone())).collect();
+        cfg.table = target.name(&cfg.table);
+        let targets = tables
+            .iter()
+            .map(|(n, k)| (target.name(n), k.clone()))
+            .collect();
         PostgresSink {
             reader: PgCheckpointReader::new(&cfg.url, pipeline, &target_name(&cfg)),
-            admin,
             cfg,
             pipeline: pipeline.to_owned(),
             targets,
@@ -181,10 +175,6 @@ impl Sink for PostgresSink {
 
     fn checkpoint_reader(&self) -> Arc<dyn CheckpointReader> {
         self.reader.clone()
-    }
-
-    fn admin(&self) -> Arc<dyn TargetAdmin> {
-        self.admin.clone()
     }
 
     async fn write(

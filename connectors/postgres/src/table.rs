@@ -125,16 +125,19 @@ impl Table {
             next.exists = true;
             return Ok((ddl, next));
         }
+        let mut add = |name: &str, pg: PgType| {
+            ddl.push(format!(
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
+                self.qualified(),
+                ident(name),
+                pg.ddl()
+            ));
+            next.columns.insert(name.to_owned(), pg);
+        };
         // A table created by someone else is adopted: it gains the row-guard columns.
         for (name, pg) in guard_columns() {
             if !self.columns.contains_key(name) {
-                ddl.push(format!(
-                    "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
-                    self.qualified(),
-                    ident(name),
-                    pg.ddl()
-                ));
-                next.columns.insert(name.to_owned(), pg);
+                add(name, pg);
             }
         }
         for (name, ty) in wanted {
@@ -152,16 +155,7 @@ impl Table {
                         ident(name),
                     )));
                 }
-                None => {
-                    let pg = PgType::for_column(ty);
-                    ddl.push(format!(
-                        "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
-                        self.qualified(),
-                        ident(name),
-                        pg.ddl()
-                    ));
-                    next.columns.insert(name.to_owned(), pg);
-                }
+                None => add(name, PgType::for_column(ty)),
             }
         }
         Ok((ddl, next))

@@ -7,8 +7,7 @@ use std::path::PathBuf;
 use crate::config::TantivySinkConfig;
 use async_trait::async_trait;
 use sinkd_core::error::SinkError;
-use sinkd_core::event::TopicPartition;
-use sinkd_core::sink::{Target, TargetAdmin};
+use sinkd_core::sink::{Reset, Target, TargetAdmin};
 use tantivy::{IndexWriter, ReloadPolicy, TantivyDocument};
 use tracing::info;
 
@@ -45,12 +44,8 @@ impl TantivyAdmin {
         }
     }
 
-    fn reset_sync(
-        &self,
-        target: Target,
-        truncate: bool,
-        offsets: &[(TopicPartition, i64)],
-    ) -> Result<(), SinkError> {
+    fn reset_sync(&self, target: Target, to: Reset<'_>) -> Result<(), SinkError> {
+        let Reset { truncate, offsets } = to;
         let dir = self.dir(target)?;
         let index = index::open(&self.cfg, &dir)?;
         let mut writer: IndexWriter<TantivyDocument> = index
@@ -132,12 +127,7 @@ impl TargetAdmin for TantivyAdmin {
         tokio::task::block_in_place(|| self.swap_sync())
     }
 
-    async fn reset(
-        &self,
-        target: Target,
-        truncate: bool,
-        offsets: &[(TopicPartition, i64)],
-    ) -> Result<(), SinkError> {
-        tokio::task::block_in_place(|| self.reset_sync(target, truncate, offsets))
+    async fn reset(&self, target: Target, to: Reset<'_>) -> Result<(), SinkError> {
+        tokio::task::block_in_place(|| self.reset_sync(target, to))
     }
 }

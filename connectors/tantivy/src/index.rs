@@ -32,15 +32,23 @@ pub fn schema(cfg: &TantivySinkConfig) -> Schema {
 }
 
 fn numeric(f: &IndexField) -> NumericOptions {
-    let mut o = NumericOptions::default();
-    if f.stored {
-        o = o.set_stored();
-    }
-    if f.indexed {
-        o = o.set_indexed();
-    }
-    if f.fast {
-        o = o.set_fast();
+    use NumericOptions as O;
+    flags(f, O::set_stored, O::set_indexed, O::set_fast)
+}
+
+/// The field's `stored`, `indexed` and `fast` flags as options of its type (numbers and
+/// dates have option types of their own with the same setters).
+fn flags<O: Default>(
+    f: &IndexField,
+    stored: fn(O) -> O,
+    indexed: fn(O) -> O,
+    fast: fn(O) -> O,
+) -> O {
+    let mut o = O::default();
+    for (on, set) in [(f.stored, stored), (f.indexed, indexed), (f.fast, fast)] {
+        if on {
+            o = set(o);
+        }
     }
     o
 }
@@ -78,17 +86,8 @@ fn add_field(b: &mut tantivy::schema::SchemaBuilder, f: &IndexField) -> Field {
         IndexFieldKind::F64 => b.add_f64_field(name, numeric(f)),
         IndexFieldKind::Bool => b.add_bool_field(name, numeric(f)),
         IndexFieldKind::Date => {
-            let mut o = DateOptions::default();
-            if f.stored {
-                o = o.set_stored();
-            }
-            if f.indexed {
-                o = o.set_indexed();
-            }
-            if f.fast {
-                o = o.set_fast();
-            }
-            b.add_date_field(name, o)
+            use DateOptions as O;
+            b.add_date_field(name, flags(f, O::set_stored, O::set_indexed, O::set_fast))
         }
         IndexFieldKind::Json => {
             let mut o = JsonObjectOptions::default();

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use sinkd_core::batch::{Compacted, Entry};
 use sinkd_core::error::SinkError;
 use sinkd_core::operation::Cell;
-use sinkd_core::sink::{CheckpointAdvance, CheckpointReader, Sink, Target, TargetAdmin};
+use sinkd_core::sink::{CheckpointAdvance, CheckpointReader, Sink, Target};
 use sinkd_core::value::{to_json, unwrap_union};
 use tantivy::collector::TopDocs;
 use tantivy::query::TermQuery;
@@ -23,7 +23,6 @@ use tantivy::schema::{Field, IndexRecordOption, OwnedValue, Value};
 use tantivy::{IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
 use tracing::info;
 
-use crate::admin::TantivyAdmin;
 use crate::checkpoint::{self, TantivyCheckpointReader};
 use crate::error::classify;
 use crate::index::{self, GUARD_OFFSET, GUARD_PARTITION, GUARD_TOPIC};
@@ -47,7 +46,6 @@ pub struct TantivySink {
     search: SearchHandle,
     reader: Arc<TantivyCheckpointReader>,
     target: Target,
-    admin: Arc<TantivyAdmin>,
 }
 
 impl TantivySink {
@@ -61,7 +59,6 @@ impl TantivySink {
     ) -> TantivySink {
         TantivySink {
             reader: TantivyCheckpointReader::new(&cfg.path, target, pipeline),
-            admin: Arc::new(TantivyAdmin::new(cfg, pipeline, search.clone())),
             cfg: cfg.clone(),
             pipeline: pipeline.to_owned(),
             open: None,
@@ -339,10 +336,6 @@ impl Sink for TantivySink {
 
     fn checkpoint_reader(&self) -> Arc<dyn CheckpointReader> {
         self.reader.clone()
-    }
-
-    fn admin(&self) -> Arc<dyn TargetAdmin> {
-        self.admin.clone()
     }
 
     async fn write(

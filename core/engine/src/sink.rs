@@ -49,10 +49,6 @@ pub trait Sink: Send + Sync {
     /// A reader of this sink's checkpoints, for the source.
     fn checkpoint_reader(&self) -> Arc<dyn CheckpointReader>;
 
-    /// Whole-target operations (rebuild swap, reset) on this sink's live and shadow
-    /// targets.
-    fn admin(&self) -> Arc<dyn TargetAdmin>;
-
     /// Applies the entries and advances the checkpoints atomically. On any error nothing
     /// was applied.
     async fn write(
@@ -70,6 +66,45 @@ pub enum Target {
     Live,
     /// The rebuild's copy, swapped in when it has caught up.
     Shadow,
+}
+
+impl Target {
+    /// The name of this copy of a table or collection called `live`: the shadow sits
+    /// beside it under the same name with a suffix no user name is expected to carry.
+    pub fn name(self, live: &str) -> String {
+        match self {
+            Target::Live => live.to_owned(),
+            Target::Shadow => format!("{live}__sinkd_shadow"),
+        }
+    }
+}
+
+/// What [`TargetAdmin::reset`] leaves in a target.
+#[derive(Clone, Copy, Debug)]
+pub struct Reset<'a> {
+    /// Empties the target's data too, in the same transaction where the sink has one (a
+    /// rebuild from scratch); without it only the checkpoints move (an offset reset).
+    pub truncate: bool,
+    /// The checkpoints the target keeps: exactly these, the pipeline's others removed.
+    pub offsets: &'a [(TopicPartition, i64)],
+}
+
+impl<'a> Reset<'a> {
+    /// Moves the checkpoints to `offsets`, data untouched.
+    pub fn offsets(offsets: &'a [(TopicPartition, i64)]) -> Self {
+        Reset {
+            truncate: false,
+            offsets,
+        }
+    }
+
+    /// Empties the target and starts its checkpoints at `offsets`.
+    pub fn emptied(offsets: &'a [(TopicPartition, i64)]) -> Self {
+        Reset {
+            truncate: true,
+            offsets,
+        }
+    }
 }
 
 /// Operations on a read model as a whole, for the control plane: rebuilds and offset
@@ -111,13 +146,6 @@ pub trait TargetAdmin: Send + Sync {
     /// readers, and drops the old live data.
     async fn swap_in_shadow(&self) -> Result<(), SinkError>;
 
-    /// Sets `target`'s checkpoints to exactly `offsets` (the pipeline's other checkpoints
-    /// of that target are removed) and, with `truncate`, empties the target in the same
-    /// transaction where the sink has one.
-    async fn reset(
-        &self,
-        target: Target,
-        truncate: bool,
-        offsets: &[(TopicPartition, i64)],
-    ) -> Result<(), SinkError>;
+    /// Sets `target`'s checkpoints and, when asked, empties it: see [`Reset`].
+    async fn reset(&self, target: Target, to: Reset<'_>) -> Result<(), SinkError>;
 }

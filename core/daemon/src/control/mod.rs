@@ -31,7 +31,7 @@ use sinkd_core::config::PipelineFile;
 use sinkd_core::error::{ErrorClass, SinkError};
 use sinkd_core::event::TopicPartition;
 use sinkd_core::runtime::PipelineStats;
-use sinkd_core::sink::{CheckpointReader, Target, TargetAdmin};
+use sinkd_core::sink::{CheckpointReader, Reset, Target, TargetAdmin};
 use sinkd_kafka::{KafkaOffsets, Registry};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -293,7 +293,7 @@ impl Controller {
         }
         let mut all: Vec<(TopicPartition, i64)> = all.into_iter().collect();
         all.sort();
-        self.admin.reset(Target::Live, false, &all).await?;
+        self.admin.reset(Target::Live, Reset::offsets(&all)).await?;
         info!(pipeline = %self.name, offsets = ?offsets, "offsets moved");
         Ok(offsets)
     }

@@ -89,19 +89,8 @@ impl Keys {
     }
 }
 
-/// The column type a key value implies when no schema says otherwise.
+/// The column type a key value implies when no schema says otherwise: its own type, or
+/// JSON for what needs a schema (a decimal's scale) or has none.
 fn primitive_type(v: &Value) -> ColumnType {
-    match v {
-        Value::Boolean(_) => ColumnType::Boolean,
-        Value::Int(_) => ColumnType::Int,
-        Value::Long(_) => ColumnType::Long,
-        Value::Float(_) => ColumnType::Float,
-        Value::Double(_) => ColumnType::Double,
-        Value::Bytes(_) | Value::Fixed(..) => ColumnType::Bytes,
-        Value::Uuid(_) => ColumnType::Uuid,
-        Value::Date(_) => ColumnType::Date,
-        Value::TimestampMillis(_) | Value::TimestampMicros(_) => ColumnType::Timestamp,
-        Value::String(_) | Value::Enum(..) => ColumnType::String,
-        _ => ColumnType::Json,
-    }
+    super::rule::value_type(v).unwrap_or(ColumnType::Json)
 }

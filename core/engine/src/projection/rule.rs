@@ -89,7 +89,7 @@ pub(super) fn find_path<'s>(
 
 /// The column type a value has by itself; `None` when it needs its schema (a decimal's
 /// scale) or has none (null).
-fn value_type(v: &Value) -> Option<ColumnType> {
+pub(super) fn value_type(v: &Value) -> Option<ColumnType> {
     Some(match v {
         Value::Boolean(_) => ColumnType::Boolean,
         Value::Int(_) => ColumnType::Int,

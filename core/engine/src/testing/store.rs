@@ -13,7 +13,7 @@ use crate::batch::{Compacted, Entry};
 use crate::error::SinkError;
 use crate::event::SourcePosition;
 use crate::event::TopicPartition;
-use crate::sink::{CheckpointAdvance, CheckpointReader, Sink, Target, TargetAdmin};
+use crate::sink::{CheckpointAdvance, CheckpointReader, Reset, Sink, Target, TargetAdmin};
 use crate::value::{add, unwrap_union};
 
 /// A fault the next write meets.
@@ -235,10 +235,6 @@ impl Sink for MemSink {
         Arc::new(self.store.clone())
     }
 
-    fn admin(&self) -> Arc<dyn TargetAdmin> {
-        Arc::new(self.store.clone())
-    }
-
     async fn write(
         &mut self,
         entries: &[Entry],
@@ -305,12 +301,8 @@ impl TargetAdmin for MemStore {
         Err(no_shadow())
     }
 
-    async fn reset(
-        &self,
-        target: Target,
-        truncate: bool,
-        offsets: &[(TopicPartition, i64)],
-    ) -> Result<(), SinkError> {
+    async fn reset(&self, target: Target, to: Reset<'_>) -> Result<(), SinkError> {
+        let Reset { truncate, offsets } = to;
         if target == Target::Shadow {
             return Err(no_shadow());
         }

@@ -8,8 +8,7 @@ use async_trait::async_trait;
 
 use super::MemStore;
 use crate::error::SinkError;
-use crate::event::TopicPartition;
-use crate::sink::{Target, TargetAdmin};
+use crate::sink::{Reset, Target, TargetAdmin};
 
 #[derive(Default)]
 struct Shadow {
@@ -117,16 +116,9 @@ impl TargetAdmin for MemTargets {
         Ok(())
     }
 
-    async fn reset(
-        &self,
-        target: Target,
-        truncate: bool,
-        offsets: &[(TopicPartition, i64)],
-    ) -> Result<(), SinkError> {
+    async fn reset(&self, target: Target, to: Reset<'_>) -> Result<(), SinkError> {
         // The store's own reset handles its live data; it has no shadow of its own.
-        self.store(target)
-            .reset(Target::Live, truncate, offsets)
-            .await?;
+        self.store(target).reset(Target::Live, to).await?;
         if target == Target::Shadow {
             self.with(|s| s.exists = true);
         }

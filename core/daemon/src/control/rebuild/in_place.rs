@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use sinkd_core::event::TopicPartition;
-use sinkd_core::sink::Target;
+use sinkd_core::sink::{Reset, Target};
 use tokio::sync::watch;
 
 use super::super::State;
@@ -55,7 +55,7 @@ impl<H: Host> InPlaceRun<H> {
         let end = self.host.ends(None).await.map_err(Halt::Failed)?;
         self.host
             .admin()
-            .reset(Target::Live, true, &origin.from)
+            .reset(Target::Live, Reset::emptied(&origin.from))
             .await?;
         self.host.start_live(&mut live);
         Ok(end)

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use sinkd_core::error::PipelineError;
 use sinkd_core::runtime::PipelineStats;
-use sinkd_core::sink::Target;
+use sinkd_core::sink::{Reset, Target};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -144,7 +144,7 @@ impl<H: Host> SwapRun<H> {
         }
         let from = self.host.start_offsets(start).await.map_err(Halt::Failed)?;
         admin.drop_shadow().await?;
-        admin.reset(Target::Shadow, true, &from).await?;
+        admin.reset(Target::Shadow, Reset::emptied(&from)).await?;
         let view = self.status.view();
         let ticket = Ticket {
             fingerprint: self.host.fingerprint().to_owned(),
