@@ -11,19 +11,13 @@ use std::time::{Duration, Instant};
 
 use sinkd_tests::control::Api;
 use sinkd_tests::lines;
-use sinkd_tests::scenarios::Setup;
+use sinkd_tests::scenarios::{self, Setup};
 use sinkd_tests::target::Target;
 
 /// A pipeline of the lines stream writing `<table>` and `<table>_lines`; with `routed`,
 /// `<table>_{tenant}` and `<table>_lines_{tenant}` for the three tenants.
 async fn setup_routed(target: &Target, name: &str, routed: bool) -> (Setup, String) {
-    let s = Setup::new(
-        target,
-        name,
-        4,
-        "batch:\n  max_events: 1000\n  max_wait_ms: 100\n",
-    )
-    .await;
+    let s = Setup::new(target, name, 4, scenarios::BATCHES_OF_1000).await;
     let lines_target = format!("{}_lines", s.table);
     let mut text = std::fs::read_to_string(&s.file).unwrap();
     let lines_name = if routed {

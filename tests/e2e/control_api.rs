@@ -109,13 +109,7 @@ async fn pause_offsets_resume_wait_and_an_in_place_rebuild_keep_the_table_exact(
     s.caught_up(&ends, &api.daemon).await;
     let p = s.pipeline.clone();
 
-    let (code, v) = api
-        .call(
-            "PUT",
-            &format!("/pipelines/{p}/offsets"),
-            Some(json!({"to": "earliest"})),
-        )
-        .await;
+    let (code, v) = api.set_offsets(&p, json!({"to": "earliest"})).await;
     assert_eq!(code, 409, "offsets move only while paused: {v}");
 
     let (ok, out) = cli(&api, &["pause", &p]);
@@ -129,15 +123,7 @@ async fn pause_offsets_resume_wait_and_an_in_place_rebuild_keep_the_table_exact(
         "a paused pipeline applies nothing"
     );
     let (code, v) = api
-        .call(
-            "GET",
-            &format!(
-                "/pipelines/{p}/wait?topic={}&partition=0&offset={}&timeout=500ms",
-                s.topic,
-                more_ends[&0] - 1
-            ),
-            None,
-        )
+        .wait_for(&p, (&s.topic, 0, more_ends[&0] - 1), "500ms")
         .await;
     assert_eq!(code, 408, "{v}");
     let (code, v) = api
@@ -150,20 +136,13 @@ async fn pause_offsets_resume_wait_and_an_in_place_rebuild_keep_the_table_exact(
     assert_eq!(code, 400, "a partition the topic does not have: {v}");
 
     // Back to the start of the log, then partition 0 a little further on.
-    let (code, v) = api
-        .call(
-            "PUT",
-            &format!("/pipelines/{p}/offsets"),
-            Some(json!({"to": "earliest"})),
-        )
-        .await;
+    let (code, v) = api.set_offsets(&p, json!({"to": "earliest"})).await;
     assert_eq!(code, 200, "{v}");
     assert!(s.checkpoints().await.values().all(|o| *o == 0));
     let (code, v) = api
-        .call(
-            "PUT",
-            &format!("/pipelines/{p}/offsets"),
-            Some(json!({"offsets": [{"topic": s.topic, "partition": 0, "offset": 5}]})),
+        .set_offsets(
+            &p,
+            json!({"offsets": [{"topic": s.topic, "partition": 0, "offset": 5}]}),
         )
         .await;
     assert_eq!(code, 200, "{v}");
@@ -174,9 +153,7 @@ async fn pause_offsets_resume_wait_and_an_in_place_rebuild_keep_the_table_exact(
         json!({"to": "yesterday"}),
         json!({"offsets": [{"topic": s.topic, "partition": 99, "offset": 0}]}),
     ] {
-        let (code, v) = api
-            .call("PUT", &format!("/pipelines/{p}/offsets"), Some(bad.clone()))
-            .await;
+        let (code, v) = api.set_offsets(&p, bad.clone()).await;
         assert_eq!(code, 400, "{bad}: {v}");
     }
 
@@ -187,15 +164,7 @@ async fn pause_offsets_resume_wait_and_an_in_place_rebuild_keep_the_table_exact(
     events.extend(more);
     for (partition, end) in &ends {
         let (code, v) = api
-            .call(
-                "GET",
-                &format!(
-                    "/pipelines/{p}/wait?topic={}&partition={partition}&offset={}&timeout=60s",
-                    s.topic,
-                    end - 1
-                ),
-                None,
-            )
+            .wait_for(&p, (&s.topic, *partition, end - 1), "60s")
             .await;
         assert_eq!(code, 200, "{v}");
     }
@@ -328,10 +297,9 @@ async fn a_failed_pipeline_stays_up_with_keep_failed_and_an_operator_can_skip_th
         200
     );
     let (code, v) = api
-        .call(
-            "PUT",
-            &format!("/pipelines/{p}/offsets"),
-            Some(json!({"offsets": [{"topic": s.topic, "partition": 0, "offset": 51}]})),
+        .set_offsets(
+            p,
+            json!({"offsets": [{"topic": s.topic, "partition": 0, "offset": 51}]}),
         )
         .await;
     assert_eq!(code, 200, "{v}");

@@ -145,18 +145,8 @@ async fn a_task_start_sees_a_schema_registered_after_its_id_was_missing() {
         matches!(e, RecordError::UnknownSchemaId { id: 1, .. }),
         "{e}"
     );
-    let id = reqwest::Client::new()
-        .post(format!("{}/subjects/t-value/versions", server.url))
-        .header("Content-Type", "application/vnd.schemaregistry.v1+json")
-        .body(serde_json::json!({ "schema": shop::ORDER_CANCELLED }).to_string())
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap()["id"]
-        .as_u64();
-    assert_eq!(id, Some(1));
+    let id = stack::register_at(&server.url, None, "t-value", shop::ORDER_CANCELLED).await;
+    assert_eq!(id, 1);
     registry.forget_failures();
     let after = AvroEventDecoder::new(registry, KeyFormat::String);
     let event = after.decode(&record).await.unwrap();
@@ -185,19 +175,8 @@ async fn registry_basic_auth_is_sent_and_its_absence_is_fatal() {
             ("REGISTRY_STYLE", style),
         ]);
         let url = server.url.clone();
-        let id = reqwest::Client::new()
-            .post(format!("{url}/subjects/t-value/versions"))
-            .basic_auth("alice", Some("s3cret"))
-            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
-            .body(serde_json::json!({ "schema": shop::ORDER_CANCELLED }).to_string())
-            .send()
-            .await
-            .unwrap()
-            .json::<serde_json::Value>()
-            .await
-            .unwrap()["id"]
-            .as_u64()
-            .expect("registered") as u32;
+        let alice = Some(("alice", "s3cret"));
+        let id = stack::register_at(&url, alice, "t-value", shop::ORDER_CANCELLED).await;
         let schema = shop::Kind::Cancelled.schema();
         let value = Value::Record(vec![
             ("order_id".into(), Value::String("o".into())),

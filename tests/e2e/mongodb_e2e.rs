@@ -9,35 +9,6 @@ use sinkd_tests::scenarios::{self, Setup, merge_ends};
 use sinkd_tests::target::Target;
 use sinkd_tests::{shop, stack};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn ten_thousand_events_over_four_partitions_give_the_expected_table() {
-    scenarios::ten_thousand_events_over_four_partitions_give_the_expected_table(&Target::mongo())
-        .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn kill_dash_nine_six_times_during_a_run_leaves_an_exact_table() {
-    scenarios::kill_dash_nine_six_times_during_a_run_leaves_an_exact_table(&Target::mongo()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn moving_the_group_offsets_back_does_not_reapply_anything() {
-    scenarios::moving_the_group_offsets_back_does_not_reapply_anything(&Target::mongo()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_poisoned_record_is_dead_lettered_and_the_rest_applied() {
-    scenarios::a_poisoned_record_is_dead_lettered_and_the_rest_applied(&Target::mongo()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn with_the_fail_policy_a_poisoned_record_stops_the_pipeline_and_says_where() {
-    scenarios::with_the_fail_policy_a_poisoned_record_stops_the_pipeline_and_says_where(
-        &Target::mongo(),
-    )
-    .await;
-}
-
 /// Produces `events` in slices while `during` runs, returning the partition ends.
 async fn publish_in_slices(
     topic: &str,
@@ -58,17 +29,13 @@ async fn publish_in_slices(
     })
 }
 
+sinkd_tests::every_sink_scenarios!(Target::mongo());
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mongod_restart_in_the_middle_of_a_run_loses_nothing() {
     let mut mongod = Mongod::start(true).await;
     let target = Target::Mongo(mongod.url());
-    let s = Setup::new(
-        &target,
-        "mrestart",
-        4,
-        "batch:\n  max_events: 500\n  max_wait_ms: 50\n",
-    )
-    .await;
+    let s = Setup::new(&target, "mrestart", 4, scenarios::QUICK_BATCHES).await;
     let events = shop::generate(20_000, 1_000, 77);
     let producer = publish_in_slices(&s.topic, &events).await;
     let daemon = s.start();
@@ -95,13 +62,7 @@ async fn a_mongod_restart_in_the_middle_of_a_run_loses_nothing() {
 async fn a_standalone_server_gets_the_exact_result_after_kills_and_redelivery() {
     let mongod = Mongod::start(false).await;
     let target = Target::Mongo(mongod.url());
-    let s = Setup::new(
-        &target,
-        "standalone",
-        4,
-        "batch:\n  max_events: 500\n  max_wait_ms: 50\n",
-    )
-    .await;
+    let s = Setup::new(&target, "standalone", 4, scenarios::QUICK_BATCHES).await;
     let events = shop::generate(10_000, 500, 99);
     let producer = publish_in_slices(&s.topic, &events).await;
     let mut daemon = s.start();
@@ -198,24 +159,6 @@ async fn a_document_the_validator_rejects_is_dead_lettered_and_the_rest_applied(
     assert_eq!(s.orders().await, shop::expected(&kept));
     let letters = stack::read_topic(&dlq, 1, Duration::from_secs(30));
     assert_eq!(letters.len(), 1, "{}", daemon.log());
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_rebuild_under_load_never_shows_a_partial_collection_and_misses_nothing() {
-    sinkd_tests::control::a_rebuild_under_load_never_shows_a_partial_target_and_misses_nothing(
-        &Target::mongo(),
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn kill_dash_nine_during_a_rebuild_leaves_the_live_collection_intact_and_the_rebuild_resumes()
-{
-    sinkd_tests::control::a_rebuild_interrupted_by_a_restart_resumes(
-        &Target::mongo(),
-        sinkd_tests::control::Stop::Kill9,
-    )
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,7 +11,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use sinkd_tests::control::TOKEN;
 use sinkd_tests::daemon::{Daemon, Workdir};
@@ -314,13 +313,7 @@ batch:
             .unwrap_or(0);
         let all = coll.count_documents(doc! {}).await.unwrap_or(0);
         if all == 300 && shipped_count == 100 {
-            break coll
-                .find(doc! {})
-                .await
-                .expect("find")
-                .try_collect()
-                .await
-                .expect("docs");
+            break stack::all_documents(&coll).await;
         }
         assert!(
             start_wait.elapsed() < Duration::from_secs(90),

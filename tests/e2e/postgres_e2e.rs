@@ -6,38 +6,19 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::message::{Headers, Message};
+use sinkd_tests::control;
 use sinkd_tests::daemon::Daemon;
 use sinkd_tests::scenarios::{self, Setup, merge_ends};
 use sinkd_tests::target::Target;
 use sinkd_tests::{shop, stack};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn ten_thousand_events_over_four_partitions_give_the_expected_table() {
-    scenarios::ten_thousand_events_over_four_partitions_give_the_expected_table(&Target::Postgres)
-        .await;
-}
+sinkd_tests::every_sink_scenarios!(Target::Postgres);
 
-#[tokio::test(flavor = "multi_thread")]
-async fn kill_dash_nine_six_times_during_a_run_leaves_an_exact_table() {
-    scenarios::kill_dash_nine_six_times_during_a_run_leaves_an_exact_table(&Target::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn moving_the_group_offsets_back_does_not_reapply_anything() {
-    scenarios::moving_the_group_offsets_back_does_not_reapply_anything(&Target::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_poisoned_record_is_dead_lettered_and_the_rest_applied() {
-    scenarios::a_poisoned_record_is_dead_lettered_and_the_rest_applied(&Target::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn with_the_fail_policy_a_poisoned_record_stops_the_pipeline_and_says_where() {
-    scenarios::with_the_fail_policy_a_poisoned_record_stops_the_pipeline_and_says_where(
-        &Target::Postgres,
-    )
-    .await;
+sinkd_tests::scenario_tests! { Target::Postgres;
+    sigterm_during_a_rebuild_keeps_the_shadow_and_the_restart_resumes_it =>
+        control::a_rebuild_interrupted_by_a_restart_resumes, control::Stop::Term;
+    a_rebuild_interrupted_by_a_changed_pipeline_is_abandoned =>
+        control::a_rebuild_interrupted_by_a_changed_pipeline_is_abandoned;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -209,28 +190,12 @@ async fn new_fields_add_columns_and_a_type_change_stops_with_the_column_named() 
         }],
     )
     .await;
-    assert_eq!(
-        daemon.wait(Duration::from_secs(60)),
-        Some(1),
-        "{}",
-        daemon.log()
-    );
-    let log = daemon.log();
-    assert!(
-        log.contains("column `status`") && log.contains("never changes a column's type"),
-        "{log}"
-    );
+    daemon.fails_saying(&["column `status`", "never changes a column's type"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_instances_share_the_partitions_and_one_takes_over_from_a_crashed_one() {
-    let s = Setup::new(
-        &Target::Postgres,
-        "shared",
-        8,
-        "batch:\n  max_events: 1000\n  max_wait_ms: 100\n",
-    )
-    .await;
+    let s = Setup::new(&Target::Postgres, "shared", 8, scenarios::BATCHES_OF_1000).await;
     let events = shop::generate(30_000, 1_000, 31);
     let ids = shop::register_schemas(&s.topic).await;
     let mut records = shop::records(&ids, &events);
@@ -266,51 +231,11 @@ async fn two_instances_share_the_partitions_and_one_takes_over_from_a_crashed_on
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_rebuild_under_load_never_shows_a_partial_table_and_misses_nothing() {
-    sinkd_tests::control::a_rebuild_under_load_never_shows_a_partial_target_and_misses_nothing(
-        &Target::Postgres,
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn kill_dash_nine_during_a_rebuild_leaves_the_live_table_intact_and_the_rebuild_resumes() {
-    sinkd_tests::control::a_rebuild_interrupted_by_a_restart_resumes(
-        &Target::Postgres,
-        sinkd_tests::control::Stop::Kill9,
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_during_a_rebuild_keeps_the_shadow_and_the_restart_resumes_it() {
-    sinkd_tests::control::a_rebuild_interrupted_by_a_restart_resumes(
-        &Target::Postgres,
-        sinkd_tests::control::Stop::Term,
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_rebuild_interrupted_by_a_changed_pipeline_is_abandoned() {
-    sinkd_tests::control::a_rebuild_interrupted_by_a_changed_pipeline_is_abandoned(
-        &Target::Postgres,
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn a_swap_keeps_the_live_tables_indexes_and_grants() {
     use sinkd_tests::control::Api;
     // Batches smaller than the log: the shadow has written (so its table exists) before
     // it is within a batch of the end, when the indexes are built on it.
-    let s = Setup::new(
-        &Target::Postgres,
-        "swap-keeps",
-        2,
-        "batch:\n  max_events: 500\n",
-    )
-    .await;
+    let s = Setup::new(&Target::Postgres, "swap-keeps", 2, scenarios::SMALL_BATCHES).await;
     let events = shop::generate(3_000, 300, 31);
     let ends = shop::publish(&s.topic, &events).await;
     let api = Api::start(&s, &[]).await;
@@ -374,13 +299,7 @@ async fn a_swap_keeps_the_live_tables_indexes_and_grants() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cancelling_a_rebuild_drops_the_shadow_and_leaves_the_table_serving() {
     use sinkd_tests::control::Api;
-    let s = Setup::new(
-        &Target::Postgres,
-        "cancel",
-        4,
-        "batch:\n  max_events: 500\n",
-    )
-    .await;
+    let s = Setup::new(&Target::Postgres, "cancel", 4, scenarios::SMALL_BATCHES).await;
     let events = shop::generate(60_000, 5_000, 33);
     let ends = shop::publish(&s.topic, &events).await;
     let api = Api::start(&s, &[]).await;

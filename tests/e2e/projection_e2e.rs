@@ -4,18 +4,12 @@
 //! increments of computed amounts included).
 
 use sinkd_tests::projected;
-use sinkd_tests::scenarios::Setup;
+use sinkd_tests::scenarios::{self, Setup};
 use sinkd_tests::shop;
 use sinkd_tests::target::Target;
 
 async fn computed_read_model_survives_kills(target: Target, kills: usize) {
-    let s = Setup::new(
-        &target,
-        "projected",
-        4,
-        "batch:\n  max_events: 1000\n  max_wait_ms: 100\n",
-    )
-    .await;
+    let s = Setup::new(&target, "projected", 4, scenarios::BATCHES_OF_1000).await;
     let text = std::fs::read_to_string(&s.file).unwrap();
     std::fs::write(&s.file, projected::pipeline_yaml(&text)).unwrap();
     let events = shop::generate(20_000, 1_000, 15);

@@ -4,39 +4,14 @@
 
 use std::time::Duration;
 
+use sinkd_tests::control;
 use sinkd_tests::daemon::Daemon;
-use sinkd_tests::scenarios::{self, Setup};
+use sinkd_tests::scenarios::Setup;
 use sinkd_tests::shop;
 use sinkd_tests::target::Target;
 
 fn target() -> Target {
     Target::Tantivy(std::env::temp_dir().join("sinkd-test-indexes"))
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn ten_thousand_events_over_four_partitions_give_the_expected_table() {
-    scenarios::ten_thousand_events_over_four_partitions_give_the_expected_table(&target()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn kill_dash_nine_six_times_during_a_run_leaves_an_exact_table() {
-    scenarios::kill_dash_nine_six_times_during_a_run_leaves_an_exact_table(&target()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn moving_the_group_offsets_back_does_not_reapply_anything() {
-    scenarios::moving_the_group_offsets_back_does_not_reapply_anything(&target()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_poisoned_record_is_dead_lettered_and_the_rest_applied() {
-    scenarios::a_poisoned_record_is_dead_lettered_and_the_rest_applied(&target()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn with_the_fail_policy_a_poisoned_record_stops_the_pipeline_and_says_where() {
-    scenarios::with_the_fail_policy_a_poisoned_record_stops_the_pipeline_and_says_where(&target())
-        .await;
 }
 
 async fn search(port: u16, pipeline: &str, q: &str) -> serde_json::Value {
@@ -50,6 +25,13 @@ async fn search(port: u16, pipeline: &str, q: &str) -> serde_json::Value {
         .expect("search answers");
     assert!(response.status().is_success(), "{q}: {}", response.status());
     response.json().await.expect("JSON")
+}
+
+sinkd_tests::every_sink_scenarios!(target());
+
+sinkd_tests::scenario_tests! { target();
+    a_crash_after_the_active_switch_keeps_the_rebuilt_index =>
+        control::a_crash_inside_the_swap_leaves_a_consistent_target, "tantivy-swap-switched";
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -124,17 +106,7 @@ async fn a_corrupt_or_foreign_index_directory_is_a_clear_error() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("notes.txt"), "mine").unwrap();
     let mut daemon = s.start();
-    assert_eq!(
-        daemon.wait(Duration::from_secs(60)),
-        Some(1),
-        "{}",
-        daemon.log()
-    );
-    assert!(
-        daemon.log().contains("holds no Tantivy index"),
-        "{}",
-        daemon.log()
-    );
+    daemon.fails_saying(&["holds no Tantivy index"]);
 
     // Corrupt: a real index whose meta.json is damaged.
     let s = Setup::new(&t, "corrupt", 1, "").await;
@@ -146,34 +118,14 @@ async fn a_corrupt_or_foreign_index_directory_is_a_clear_error() {
     let dir = base.join(&s.table);
     std::fs::write(dir.join("meta.json"), "{ not json").unwrap();
     let mut daemon = s.start();
-    assert_eq!(
-        daemon.wait(Duration::from_secs(60)),
-        Some(1),
-        "{}",
-        daemon.log()
-    );
-    assert!(
-        daemon.log().contains("cannot be opened"),
-        "{}",
-        daemon.log()
-    );
+    daemon.fails_saying(&["cannot be opened"]);
 
     // Missing: the directory and its parent are gone (an unmounted volume).
     let gone = Target::Tantivy(base.join("unmounted-volume"));
     let s = Setup::new(&gone, "missing", 1, "").await;
     std::fs::remove_dir_all(base.join("unmounted-volume")).unwrap();
     let mut daemon = s.start();
-    assert_eq!(
-        daemon.wait(Duration::from_secs(60)),
-        Some(1),
-        "{}",
-        daemon.log()
-    );
-    assert!(
-        daemon.log().contains("is the volume mounted"),
-        "{}",
-        daemon.log()
-    );
+    daemon.fails_saying(&["is the volume mounted"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -212,30 +164,4 @@ async fn redelivery_from_offset_zero_changes_nothing() {
         before,
         "a full redelivery changed the index"
     );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_rebuild_under_load_never_shows_a_partial_index_and_misses_nothing() {
-    sinkd_tests::control::a_rebuild_under_load_never_shows_a_partial_target_and_misses_nothing(
-        &target(),
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn kill_dash_nine_during_a_rebuild_leaves_the_live_index_intact_and_the_rebuild_resumes() {
-    sinkd_tests::control::a_rebuild_interrupted_by_a_restart_resumes(
-        &target(),
-        sinkd_tests::control::Stop::Kill9,
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_crash_after_the_active_switch_keeps_the_rebuilt_index() {
-    sinkd_tests::control::a_crash_inside_the_swap_leaves_a_consistent_target(
-        &target(),
-        "tantivy-swap-switched",
-    )
-    .await;
 }

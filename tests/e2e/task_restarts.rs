@@ -82,13 +82,7 @@ async fn pausing_and_resuming_1000_times_keeps_rss_flat() {
             )
             .await
             .expect("produced");
-        let (code, v) = api
-            .call(
-                "GET",
-                &format!("/pipelines/{name}/wait?topic={topic}&partition=0&offset={i}&timeout=30s"),
-                None,
-            )
-            .await;
+        let (code, v) = api.wait_for(&name, (&topic, 0, i as i64), "30s").await;
         assert_eq!(code, 200, "cycle {i}: {v}\n{}", api.daemon.log());
         if i % 100 == 0 {
             samples.push(proc_status_kib(api.daemon.pid(), "VmRSS").expect("RSS") / 1024);

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use apache_avro::types::Value;
 use sinkd_core::batch::{Compactor, Entry};
@@ -50,6 +51,25 @@ pub fn entries(ops: Vec<Op>) -> Vec<Entry> {
     c.into_entries()
 }
 
+/// Writes `ops` with the checkpoint of partition 0 moving from `expected` to `next`,
+/// retrying what the runtime retries: a conflict (MongoDB answers a transaction on a
+/// collection created a moment ago with a transient `SnapshotUnavailable`).
+async fn write(
+    sink: &mut impl Sink,
+    ops: Vec<Op>,
+    (expected, next): (Option<i64>, i64),
+) -> Result<(), SinkError> {
+    let topic = ops[0].position.topic.clone();
+    let (entries, advances) = (entries(ops), advance(&topic, expected, next));
+    for _ in 0..50 {
+        match sink.write(&entries, &advances).await {
+            Err(SinkError::Conflict(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            result => return result,
+        }
+    }
+    panic!("a conflict on every attempt for 5 s");
+}
+
 fn advance(topic: &str, expected: Option<i64>, next: i64) -> Vec<CheckpointAdvance> {
     vec![CheckpointAdvance {
         topic: Arc::from(topic),
@@ -72,36 +92,38 @@ where
     a.open().await.expect("open a");
     b.open().await.expect("open b");
     // Both believe the partition is new. A commits first.
-    a.write(
-        &entries(vec![op(topic, "k1", OpKind::Increment, 5, 0)]),
-        &advance(topic, None, 1),
+    write(
+        &mut a,
+        vec![op(topic, "k1", OpKind::Increment, 5, 0)],
+        (None, 1),
     )
     .await
     .expect("a writes");
-    let stale = b
-        .write(
-            &entries(vec![op(topic, "k2", OpKind::Increment, 7, 0)]),
-            &advance(topic, None, 1),
-        )
-        .await;
+    let stale = write(
+        &mut b,
+        vec![op(topic, "k2", OpKind::Increment, 7, 0)],
+        (None, 1),
+    )
+    .await;
     assert!(
         matches!(stale, Err(SinkError::Fenced { .. })),
         "b must be fenced: {stale:?}"
     );
     assert_eq!(read("k2").await, None, "the fenced writer applied nothing");
     // A moves on; B, still one step behind, is fenced again.
-    a.write(
-        &entries(vec![op(topic, "k1", OpKind::Increment, 1, 1)]),
-        &advance(topic, Some(1), 2),
+    write(
+        &mut a,
+        vec![op(topic, "k1", OpKind::Increment, 1, 1)],
+        (Some(1), 2),
     )
     .await
     .expect("a writes again");
-    let stale = b
-        .write(
-            &entries(vec![op(topic, "k1", OpKind::Increment, 100, 1)]),
-            &advance(topic, Some(1), 2),
-        )
-        .await;
+    let stale = write(
+        &mut b,
+        vec![op(topic, "k1", OpKind::Increment, 100, 1)],
+        (Some(1), 2),
+    )
+    .await;
     assert!(matches!(stale, Err(SinkError::Fenced { .. })), "{stale:?}");
     assert_eq!(read("k1").await, Some(6), "only a's increments count");
 }
@@ -117,21 +139,22 @@ where
 {
     let mut a = make();
     a.open().await.expect("open a");
-    a.write(
-        &entries(vec![op(topic, "k1", OpKind::Increment, 5, 0)]),
-        &advance(topic, None, 1),
+    write(
+        &mut a,
+        vec![op(topic, "k1", OpKind::Increment, 5, 0)],
+        (None, 1),
     )
     .await
     .expect("a writes");
     drop(a);
     let mut b = make();
     b.open().await.expect("open b");
-    let stale = b
-        .write(
-            &entries(vec![op(topic, "k1", OpKind::Increment, 100, 0)]),
-            &advance(topic, None, 1),
-        )
-        .await;
+    let stale = write(
+        &mut b,
+        vec![op(topic, "k1", OpKind::Increment, 100, 0)],
+        (None, 1),
+    )
+    .await;
     assert!(
         matches!(stale, Err(SinkError::Fenced { .. })),
         "a stale view must be fenced: {stale:?}"
@@ -141,9 +164,10 @@ where
         Some(5),
         "the fenced write applied nothing"
     );
-    b.write(
-        &entries(vec![op(topic, "k1", OpKind::Increment, 2, 1)]),
-        &advance(topic, Some(1), 2),
+    write(
+        &mut b,
+        vec![op(topic, "k1", OpKind::Increment, 2, 1)],
+        (Some(1), 2),
     )
     .await
     .expect("b writes from the stored checkpoint");
@@ -172,8 +196,7 @@ where
     };
     let mut first = make("first");
     first.open().await.expect("open");
-    first
-        .write(&entries(stream(6)), &advance(topic, None, 6))
+    write(&mut first, stream(6), (None, 6))
         .await
         .expect("write");
     assert_eq!(
@@ -186,13 +209,13 @@ where
     let mut replay = make("replay");
     replay.open().await.expect("open");
     for (i, o) in stream(6).into_iter().enumerate() {
-        replay
-            .write(
-                &entries(vec![o]),
-                &advance(topic, (i > 0).then_some(i as i64), i as i64 + 1),
-            )
-            .await
-            .expect("replay write");
+        write(
+            &mut replay,
+            vec![o],
+            ((i > 0).then_some(i as i64), i as i64 + 1),
+        )
+        .await
+        .expect("replay write");
     }
     assert_eq!(
         (read("a").await, read("b").await),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::daemon::Daemon;
-use crate::scenarios::{Setup, merge_ends};
+use crate::scenarios::{SMALL_BATCHES, Setup, merge_ends};
 use crate::shop::Expected;
 use crate::target::Target;
 use crate::{shop, stack};
@@ -86,6 +86,25 @@ impl Api {
     /// A request with the right token.
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         self.raw(method, path, Some(TOKEN), body).await
+    }
+
+    /// `PUT /pipelines/{pipeline}/offsets` with `body`.
+    pub async fn set_offsets(&self, pipeline: &str, body: Value) -> (u16, Value) {
+        let path = format!("/pipelines/{pipeline}/offsets");
+        self.call("PUT", &path, Some(body)).await
+    }
+
+    /// `GET /pipelines/{pipeline}/wait` until `offset` of `topic`/`partition` is written,
+    /// for at most `timeout` (the API's syntax: `500ms`, `60s`).
+    pub async fn wait_for(
+        &self,
+        pipeline: &str,
+        (topic, partition, offset): (&str, i32, i64),
+        timeout: &str,
+    ) -> (u16, Value) {
+        let query = format!("topic={topic}&partition={partition}&offset={offset}");
+        let path = format!("/pipelines/{pipeline}/wait?{query}&timeout={timeout}");
+        self.call("GET", &path, None).await
     }
 
     /// Waits until the pipeline reports `state`.
@@ -275,16 +294,7 @@ pub async fn a_rebuild_under_load_never_shows_a_partial_target_and_misses_nothin
     // Read-your-writes: the last offset of each partition is applied.
     for (partition, end) in &ends {
         let (code, v) = api
-            .call(
-                "GET",
-                &format!(
-                    "/pipelines/{}/wait?topic={}&partition={partition}&offset={}&timeout=60s",
-                    s.pipeline,
-                    s.topic,
-                    end - 1
-                ),
-                None,
-            )
+            .wait_for(&s.pipeline, (&s.topic, *partition, end - 1), "60s")
             .await;
         assert_eq!(code, 200, "{v}");
     }
@@ -375,7 +385,7 @@ async fn rebuild_after_restart(api: &Api, pipeline: &str) -> Value {
 /// the rebuild from the shadow's checkpoints (nothing the shadow held is built again) and
 /// swaps it in.
 pub async fn a_rebuild_interrupted_by_a_restart_resumes(target: &Target, stop: Stop) {
-    let s = Setup::new(target, "rebuild-kill", 4, "batch:\n  max_events: 500\n").await;
+    let s = Setup::new(target, "rebuild-kill", 4, SMALL_BATCHES).await;
     let events = shop::generate(60_000, 5_000, 12);
     let ends = shop::publish(&s.topic, &events).await;
     let mut api = Api::start(&s, &[]).await;
@@ -413,7 +423,7 @@ pub async fn a_rebuild_interrupted_by_a_restart_resumes(target: &Target, stop: S
 /// shadow no longer matches the pipeline, so the rebuild is abandoned and its shadow
 /// dropped; the live target is intact and a new rebuild completes.
 pub async fn a_rebuild_interrupted_by_a_changed_pipeline_is_abandoned(target: &Target) {
-    let s = Setup::new(target, "rebuild-changed", 4, "batch:\n  max_events: 500\n").await;
+    let s = Setup::new(target, "rebuild-changed", 4, SMALL_BATCHES).await;
     let events = shop::generate(60_000, 5_000, 13);
     let ends = shop::publish(&s.topic, &events).await;
     let mut api = Api::start(&s, &[]).await;

@@ -119,6 +119,19 @@ impl Daemon {
         None
     }
 
+    /// Waits (up to a minute) for the daemon to stop on its own with exit code 1, a
+    /// pipeline having failed, and asserts that its log says every one of `says`.
+    /// Returns the log.
+    pub fn fails_saying(&mut self, says: &[&str]) -> String {
+        let code = self.wait(Duration::from_secs(60));
+        let log = self.log();
+        assert_eq!(code, Some(1), "{log}");
+        for s in says {
+            assert!(log.contains(s), "the log does not say `{s}`:\n{log}");
+        }
+        log
+    }
+
     /// Its log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -390,8 +390,7 @@ pub async fn publish(topic: &str, events: &[LineEvent]) -> HashMap<i32, i64> {
 /// collections (MongoDB).
 pub async fn read(target: &crate::target::Target, orders: &str, lines: &str) -> Model {
     use crate::target::Target;
-    use futures::TryStreamExt;
-    use mongodb::bson::{Bson, Document, doc};
+    use mongodb::bson::{Bson, Document};
     let mut m = Model::default();
     match target {
         Target::Postgres => {
@@ -443,14 +442,7 @@ pub async fn read(target: &crate::target::Target, orders: &str, lines: &str) -> 
             let text = |d: &Document, k: &str| d.get_str(k).ok().map(str::to_owned);
             let all = |name: &str| {
                 let c = db.collection::<Document>(name);
-                async move {
-                    c.find(doc! {})
-                        .await
-                        .expect("find")
-                        .try_collect::<Vec<Document>>()
-                        .await
-                        .expect("documents")
-                }
+                async move { crate::stack::all_documents(&c).await }
             };
             for d in all(orders).await {
                 m.orders.insert(

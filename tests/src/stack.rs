@@ -41,6 +41,15 @@ pub fn mongo_url() -> String {
     env_or("MONGODB_URL", "mongodb://127.0.0.1:27017/?replicaSet=rs0")
 }
 
+/// Every document of `collection`, in the server's order.
+pub async fn all_documents(
+    collection: &mongodb::Collection<mongodb::bson::Document>,
+) -> Vec<mongodb::bson::Document> {
+    use futures::TryStreamExt;
+    let found = collection.find(mongodb::bson::doc! {}).await;
+    found.expect("find").try_collect().await.expect("documents")
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -143,9 +152,23 @@ pub fn topic_end(topic: &str, partitions: i32) -> i64 {
 
 /// Registers a schema under a subject; returns its id.
 pub async fn register(subject: &str, schema: &str) -> u32 {
+    register_at(&registry_url(), None, subject, schema).await
+}
+
+/// Registers `schema` under `subject` on the registry at `url`, as `user:password` when
+/// given, and returns its id.
+pub async fn register_at(
+    url: &str,
+    user: Option<(&str, &str)>,
+    subject: &str,
+    schema: &str,
+) -> u32 {
     let body = serde_json::json!({ "schema": schema });
-    let response = reqwest::Client::new()
-        .post(format!("{}/subjects/{subject}/versions", registry_url()))
+    let mut request = reqwest::Client::new().post(format!("{url}/subjects/{subject}/versions"));
+    if let Some((user, password)) = user {
+        request = request.basic_auth(user, Some(password));
+    }
+    let response = request
         .header("Content-Type", "application/vnd.schemaregistry.v1+json")
         .body(body.to_string())
         .send()

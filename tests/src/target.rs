@@ -72,15 +72,8 @@ impl Target {
             Target::Tantivy(base) => read_index(&live_index(&base.join(name))),
             Target::Postgres => stack::read_orders(&stack::pg().await, name).await,
             Target::Mongo(url) => {
-                let docs: Vec<Document> = Self::mongo_db(url)
-                    .await
-                    .collection::<Document>(name)
-                    .find(doc! {})
-                    .await
-                    .expect("find")
-                    .try_collect()
-                    .await
-                    .expect("documents");
+                let db = Self::mongo_db(url).await;
+                let docs = stack::all_documents(&db.collection(name)).await;
                 let text = |d: &Document, k: &str| d.get_str(k).ok().map(str::to_owned);
                 let int = |d: &Document, k: &str| match d.get(k) {
                     Some(Bson::Int32(i)) => Some(*i as i64),

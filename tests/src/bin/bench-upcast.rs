@@ -249,42 +249,12 @@ async fn run(args: Args) {
         bytes / raws.len(),
         args.rounds
     );
-    println!(
-        "| {:<45} | {:>15} | {:>13} | {:>9} |",
-        "path", "median events/s", "best events/s", "ns/event"
-    );
-    println!("|{:-<47}|{:->17}|{:->15}|{:->11}|", "", "", "", "");
+    header();
     for (i, (label, transform)) in rows.into_iter().enumerate() {
         if args.only.is_some_and(|only| only != i + 1) {
             continue;
         }
-        let mut rates = Vec::new();
-        for _ in 0..args.rounds.max(1) {
-            let start = Instant::now();
-            let mut ops = 0usize;
-            for raw in &raws {
-                let event = decoder.decode(raw).await.expect("decodes");
-                if let Some(t) = &transform {
-                    let event = t.prepare(raw, event).expect("upcasts");
-                    let produced = t.project(event).expect("projects");
-                    ops += produced.iter().map(|o| o.cells.len()).sum::<usize>();
-                } else {
-                    ops += usize::from(event.body.is_some());
-                }
-            }
-            std::hint::black_box(ops);
-            rates.push(raws.len() as f64 / start.elapsed().as_secs_f64());
-        }
-        rates.sort_by(f64::total_cmp);
-        let median = rates[rates.len() / 2];
-        let best = rates[rates.len() - 1];
-        println!(
-            "| {:<45} | {:>15.0} | {:>13.0} | {:>9.0} |",
-            label,
-            median,
-            best,
-            1e9 / median
-        );
+        row(label, args.rounds, &raws, &decoder, transform.as_ref()).await;
     }
 
     items_rows(&args, &topic, &decoder, &example).await;
@@ -340,11 +310,7 @@ async fn items_rows(args: &Args, topic: &Arc<str>, decoder: &AvroEventDecoder, e
         bytes / raws.len(),
         args.rounds
     );
-    println!(
-        "| {:<45} | {:>15} | {:>13} | {:>9} |",
-        "path", "median events/s", "best events/s", "ns/event"
-    );
-    println!("|{:-<47}|{:->17}|{:->15}|{:->11}|", "", "", "", "");
+    header();
     for (label, events) in [
         ("decode + 3 columns copied by name", ITEMS_COPIED),
         (
@@ -353,26 +319,51 @@ async fn items_rows(args: &Args, topic: &Arc<str>, decoder: &AvroEventDecoder, e
         ),
     ] {
         let t = transform(&with_events(example, events), None);
-        let mut rates = Vec::new();
-        for _ in 0..args.rounds.max(1) {
-            let start = Instant::now();
-            let mut ops = 0usize;
-            for raw in &raws {
-                let event = decoder.decode(raw).await.expect("decodes");
-                let event = t.prepare(raw, event).expect("upcasts");
-                ops += t.project(event).expect("projects").len();
-            }
-            std::hint::black_box(ops);
-            rates.push(raws.len() as f64 / start.elapsed().as_secs_f64());
-        }
-        rates.sort_by(f64::total_cmp);
-        let median = rates[rates.len() / 2];
-        println!(
-            "| {:<45} | {:>15.0} | {:>13.0} | {:>9.0} |",
-            label,
-            median,
-            rates[rates.len() - 1],
-            1e9 / median
-        );
+        row(label, args.rounds, &raws, decoder, Some(&t)).await;
     }
+}
+
+fn header() {
+    println!(
+        "| {:<45} | {:>15} | {:>13} | {:>9} |",
+        "path", "median events/s", "best events/s", "ns/event"
+    );
+    println!("|{:-<47}|{:->17}|{:->15}|{:->11}|", "", "", "", "");
+}
+
+/// Decodes every record (and, given a transform, upcasts and projects it) `rounds` times
+/// and prints the median and best rate as one row of the table.
+async fn row(
+    label: &str,
+    rounds: usize,
+    raws: &[RawRecord],
+    decoder: &AvroEventDecoder,
+    transform: Option<&Transform>,
+) {
+    let mut rates = Vec::new();
+    for _ in 0..rounds.max(1) {
+        let start = Instant::now();
+        let mut ops = 0usize;
+        for raw in raws {
+            let event = decoder.decode(raw).await.expect("decodes");
+            if let Some(t) = transform {
+                let event = t.prepare(raw, event).expect("upcasts");
+                let produced = t.project(event).expect("projects");
+                ops += produced.iter().map(|o| o.cells.len()).sum::<usize>();
+            } else {
+                ops += usize::from(event.body.is_some());
+            }
+        }
+        std::hint::black_box(ops);
+        rates.push(raws.len() as f64 / start.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    let median = rates[rates.len() / 2];
+    println!(
+        "| {:<45} | {:>15.0} | {:>13.0} | {:>9.0} |",
+        label,
+        median,
+        rates[rates.len() - 1],
+        1e9 / median
+    );
 }

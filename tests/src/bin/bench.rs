@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use futures::{SinkExt, StreamExt, TryStreamExt};
+use futures::{SinkExt, StreamExt};
 use sinkd_tests::daemon::{Daemon, Workdir};
 use sinkd_tests::target::{MONGO_DATABASE, Target};
 use sinkd_tests::{shop, stack};
@@ -446,14 +446,7 @@ async fn bulk_upsert(url: &str, name: &str) -> Baseline {
     use mongodb::bson::{Document, doc};
     let client = mongodb::Client::with_uri_str(url).await.expect("client");
     let db = client.database(MONGO_DATABASE);
-    let docs: Vec<Document> = db
-        .collection::<Document>(name)
-        .find(doc! {})
-        .await
-        .expect("find")
-        .try_collect()
-        .await
-        .expect("docs");
+    let docs = stack::all_documents(&db.collection(name)).await;
     let copy = format!("{name}_bulk");
     let start = Instant::now();
     for chunk in docs.chunks(1_000) {

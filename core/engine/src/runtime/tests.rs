@@ -37,6 +37,15 @@ struct Options {
     max_wait_ms: u64,
 }
 
+impl Options {
+    fn dead_letter() -> Self {
+        Options {
+            on_error: BadRecordPolicy::DeadLetter,
+            ..Options::default()
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {
@@ -81,7 +90,20 @@ fn start(log: &MemLog, store: &MemStore, o: Options) -> Run {
     }
 }
 
+/// A pipeline on a log and a store of its own.
+fn fresh(o: Options) -> Run {
+    start(&MemLog::default(), &MemStore::default(), o)
+}
+
 impl Run {
+    /// Appends `lines` to the partition and assigns it from the start.
+    fn feed<S: AsRef<str>>(&self, lines: impl IntoIterator<Item = S>) {
+        for line in lines {
+            self.append(line.as_ref());
+        }
+        self.log.assign(&[(tp(), None)]);
+    }
+
     fn append(&self, line: &str) -> i64 {
         let key = line.split(' ').nth(1).unwrap_or("");
         self.log.append(&tp(), key, line.as_bytes())
@@ -110,7 +132,7 @@ async fn until(done: impl Fn() -> bool) {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_write_is_retried_with_the_same_batch_and_nothing_is_skipped() {
-    let r = start(&MemLog::default(), &MemStore::default(), Options::default());
+    let r = fresh(Options::default());
     r.store.inject(Fault::Fail(SinkError::Unavailable(
         "connection reset".into(),
     )));
@@ -145,19 +167,13 @@ async fn a_fenced_writer_reloads_the_checkpoint_seeks_and_applies_nothing_twice(
     let (log, store) = (MemLog::default(), MemStore::default());
     // Writer A applies the first four records and goes away.
     let a = start(&log, &store, Options::default());
-    for i in 0..4 {
-        a.append(&format!("Add k {i}"));
-    }
-    a.log.assign(&[(tp(), None)]);
+    a.feed((0..4).map(|i| format!("Add k {i}")));
     a.until_checkpoint(4).await;
     a.stop().await.unwrap();
     // Writer B was assigned the partition with a stale view (no checkpoint): its first
     // write is fenced, it takes the store's word, seeks, and applies only the rest.
     let b = start(&log, &store, Options::default());
-    for i in 4..10 {
-        b.append(&format!("Add k {i}"));
-    }
-    b.log.assign(&[(tp(), None)]);
+    b.feed((4..10).map(|i| format!("Add k {i}")));
     b.until_checkpoint(10).await;
     assert_eq!(store.int("k", "total"), Some((0..10).sum()));
     assert!(b.log.seeks().contains(&(tp(), 4)), "{:?}", b.log.seeks());
@@ -166,19 +182,9 @@ async fn a_fenced_writer_reloads_the_checkpoint_seeks_and_applies_nothing_twice(
 
 #[tokio::test(start_paused = true)]
 async fn a_rejected_row_is_found_record_by_record_and_only_it_is_dead_lettered() {
-    let r = start(
-        &MemLog::default(),
-        &MemStore::default(),
-        Options {
-            on_error: BadRecordPolicy::DeadLetter,
-            ..Options::default()
-        },
-    );
+    let r = fresh(Options::dead_letter());
     r.store.reject_key("bad");
-    for line in ["Add a 1", "Add b 1", "Add bad 1", "Set c 7", "Add a 1"] {
-        r.append(line);
-    }
-    r.log.assign(&[(tp(), None)]);
+    r.feed(["Add a 1", "Add b 1", "Add bad 1", "Set c 7", "Add a 1"]);
     r.until_checkpoint(5).await;
     assert_eq!(r.store.int("a", "total"), Some(2));
     assert_eq!(r.store.int("b", "total"), Some(1));
@@ -193,12 +199,9 @@ async fn a_rejected_row_is_found_record_by_record_and_only_it_is_dead_lettered()
 
 #[tokio::test(start_paused = true)]
 async fn a_rejected_row_under_fail_stops_exactly_at_it() {
-    let r = start(&MemLog::default(), &MemStore::default(), Options::default());
+    let r = fresh(Options::default());
     r.store.reject_key("bad");
-    for line in ["Add a 1", "Add a 1", "Add bad 1", "Add a 1"] {
-        r.append(line);
-    }
-    r.log.assign(&[(tp(), None)]);
+    r.feed(["Add a 1", "Add a 1", "Add bad 1", "Add a 1"]);
     let e = r.task.await.unwrap().expect_err("the pipeline stops");
     assert!(
         matches!(&e, PipelineError::BadRecord { position, .. } if position.ends_with("offset 2")),
@@ -214,11 +217,8 @@ async fn a_rejected_row_under_fail_stops_exactly_at_it() {
 
 #[tokio::test(start_paused = true)]
 async fn an_undecodable_record_under_fail_stops_after_writing_what_came_before() {
-    let r = start(&MemLog::default(), &MemStore::default(), Options::default());
-    for line in ["Add a 1", "garbage", "Add a 1"] {
-        r.append(line);
-    }
-    r.log.assign(&[(tp(), None)]);
+    let r = fresh(Options::default());
+    r.feed(["Add a 1", "garbage", "Add a 1"]);
     let e = r.task.await.unwrap().expect_err("the pipeline stops");
     assert!(matches!(e, PipelineError::BadRecord { .. }), "{e}");
     assert_eq!(r.store.checkpoint(&tp()), Some(1));
@@ -227,19 +227,9 @@ async fn an_undecodable_record_under_fail_stops_after_writing_what_came_before()
 
 #[tokio::test(start_paused = true)]
 async fn a_dead_letter_topic_that_is_down_is_waited_for_and_the_offset_waits_too() {
-    let r = start(
-        &MemLog::default(),
-        &MemStore::default(),
-        Options {
-            on_error: BadRecordPolicy::DeadLetter,
-            ..Options::default()
-        },
-    );
+    let r = fresh(Options::dead_letter());
     r.dlq.fail_next(3);
-    for line in ["Add a 1", "garbage", "Add a 1"] {
-        r.append(line);
-    }
-    r.log.assign(&[(tp(), None)]);
+    r.feed(["Add a 1", "garbage", "Add a 1"]);
     r.until_checkpoint(3).await;
     assert_eq!(r.dlq.sent().len(), 1);
     assert_eq!(r.store.int("a", "total"), Some(2));
@@ -248,19 +238,9 @@ async fn a_dead_letter_topic_that_is_down_is_waited_for_and_the_offset_waits_too
 
 #[tokio::test(start_paused = true)]
 async fn a_dead_letter_the_topic_refuses_stops_the_pipeline_at_the_record() {
-    let r = start(
-        &MemLog::default(),
-        &MemStore::default(),
-        Options {
-            on_error: BadRecordPolicy::DeadLetter,
-            ..Options::default()
-        },
-    );
+    let r = fresh(Options::dead_letter());
     r.dlq.refuse_all();
-    for line in ["Add a 1", "garbage", "Add a 1"] {
-        r.append(line);
-    }
-    r.log.assign(&[(tp(), None)]);
+    r.feed(["Add a 1", "garbage", "Add a 1"]);
     // What came before is written; the checkpoint stops exactly at the refused record.
     r.until_checkpoint(1).await;
     let e = r
@@ -276,12 +256,9 @@ async fn a_dead_letter_the_topic_refuses_stops_the_pipeline_at_the_record() {
 
 #[tokio::test(start_paused = true)]
 async fn a_registry_outage_is_waited_out_without_skipping_a_record() {
-    let r = start(&MemLog::default(), &MemStore::default(), Options::default());
+    let r = fresh(Options::default());
     r.decoder.registry_down_for(5);
-    for i in 0..6 {
-        r.append(&format!("Add a {i}"));
-    }
-    r.log.assign(&[(tp(), None)]);
+    r.feed((0..6).map(|i| format!("Add a {i}")));
     r.until_checkpoint(6).await;
     assert_eq!(r.store.int("a", "total"), Some(15));
     assert!(r.dlq.sent().is_empty());
@@ -290,18 +267,11 @@ async fn a_registry_outage_is_waited_out_without_skipping_a_record() {
 
 #[tokio::test(start_paused = true)]
 async fn a_revoked_partition_is_released_only_after_its_batch_is_durable() {
-    let r = start(
-        &MemLog::default(),
-        &MemStore::default(),
-        Options {
-            max_wait_ms: 3_600_000,
-            ..Options::default()
-        },
-    );
-    for i in 0..3 {
-        r.append(&format!("Add a {i}"));
-    }
-    r.log.assign(&[(tp(), None)]);
+    let r = fresh(Options {
+        max_wait_ms: 3_600_000,
+        ..Options::default()
+    });
+    r.feed((0..3).map(|i| format!("Add a {i}")));
     until(|| r.stats.consumed.load(Ordering::Relaxed) == 3).await;
     assert_eq!(
         r.store.checkpoint(&tp()),
@@ -320,13 +290,10 @@ async fn a_revoked_partition_is_released_only_after_its_batch_is_durable() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_during_a_slow_write_lets_it_finish() {
-    let r = start(&MemLog::default(), &MemStore::default(), Options::default());
+    let r = fresh(Options::default());
     let (release, stalled) = tokio::sync::oneshot::channel();
     r.store.inject(Fault::Stall(stalled));
-    for i in 0..4 {
-        r.append(&format!("Add a {i}"));
-    }
-    r.log.assign(&[(tp(), None)]);
+    r.feed((0..4).map(|i| format!("Add a {i}")));
     until(|| r.store.writes().0 == 1).await;
     let _ = r.stop.send(true);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -338,13 +305,10 @@ async fn shutdown_during_a_slow_write_lets_it_finish() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_during_a_write_that_hangs_abandons_it_without_moving_the_offset() {
-    let r = start(&MemLog::default(), &MemStore::default(), Options::default());
+    let r = fresh(Options::default());
     let (_hold, stalled) = tokio::sync::oneshot::channel::<()>();
     r.store.inject(Fault::Stall(stalled));
-    for i in 0..4 {
-        r.append(&format!("Add a {i}"));
-    }
-    r.log.assign(&[(tp(), None)]);
+    r.feed((0..4).map(|i| format!("Add a {i}")));
     until(|| r.store.writes().0 == 1).await;
     let asked = tokio::time::Instant::now();
     let _ = r.stop.send(true);
@@ -366,10 +330,7 @@ async fn shutdown_during_a_write_that_hangs_abandons_it_without_moving_the_offse
 async fn a_redelivery_below_the_checkpoint_is_dropped_and_a_replay_changes_nothing() {
     let (log, store) = (MemLog::default(), MemStore::default());
     let a = start(&log, &store, Options::default());
-    for line in ["Set k 5", "Add k 1", "Gone x 0", "Add k 2"] {
-        a.append(line);
-    }
-    a.log.assign(&[(tp(), None)]);
+    a.feed(["Set k 5", "Add k 1", "Gone x 0", "Add k 2"]);
     a.until_checkpoint(4).await;
     a.stop().await.unwrap();
     let before = store.row("k");

@@ -299,15 +299,19 @@ mod tests {
         s.split('.').map(str::to_owned).collect()
     }
 
+    fn move_in(v: &mut Value, from: &str, to: &str) {
+        Step::Move {
+            from: path(from),
+            to: path(to),
+        }
+        .apply(v)
+        .unwrap();
+    }
+
     #[test]
     fn moves_into_and_out_of_nested_records() {
         let mut v = rec(vec![("customer", Value::String("ann".into()))]);
-        Step::Move {
-            from: path("customer"),
-            to: path("buyer.name"),
-        }
-        .apply(&mut v)
-        .unwrap();
+        move_in(&mut v, "customer", "buyer.name");
         assert_eq!(
             v,
             rec(vec![(
@@ -315,12 +319,7 @@ mod tests {
                 rec(vec![("name", Value::String("ann".into()))])
             )])
         );
-        Step::Move {
-            from: path("buyer.name"),
-            to: path("customer"),
-        }
-        .apply(&mut v)
-        .unwrap();
+        move_in(&mut v, "buyer.name", "customer");
         assert_eq!(
             v,
             rec(vec![
@@ -330,12 +329,7 @@ mod tests {
         );
         // Out of a null (nullable) record: the moved value is null.
         let mut v = rec(vec![("buyer", Value::Union(0, Box::new(Value::Null)))]);
-        Step::Move {
-            from: path("buyer.name"),
-            to: path("customer"),
-        }
-        .apply(&mut v)
-        .unwrap();
+        move_in(&mut v, "buyer.name", "customer");
         assert_eq!(
             v,
             rec(vec![
