@@ -82,7 +82,7 @@ async fn without_the_token_nothing_changes_and_reads_need_it_unless_opened() {
         !api.daemon.log().contains(TOKEN),
         "the token is never logged"
     );
-    assert_eq!(api.daemon.terminate(Duration::from_secs(30)), Some(0));
+    api.daemon.stop_cleanly();
 
     // Opened reads: status without a token, mutations still refused.
     let api = Api::start(&s, &[("SINKD_API_OPEN_READS", "true")]).await;
@@ -290,12 +290,7 @@ async fn a_failed_pipeline_stays_up_with_keep_failed_and_an_operator_can_skip_th
     assert_eq!(api.raw("GET", "/readyz", None, None).await.0, 503);
     // The operator looks at the record, decides to skip it, and resumes.
     let p = &s.pipeline;
-    assert_eq!(
-        api.call("POST", &format!("/pipelines/{p}/pause"), None)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(api.on("POST", p, "pause").await.0, 200);
     let (code, v) = api
         .set_offsets(
             p,
@@ -303,12 +298,7 @@ async fn a_failed_pipeline_stays_up_with_keep_failed_and_an_operator_can_skip_th
         )
         .await;
     assert_eq!(code, 200, "{v}");
-    assert_eq!(
-        api.call("POST", &format!("/pipelines/{p}/resume"), None)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(api.on("POST", p, "resume").await.0, 200);
     s.caught_up(&ends, &api.daemon).await;
     assert_eq!(s.orders().await, shop::expected(&events));
     api.wait_state(p, "running").await;

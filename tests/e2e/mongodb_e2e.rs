@@ -147,9 +147,7 @@ async fn a_document_the_validator_rejects_is_dead_lettered_and_the_rest_applied(
         .validator(mongodb::bson::doc! { "customer": { "$ne": &banned } })
         .await
         .unwrap();
-    let ends = shop::publish(&s.topic, &events).await;
-    let daemon = s.start();
-    s.caught_up(&ends, &daemon).await;
+    let daemon = s.run_through(&events).await;
     let kept: Vec<_> = events
         .iter()
         .filter(|e| !(e.kind == shop::Kind::Placed && customer_of(e) == banned))
@@ -169,9 +167,7 @@ async fn a_swap_keeps_the_live_collections_indexes_and_validator() {
     let target = Target::mongo();
     let s = Setup::new(&target, "swap-keeps", 2, "").await;
     let events = shop::generate(3_000, 300, 32);
-    let ends = shop::publish(&s.topic, &events).await;
-    let api = Api::start(&s, &[]).await;
-    s.caught_up(&ends, &api.daemon).await;
+    let api = Api::run_through(&s, &events, &[]).await;
     let db = mongodb::Client::with_uri_str(stack::mongo_url())
         .await
         .unwrap()

@@ -15,32 +15,39 @@ fn config(collection: &str) -> MongoSinkConfig {
     .expect("config")
 }
 
+/// A collection of its own.
+struct Collection(String, MongoSinkConfig);
+
+impl Collection {
+    fn new(prefix: &str) -> Collection {
+        let name = stack::unique(prefix);
+        let cfg = config(&name);
+        Collection(name, cfg)
+    }
+}
+
+impl conformance::Subject for Collection {
+    type Sink = MongoSink;
+
+    fn name(&self) -> &str {
+        &self.0
+    }
+
+    fn sink(&self, pipeline: &str) -> MongoSink {
+        MongoSink::new(&self.1, pipeline, &[], SinkTarget::Live)
+    }
+
+    async fn counter(&self, key: &'static str) -> Option<i64> {
+        Target::mongo().counter(&self.0, key).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_writer_with_a_stale_checkpoint_is_fenced_and_applies_nothing() {
-    let name = stack::unique("fence");
-    let cfg = config(&name);
-    conformance::fencing(
-        &format!("{name}.t"),
-        || MongoSink::new(&cfg, &name, &[], SinkTarget::Live),
-        |k| {
-            let name = name.clone();
-            async move { Target::mongo().counter(&name, k).await }
-        },
-    )
-    .await;
+    conformance::fencing(&Collection::new("fence")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replay_after_an_offset_reset_is_skipped_by_row_guards() {
-    let name = stack::unique("guard");
-    let cfg = config(&name);
-    conformance::replay_is_guarded(
-        &format!("{name}.t"),
-        |pipeline| MongoSink::new(&cfg, &format!("{name}-{pipeline}"), &[], SinkTarget::Live),
-        |k| {
-            let name = name.clone();
-            async move { Target::mongo().counter(&name, k).await }
-        },
-    )
-    .await;
+    conformance::replay_is_guarded(&Collection::new("guard")).await;
 }

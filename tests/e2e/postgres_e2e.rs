@@ -57,9 +57,7 @@ async fn a_row_the_table_rejects_is_dead_lettered_and_the_rest_applied() {
     ))
     .await
     .unwrap();
-    let ends = shop::publish(&s.topic, &events).await;
-    let daemon = s.start();
-    s.caught_up(&ends, &daemon).await;
+    let _daemon = s.run_through(&events).await;
     let kept: Vec<_> = events
         .iter()
         .filter(|e| {
@@ -128,18 +126,7 @@ async fn new_fields_add_columns_and_a_type_change_stops_with_the_column_named() 
             apache_avro::types::Value::Union(0, Box::new(apache_avro::types::Value::Null)),
         ),
     ]);
-    merge_ends(
-        &mut ends,
-        stack::produce(
-            &s.topic,
-            vec![stack::Record {
-                key: b"order-new".to_vec(),
-                value: Some(stack::encode(id, &schema, &value)),
-                headers: vec![],
-            }],
-        )
-        .await,
-    );
+    merge_ends(&mut ends, order_new(&s.topic, id, &schema, &value).await);
     s.caught_up(&ends, &daemon).await;
     let channel: Option<String> = pg
         .query_one(
@@ -181,16 +168,23 @@ async fn new_fields_add_columns_and_a_type_change_stops_with_the_column_named() 
             apache_avro::types::Value::Union(0, Box::new(apache_avro::types::Value::Null)),
         ),
     ]);
-    stack::produce(
-        &s.topic,
-        vec![stack::Record {
-            key: b"order-new".to_vec(),
-            value: Some(stack::encode(id, &schema, &value)),
-            headers: vec![],
-        }],
-    )
-    .await;
+    order_new(&s.topic, id, &schema, &value).await;
     daemon.fails_saying(&["column `status`", "never changes a column's type"]);
+}
+
+/// Produces `value` (schema id `id`) under the key `order-new`; returns the ends.
+async fn order_new(
+    topic: &str,
+    id: u32,
+    schema: &apache_avro::Schema,
+    value: &apache_avro::types::Value,
+) -> HashMap<i32, i64> {
+    let record = stack::Record {
+        key: b"order-new".to_vec(),
+        value: Some(stack::encode(id, schema, value)),
+        headers: vec![],
+    };
+    stack::produce(topic, vec![record]).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -237,9 +231,7 @@ async fn a_swap_keeps_the_live_tables_indexes_and_grants() {
     // it is within a batch of the end, when the indexes are built on it.
     let s = Setup::new(&Target::Postgres, "swap-keeps", 2, scenarios::SMALL_BATCHES).await;
     let events = shop::generate(3_000, 300, 31);
-    let ends = shop::publish(&s.topic, &events).await;
-    let api = Api::start(&s, &[]).await;
-    s.caught_up(&ends, &api.daemon).await;
+    let api = Api::run_through(&s, &events, &[]).await;
     let pg = stack::pg().await;
     let reader = format!("{}_reader", s.table);
     pg.batch_execute(&format!(
@@ -304,15 +296,11 @@ async fn cancelling_a_rebuild_drops_the_shadow_and_leaves_the_table_serving() {
     let ends = shop::publish(&s.topic, &events).await;
     let api = Api::start(&s, &[]).await;
     s.caught_up(&ends, &api.daemon).await;
-    let (code, v) = api
-        .call("POST", &format!("/pipelines/{}/rebuild", s.pipeline), None)
-        .await;
+    let (code, v) = api.on("POST", &s.pipeline, "rebuild").await;
     assert_eq!(code, 202, "{v}");
     let start = std::time::Instant::now();
     loop {
-        let (_, v) = api
-            .call("GET", &format!("/pipelines/{}/rebuild", s.pipeline), None)
-            .await;
+        let (_, v) = api.on("GET", &s.pipeline, "rebuild").await;
         if v["phase"] == "building" && v["events_done"].as_i64().unwrap_or(0) > 2_000 {
             break;
         }
@@ -320,25 +308,13 @@ async fn cancelling_a_rebuild_drops_the_shadow_and_leaves_the_table_serving() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(Target::Postgres.shadow_exists(&s.table).await);
-    let (code, v) = api
-        .call(
-            "DELETE",
-            &format!("/pipelines/{}/rebuild", s.pipeline),
-            None,
-        )
-        .await;
+    let (code, v) = api.on("DELETE", &s.pipeline, "rebuild").await;
     assert_eq!((code, v["phase"].as_str()), (200, Some("cancelled")), "{v}");
     assert!(
         !Target::Postgres.shadow_exists(&s.table).await,
         "the shadow is gone"
     );
-    let (code, _) = api
-        .call(
-            "DELETE",
-            &format!("/pipelines/{}/rebuild", s.pipeline),
-            None,
-        )
-        .await;
+    let (code, _) = api.on("DELETE", &s.pipeline, "rebuild").await;
     assert_eq!(code, 409, "nothing left to cancel");
     api.wait_state(&s.pipeline, "running").await;
     assert_eq!(s.orders().await, shop::expected(&events));

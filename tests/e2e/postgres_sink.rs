@@ -13,56 +13,45 @@ fn config(table: &str) -> PostgresSinkConfig {
     .expect("config")
 }
 
-async fn counter(table: String, key: &'static str) -> Option<i64> {
-    let pg = stack::pg().await;
-    pg.query_opt(
-        &format!("SELECT counter FROM \"{table}\" WHERE id = $1"),
-        &[&key],
-    )
-    .await
-    .ok()
-    .flatten()
-    .and_then(|r| r.get::<_, Option<i64>>(0))
+/// A table of its own, keyed by `id`.
+struct Table(String, PostgresSinkConfig);
+
+impl Table {
+    fn new(prefix: &str) -> Table {
+        let name = stack::unique(prefix);
+        let cfg = config(&name);
+        Table(name, cfg)
+    }
+}
+
+impl conformance::Subject for Table {
+    type Sink = PostgresSink;
+
+    fn name(&self) -> &str {
+        &self.0
+    }
+
+    fn sink(&self, pipeline: &str) -> PostgresSink {
+        let tables = [(self.1.table.clone(), vec!["id".to_owned()])];
+        PostgresSink::new(&self.1, pipeline, &tables, Target::Live)
+    }
+
+    async fn counter(&self, key: &'static str) -> Option<i64> {
+        let pg = stack::pg().await;
+        let sql = format!("SELECT counter FROM \"{}\" WHERE id = $1", self.0);
+        let row = pg.query_opt(&sql, &[&key]).await.ok().flatten();
+        row.and_then(|r| r.get::<_, Option<i64>>(0))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_writer_with_a_stale_checkpoint_is_fenced_and_applies_nothing() {
-    let name = stack::unique("fence");
-    let cfg = config(&name);
-    let key = vec!["id".to_owned()];
-    conformance::fencing(
-        &format!("{name}.t"),
-        || {
-            PostgresSink::new(
-                &cfg,
-                &name,
-                &[(cfg.table.clone(), key.clone())],
-                Target::Live,
-            )
-        },
-        |k| counter(name.clone(), k),
-    )
-    .await;
+    conformance::fencing(&Table::new("fence")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replay_after_an_offset_reset_is_skipped_by_row_guards() {
-    let name = stack::unique("guard");
-    let cfg = config(&name);
-    let key = vec!["id".to_owned()];
-    conformance::replay_is_guarded(
-        &format!("{name}.t"),
-        |pipeline| {
-            PostgresSink::new(
-                &cfg,
-                &format!("{name}-{pipeline}"),
-                &[(cfg.table.clone(), key.clone())],
-                Target::Live,
-            )
-        },
-        |k| counter(name.clone(), k),
-    )
-    .await;
+    conformance::replay_is_guarded(&Table::new("guard")).await;
 }
 
 /// The live table's indexes, by name, with their OIDs and definitions.

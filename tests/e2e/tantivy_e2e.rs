@@ -111,9 +111,7 @@ async fn a_corrupt_or_foreign_index_directory_is_a_clear_error() {
     // Corrupt: a real index whose meta.json is damaged.
     let s = Setup::new(&t, "corrupt", 1, "").await;
     let events = shop::generate(100, 10, 1);
-    let ends = shop::publish(&s.topic, &events).await;
-    let mut daemon = s.start();
-    s.caught_up(&ends, &daemon).await;
+    let mut daemon = s.run_through(&events).await;
     daemon.terminate(Duration::from_secs(30));
     let dir = base.join(&s.table);
     std::fs::write(dir.join("meta.json"), "{ not json").unwrap();
@@ -136,12 +134,7 @@ async fn redelivery_from_offset_zero_changes_nothing() {
     let ends = shop::publish(&s.topic, &events).await;
     let mut daemon = s.start();
     s.caught_up(&ends, &daemon).await;
-    assert_eq!(
-        daemon.terminate(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        daemon.log()
-    );
+    daemon.stop_cleanly();
     let before = s.orders().await;
     assert_eq!(before, shop::expected(&events));
 

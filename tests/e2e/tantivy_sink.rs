@@ -38,30 +38,42 @@ async fn counter(base: PathBuf, name: String, key: &'static str) -> Option<i64> 
         .await
 }
 
+/// An index of its own, in a work folder of its own.
+struct Index(String, Workdir, TantivySinkConfig);
+
+impl Index {
+    fn new(prefix: &str) -> Index {
+        let name = stack::unique(prefix);
+        let dir = Workdir::new(&name);
+        let cfg = config(&dir.0.join(&name));
+        Index(name, dir, cfg)
+    }
+}
+
+impl conformance::Subject for Index {
+    type Sink = TantivySink;
+
+    fn name(&self) -> &str {
+        &self.0
+    }
+
+    fn sink(&self, pipeline: &str) -> TantivySink {
+        sink(&self.2, pipeline)
+    }
+
+    async fn counter(&self, key: &'static str) -> Option<i64> {
+        counter(self.1.0.clone(), self.0.clone(), key).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_writer_with_a_stale_view_of_the_checkpoint_is_fenced() {
-    let name = stack::unique("fence");
-    let dir = Workdir::new(&name);
-    let cfg = config(&dir.0.join(&name));
-    conformance::stale_view_is_fenced(
-        &format!("{name}.t"),
-        || sink(&cfg, &name),
-        |k| counter(dir.0.clone(), name.clone(), k),
-    )
-    .await;
+    conformance::stale_view_is_fenced(&Index::new("fence")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replay_after_an_offset_reset_is_skipped_by_row_guards() {
-    let name = stack::unique("guard");
-    let dir = Workdir::new(&name);
-    let cfg = config(&dir.0.join(&name));
-    conformance::replay_is_guarded(
-        &format!("{name}.t"),
-        |pipeline| sink(&cfg, &format!("{name}-{pipeline}")),
-        |k| counter(dir.0.clone(), name.clone(), k),
-    )
-    .await;
+    conformance::replay_is_guarded(&Index::new("guard")).await;
 }
 
 /// A small tmpfs, unmounted when dropped.

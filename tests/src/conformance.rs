@@ -1,5 +1,6 @@
 //! Scenarios every sink must pass (STYLE.md item 10), written once against the [`Sink`]
-//! trait. A sink's test supplies a factory and a way to read one counter back.
+//! trait. A sink's test supplies a [`Subject`]: a factory and a way to read one counter
+//! back.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,6 +14,18 @@ use sinkd_core::event::SourcePosition;
 use sinkd_core::operation::{Cell, Op};
 use sinkd_core::schema::ColumnType;
 use sinkd_core::sink::{CheckpointAdvance, Sink};
+
+/// A sink under the conformance scenarios, on a target of its own named after `name`.
+pub trait Subject {
+    /// The sink type.
+    type Sink: Sink;
+    /// The unique name of this run: the target's, and the prefix of its topic.
+    fn name(&self) -> &str;
+    /// A new sink of pipeline `pipeline` writing the subject's target.
+    fn sink(&self, pipeline: &str) -> Self::Sink;
+    /// The `counter` column of the row (document) keyed `key`, if there is one.
+    fn counter(&self, key: &'static str) -> impl Future<Output = Option<i64>>;
+}
 
 /// One op on key `key` at `offset` of partition 0 of `topic`.
 pub fn op(topic: &str, key: &str, kind: OpKind, counter: i64, offset: i64) -> Op {
@@ -70,6 +83,20 @@ async fn write(
     panic!("a conflict on every attempt for 5 s");
 }
 
+/// Adds `by` to `key`'s counter with the event at `offset` of partition 0, the
+/// checkpoint moving from `offset` (none at 0) to the next.
+async fn increment(
+    sink: &mut impl Sink,
+    topic: &str,
+    key: &str,
+    by: i64,
+    offset: i64,
+) -> Result<(), SinkError> {
+    let from = (offset > 0).then_some(offset);
+    let ops = vec![op(topic, key, OpKind::Increment, by, offset)];
+    write(sink, ops, (from, offset + 1)).await
+}
+
 fn advance(topic: &str, expected: Option<i64>, next: i64) -> Vec<CheckpointAdvance> {
     vec![CheckpointAdvance {
         topic: Arc::from(topic),
@@ -81,49 +108,27 @@ fn advance(topic: &str, expected: Option<i64>, next: i64) -> Vec<CheckpointAdvan
 
 /// Two writers of one pipeline and partition: the one with a stale checkpoint is fenced and
 /// applies nothing; the same batch offered twice applies once.
-pub async fn fencing<S, R, F>(topic: &str, mut make: impl FnMut() -> S, read: R)
-where
-    S: Sink,
-    R: Fn(&'static str) -> F,
-    F: Future<Output = Option<i64>>,
-{
-    let mut a = make();
-    let mut b = make();
+pub async fn fencing(subject: &impl Subject) {
+    let (topic, read) = (&format!("{}.t", subject.name()), |k| subject.counter(k));
+    let mut a = subject.sink(subject.name());
+    let mut b = subject.sink(subject.name());
     a.open().await.expect("open a");
     b.open().await.expect("open b");
     // Both believe the partition is new. A commits first.
-    write(
-        &mut a,
-        vec![op(topic, "k1", OpKind::Increment, 5, 0)],
-        (None, 1),
-    )
-    .await
-    .expect("a writes");
-    let stale = write(
-        &mut b,
-        vec![op(topic, "k2", OpKind::Increment, 7, 0)],
-        (None, 1),
-    )
-    .await;
+    increment(&mut a, topic, "k1", 5, 0)
+        .await
+        .expect("a writes");
+    let stale = increment(&mut b, topic, "k2", 7, 0).await;
     assert!(
         matches!(stale, Err(SinkError::Fenced { .. })),
         "b must be fenced: {stale:?}"
     );
     assert_eq!(read("k2").await, None, "the fenced writer applied nothing");
     // A moves on; B, still one step behind, is fenced again.
-    write(
-        &mut a,
-        vec![op(topic, "k1", OpKind::Increment, 1, 1)],
-        (Some(1), 2),
-    )
-    .await
-    .expect("a writes again");
-    let stale = write(
-        &mut b,
-        vec![op(topic, "k1", OpKind::Increment, 100, 1)],
-        (Some(1), 2),
-    )
-    .await;
+    increment(&mut a, topic, "k1", 1, 1)
+        .await
+        .expect("a writes again");
+    let stale = increment(&mut b, topic, "k1", 100, 1).await;
     assert!(matches!(stale, Err(SinkError::Fenced { .. })), "{stale:?}");
     assert_eq!(read("k1").await, Some(6), "only a's increments count");
 }
@@ -131,30 +136,17 @@ where
 /// A writer whose view of the checkpoint is stale (a zombie that woke after another
 /// instance wrote, one after the other rather than side by side, as a sink with one writer
 /// per target allows) is fenced and applies nothing; with the stored checkpoint it writes.
-pub async fn stale_view_is_fenced<S, R, F>(topic: &str, mut make: impl FnMut() -> S, read: R)
-where
-    S: Sink,
-    R: Fn(&'static str) -> F,
-    F: Future<Output = Option<i64>>,
-{
-    let mut a = make();
+pub async fn stale_view_is_fenced(subject: &impl Subject) {
+    let (topic, read) = (&format!("{}.t", subject.name()), |k| subject.counter(k));
+    let mut a = subject.sink(subject.name());
     a.open().await.expect("open a");
-    write(
-        &mut a,
-        vec![op(topic, "k1", OpKind::Increment, 5, 0)],
-        (None, 1),
-    )
-    .await
-    .expect("a writes");
+    increment(&mut a, topic, "k1", 5, 0)
+        .await
+        .expect("a writes");
     drop(a);
-    let mut b = make();
+    let mut b = subject.sink(subject.name());
     b.open().await.expect("open b");
-    let stale = write(
-        &mut b,
-        vec![op(topic, "k1", OpKind::Increment, 100, 0)],
-        (None, 1),
-    )
-    .await;
+    let stale = increment(&mut b, topic, "k1", 100, 0).await;
     assert!(
         matches!(stale, Err(SinkError::Fenced { .. })),
         "a stale view must be fenced: {stale:?}"
@@ -164,25 +156,18 @@ where
         Some(5),
         "the fenced write applied nothing"
     );
-    write(
-        &mut b,
-        vec![op(topic, "k1", OpKind::Increment, 2, 1)],
-        (Some(1), 2),
-    )
-    .await
-    .expect("b writes from the stored checkpoint");
+    increment(&mut b, topic, "k1", 2, 1)
+        .await
+        .expect("b writes from the stored checkpoint");
     assert_eq!(read("k1").await, Some(7));
 }
 
 /// After the checkpoint is lost or moved back (an offset reset), replayed events are
 /// skipped by the row guards: increments are not doubled, a replayed older value does not
 /// overwrite a newer one, and the rest of the stream applies.
-pub async fn replay_is_guarded<S, R, F>(topic: &str, mut make: impl FnMut(&str) -> S, read: R)
-where
-    S: Sink,
-    R: Fn(&'static str) -> F,
-    F: Future<Output = Option<i64>>,
-{
+pub async fn replay_is_guarded(subject: &impl Subject) {
+    let (topic, read) = (&format!("{}.t", subject.name()), |k| subject.counter(k));
+    let make = |pipeline: &str| subject.sink(&format!("{}-{pipeline}", subject.name()));
     let stream = |upto: usize| {
         let all = vec![
             op(topic, "a", OpKind::Upsert, 1, 0),

@@ -83,6 +83,21 @@ impl Api {
         }
     }
 
+    /// Publishes `events`, starts sinkd as [`Api::start`] does and waits until it has
+    /// applied them all.
+    pub async fn run_through(s: &Setup, events: &[shop::ShopEvent], env: &[(&str, &str)]) -> Api {
+        let ends = shop::publish(&s.topic, events).await;
+        let api = Api::start(s, env).await;
+        s.caught_up(&ends, &api.daemon).await;
+        api
+    }
+
+    /// `method /pipelines/{pipeline}/{action}` without a body, with the right token.
+    pub async fn on(&self, method: &str, pipeline: &str, action: &str) -> (u16, Value) {
+        let path = format!("/pipelines/{pipeline}/{action}");
+        self.call(method, &path, None).await
+    }
+
     /// A request with the right token.
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         self.raw(method, path, Some(TOKEN), body).await
@@ -149,9 +164,7 @@ impl Api {
 
     /// Starts a swap rebuild and waits until it is done (fails on any other ending).
     pub async fn rebuild_to_done(&self, pipeline: &str, timeout: Duration) -> Value {
-        let (code, v) = self
-            .call("POST", &format!("/pipelines/{pipeline}/rebuild"), None)
-            .await;
+        let (code, v) = self.on("POST", pipeline, "rebuild").await;
         assert_eq!(code, 202, "{v}");
         let (done, _) = self.wait_rebuild(pipeline, timeout).await;
         assert_eq!(done["phase"], "done", "{done}\n{}", self.daemon.log());
@@ -164,9 +177,7 @@ impl Api {
         let start = Instant::now();
         let mut phases: Vec<String> = Vec::new();
         loop {
-            let (code, v) = self
-                .call("GET", &format!("/pipelines/{pipeline}/rebuild"), None)
-                .await;
+            let (code, v) = self.on("GET", pipeline, "rebuild").await;
             assert_eq!(code, 200, "{v}");
             let phase = v["phase"].as_str().unwrap_or("").to_owned();
             if phases.last() != Some(&phase) {
@@ -326,15 +337,11 @@ pub enum Stop {
 /// holds part of it; returns how many offsets the shadow had applied by then. The live
 /// target must be exactly as before the rebuild right after the stop.
 async fn rebuild_then_stop(s: &Setup, api: &mut Api, want: &Expected, stop: Stop) -> i64 {
-    let (code, v) = api
-        .call("POST", &format!("/pipelines/{}/rebuild", s.pipeline), None)
-        .await;
+    let (code, v) = api.on("POST", &s.pipeline, "rebuild").await;
     assert_eq!(code, 202, "{v}");
     let start = Instant::now();
     let done = loop {
-        let (_, v) = api
-            .call("GET", &format!("/pipelines/{}/rebuild", s.pipeline), None)
-            .await;
+        let (_, v) = api.on("GET", &s.pipeline, "rebuild").await;
         let done = v["events_done"].as_i64().unwrap_or(0);
         if v["phase"] == "building" && done > 2_000 {
             assert!(done < 60_000, "the rebuild was too quick to interrupt: {v}");
@@ -345,12 +352,7 @@ async fn rebuild_then_stop(s: &Setup, api: &mut Api, want: &Expected, stop: Stop
     };
     match stop {
         Stop::Kill9 => api.daemon.kill9(),
-        Stop::Term => assert_eq!(
-            api.daemon.terminate(Duration::from_secs(30)),
-            Some(0),
-            "{}",
-            api.daemon.log()
-        ),
+        Stop::Term => api.daemon.stop_cleanly(),
     }
     assert_eq!(
         &s.orders().await,
@@ -365,9 +367,7 @@ async fn rebuild_then_stop(s: &Setup, api: &mut Api, want: &Expected, stop: Stop
 async fn rebuild_after_restart(api: &Api, pipeline: &str) -> Value {
     let start = Instant::now();
     loop {
-        let (code, _) = api
-            .call("GET", &format!("/pipelines/{pipeline}/rebuild"), None)
-            .await;
+        let (code, _) = api.on("GET", pipeline, "rebuild").await;
         if code == 200 {
             return api.wait_rebuild(pipeline, Duration::from_secs(240)).await.0;
         }
@@ -471,9 +471,7 @@ pub async fn a_crash_inside_the_swap_leaves_a_consistent_target(
     let ends = shop::publish(&s.topic, &events).await;
     let mut api = Api::start(&s, &[("SINKD_CRASH_AT", point)]).await;
     s.caught_up(&ends, &api.daemon).await;
-    let (code, v) = api
-        .call("POST", &format!("/pipelines/{}/rebuild", s.pipeline), None)
-        .await;
+    let (code, v) = api.on("POST", &s.pipeline, "rebuild").await;
     assert_eq!(code, 202, "{v}");
     let start = Instant::now();
     while !api.daemon.log().contains("SINKD_CRASH_AT: crashing at") {
@@ -489,9 +487,7 @@ pub async fn a_crash_inside_the_swap_leaves_a_consistent_target(
     let api = Api::start(&s, &[]).await;
     // Where the shadow survived the crash, the restart resumes the rebuild: let it end.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (code, _) = api
-        .call("GET", &format!("/pipelines/{}/rebuild", s.pipeline), None)
-        .await;
+    let (code, _) = api.on("GET", &s.pipeline, "rebuild").await;
     if code == 200 {
         let (v, _) = api
             .wait_rebuild(&s.pipeline, Duration::from_secs(120))

@@ -119,6 +119,12 @@ impl Daemon {
         None
     }
 
+    /// Sends SIGTERM and asserts the daemon stops cleanly (exit code 0) within 30 s.
+    pub fn stop_cleanly(&mut self) {
+        let code = self.terminate(Duration::from_secs(30));
+        assert_eq!(code, Some(0), "{}", self.log());
+    }
+
     /// Waits (up to a minute) for the daemon to stop on its own with exit code 1, a
     /// pipeline having failed, and asserts that its log says every one of `says`.
     /// Returns the log.

@@ -68,6 +68,14 @@ impl Setup {
         Daemon::start(&self.file, &self.dir.0.join("sinkd.log"))
     }
 
+    /// Publishes `events`, starts the daemon and waits until it has applied them all.
+    pub async fn run_through(&self, events: &[shop::ShopEvent]) -> Daemon {
+        let ends = shop::publish(&self.topic, events).await;
+        let daemon = self.start();
+        self.caught_up(&ends, &daemon).await;
+        daemon
+    }
+
     /// Kills `daemon` with SIGKILL `kills` times, each time once its checkpoints have moved
     /// since the last kill, starting it again after each; returns the last one.
     pub async fn kill9_while_progressing(&self, mut daemon: Daemon, kills: usize) -> Daemon {
@@ -135,9 +143,7 @@ pub fn merge_ends(a: &mut HashMap<i32, i64>, b: HashMap<i32, i64>) {
 pub async fn ten_thousand_events_over_four_partitions_give_the_expected_table(target: &Target) {
     let s = Setup::new(target, "e2e", 4, "").await;
     let events = shop::generate(10_000, 500, 42);
-    let ends = shop::publish(&s.topic, &events).await;
-    let daemon = s.start();
-    s.caught_up(&ends, &daemon).await;
+    let _daemon = s.run_through(&events).await;
     let got = s.orders().await;
     let want = shop::expected(&events);
     assert!(want.len() > 100, "the stream keeps a good share of orders");
@@ -207,12 +213,7 @@ pub async fn moving_the_group_offsets_back_does_not_reapply_anything(target: &Ta
     let mut ends = shop::publish(&s.topic, &first).await;
     let mut daemon = s.start();
     s.caught_up(&ends, &daemon).await;
-    assert_eq!(
-        daemon.terminate(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        daemon.log()
-    );
+    daemon.stop_cleanly();
     let before = s.orders().await;
     assert_eq!(before, shop::expected(&first));
 

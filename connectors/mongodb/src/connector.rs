@@ -23,9 +23,8 @@ fn valid_collection(name: &str) -> bool {
 impl Connector for MongoConnector {
     type Config = MongoSinkConfig;
 
-    fn kind(&self) -> &'static str {
-        "mongodb"
-    }
+    const KIND: &'static str = "mongodb";
+    const MORE_TARGETS: bool = true;
 
     fn main_target(&self, config: &MongoSinkConfig) -> String {
         config.collection.clone()
@@ -33,10 +32,6 @@ impl Connector for MongoConnector {
 
     fn label(&self, config: &MongoSinkConfig, name: &str) -> String {
         format!("{}.{name}", config.database)
-    }
-
-    fn more_targets(&self) -> bool {
-        true
     }
 
     fn target_name_problem(&self, _config: &MongoSinkConfig, name: &str) -> Option<String> {

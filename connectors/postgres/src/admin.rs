@@ -260,11 +260,6 @@ impl TargetAdmin for PgAdmin {
         )
     }
 
-    async fn recover(&self) -> Result<(), SinkError> {
-        // Every change is one transaction: there is no half-done state to repair.
-        Ok(())
-    }
-
     async fn shadow_exists(&self) -> Result<bool, SinkError> {
         let client = self.client().await?;
         for table in &self.tables {

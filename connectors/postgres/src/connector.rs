@@ -22,9 +22,8 @@ pub struct PostgresConnector;
 impl Connector for PostgresConnector {
     type Config = PostgresSinkConfig;
 
-    fn kind(&self) -> &'static str {
-        "postgres"
-    }
+    const KIND: &'static str = "postgres";
+    const MORE_TARGETS: bool = true;
 
     fn main_target(&self, config: &PostgresSinkConfig) -> String {
         config.table.clone()
@@ -32,10 +31,6 @@ impl Connector for PostgresConnector {
 
     fn label(&self, config: &PostgresSinkConfig, name: &str) -> String {
         format!("{}.{name}", config.schema)
-    }
-
-    fn more_targets(&self) -> bool {
-        true
     }
 
     fn target_name_problem(&self, _config: &PostgresSinkConfig, name: &str) -> Option<String> {

@@ -112,20 +112,13 @@ fn push(
 }
 
 fn unnest(table: &Table, columns: &[&str], alias: &str) -> (String, Vec<String>) {
-    let names: Vec<String> = table
-        .key
-        .iter()
-        .map(String::as_str)
+    // Key, then the columns, then the row guards: the order of the parameters.
+    let all: Vec<&str> = (table.key.iter().map(String::as_str))
         .chain(columns.iter().copied())
         .chain([GUARD_TOPIC, GUARD_PARTITION, GUARD_OFFSET])
-        .map(ident)
         .collect();
-    let params: Vec<String> = table
-        .key
-        .iter()
-        .map(String::as_str)
-        .chain(columns.iter().copied())
-        .chain([GUARD_TOPIC, GUARD_PARTITION, GUARD_OFFSET])
+    let names: Vec<String> = all.iter().copied().map(ident).collect();
+    let params: Vec<String> = (all.iter().copied())
         .enumerate()
         .map(|(i, c)| format!("${}{}", i + 1, column_type(table, c).param_cast()))
         .collect();

@@ -32,9 +32,8 @@ impl TantivyConnector {
 impl Connector for TantivyConnector {
     type Config = TantivySinkConfig;
 
-    fn kind(&self) -> &'static str {
-        "tantivy"
-    }
+    const KIND: &'static str = "tantivy";
+    // MORE_TARGETS stays false: an index is one target.
 
     fn main_target(&self, config: &TantivySinkConfig) -> String {
         config.path.clone()
@@ -42,11 +41,6 @@ impl Connector for TantivyConnector {
 
     fn label(&self, _config: &TantivySinkConfig, name: &str) -> String {
         name.to_owned()
-    }
-
-    /// An index is one target.
-    fn more_targets(&self) -> bool {
-        false
     }
 
     fn validate(&self, config: &TantivySinkConfig, pipeline: &PipelineFile) -> Vec<Problem> {

@@ -115,8 +115,11 @@ pub trait TargetAdmin: Send + Sync {
     fn describe(&self, target: Target) -> String;
 
     /// Completes or rolls back a swap that a crash interrupted, so the live target and its
-    /// checkpoints agree. Called before the live pipeline starts.
-    async fn recover(&self) -> Result<(), SinkError>;
+    /// checkpoints agree. Called before the live pipeline starts. Nothing to do where every
+    /// change is one transaction (the default).
+    async fn recover(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
 
     /// Whether a shadow (data or checkpoints) is present: a rebuild was interrupted.
     async fn shadow_exists(&self) -> Result<bool, SinkError>;

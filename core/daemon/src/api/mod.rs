@@ -75,6 +75,29 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl ApiError {
+    /// 400 with `message`.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::BAD_REQUEST, message.into())
+    }
+}
+
+/// A refused control operation: the status says why, the message has no secrets.
+impl From<crate::control::ControlError> for ApiError {
+    fn from(e: crate::control::ControlError) -> ApiError {
+        use crate::control::ControlError;
+        let status = match e {
+            ControlError::Conflict(_) => StatusCode::CONFLICT,
+            ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, sinkd_core::config::redact_text(&e.to_string()))
+    }
+}
+
+/// What a handler answers: a response, or an error as JSON with its status.
+pub type Answer = Result<Response, ApiError>;
+
 /// A JSON error body: `{"error": "…"}`.
 pub fn error(status: StatusCode, message: String) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()

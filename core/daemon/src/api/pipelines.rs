@@ -12,19 +12,9 @@ use serde::Deserialize;
 use serde_json::json;
 use sinkd_core::event::TopicPartition;
 
-use super::{Api, ApiError, error};
-use crate::control::ControlError;
+use super::{Answer, Api, ApiError};
 use crate::control::rebuild::{Mode, Start};
 use sinkd_kafka::Position;
-
-fn refused(e: ControlError) -> Response {
-    let status = match e {
-        ControlError::Conflict(_) => StatusCode::CONFLICT,
-        ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    error(status, sinkd_core::config::redact_text(&e.to_string()))
-}
 
 /// `GET /pipelines`: every pipeline's status.
 pub async fn list(State(api): State<Api>) -> Response {
@@ -39,50 +29,40 @@ pub async fn list(State(api): State<Api>) -> Response {
 }
 
 /// `GET /pipelines/{name}`.
-pub async fn status(State(api): State<Api>, Path(name): Path<String>) -> Response {
+pub async fn status(State(api): State<Api>, Path(name): Path<String>) -> Answer {
     if let Some(c) = api.capture(&name) {
-        return Json(c.status().await).into_response();
+        return Ok(Json(c.status().await).into_response());
     }
-    match api.pipeline(&name) {
-        Ok(c) => Json(c.status().await).into_response(),
-        Err(e) => e.into_response(),
-    }
+    Ok(Json(api.pipeline(&name)?.status().await).into_response())
 }
 
 /// `POST /pipelines/{name}/pause`.
-pub async fn pause(State(api): State<Api>, Path(name): Path<String>) -> Response {
-    if let Some(c) = api.capture(&name) {
-        return match c.pause().await {
-            Ok(()) => Json(c.status().await).into_response(),
-            Err(e) => refused(e),
-        };
-    }
-    let c = match api.pipeline(&name) {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
-    match c.pause().await {
-        Ok(()) => Json(c.status().await).into_response(),
-        Err(e) => refused(e),
-    }
+pub async fn pause(State(api): State<Api>, Path(name): Path<String>) -> Answer {
+    switch(&api, &name, true).await
 }
 
 /// `POST /pipelines/{name}/resume`.
-pub async fn resume(State(api): State<Api>, Path(name): Path<String>) -> Response {
-    if let Some(c) = api.capture(&name) {
-        return match c.resume().await {
-            Ok(()) => Json(c.status().await).into_response(),
-            Err(e) => refused(e),
-        };
+pub async fn resume(State(api): State<Api>, Path(name): Path<String>) -> Answer {
+    switch(&api, &name, false).await
+}
+
+/// Pauses or resumes what runs under `name`, a capture or a pipeline, and answers with
+/// its status afterwards.
+async fn switch(api: &Api, name: &str, pause: bool) -> Answer {
+    if let Some(c) = api.capture(name) {
+        match pause {
+            true => c.pause().await,
+            false => c.resume().await,
+        }
+        return Ok(Json(c.status().await).into_response());
     }
-    let c = match api.pipeline(&name) {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
-    match c.resume().await {
-        Ok(()) => Json(c.status().await).into_response(),
-        Err(e) => refused(e),
+    let c = api.pipeline(name)?;
+    if pause {
+        c.pause().await?
+    } else {
+        c.resume().await?
     }
+    Ok(Json(c.status().await).into_response())
 }
 
 /// Where `PUT /pipelines/{name}/offsets` moves a paused pipeline.
@@ -122,15 +102,9 @@ pub async fn offsets(
     State(api): State<Api>,
     Path(name): Path<String>,
     body: Result<Json<OffsetsRequest>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let c = match api.pipeline(&name) {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
-    let Json(req) = match body {
-        Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
-    };
+) -> Answer {
+    let c = api.pipeline(&name)?;
+    let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let kafka = c.kafka();
     let wanted: Result<Vec<(TopicPartition, i64)>, ApiError> = match (req.to, req.offsets) {
         (Some(to), None) => {
@@ -140,7 +114,7 @@ pub async fn offsets(
                 _ => parse_time(&to).map(Position::Time),
             };
             match position {
-                Err(e) => Err(ApiError(StatusCode::BAD_REQUEST, format!("to: {e}"))),
+                Err(e) => Err(ApiError::bad_request(format!("to: {e}"))),
                 Ok(position) => tokio::task::spawn_blocking(move || kafka.offsets_at(position))
                     .await
                     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
@@ -151,25 +125,16 @@ pub async fn offsets(
             .into_iter()
             .map(|o| ((Arc::from(o.topic.as_str()), o.partition), o.offset))
             .collect()),
-        _ => Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "give either \"to\" (earliest, latest, or a time) or \"offsets\"".into(),
+        _ => Err(ApiError::bad_request(
+            "give either \"to\" (earliest, latest, or a time) or \"offsets\"",
         )),
     };
-    let wanted = match wanted {
-        Ok(w) => w,
-        Err(e) => return e.into_response(),
-    };
-    match c.set_offsets(wanted).await {
-        Ok(moved) => {
-            let offsets: Vec<_> = moved
-                .iter()
-                .map(|((t, p), o)| json!({"topic": &**t, "partition": p, "offset": o}))
-                .collect();
-            Json(json!({ "offsets": offsets })).into_response()
-        }
-        Err(e) => refused(e),
-    }
+    let moved = c.set_offsets(wanted?).await?;
+    let offsets: Vec<_> = moved
+        .iter()
+        .map(|((t, p), o)| json!({"topic": &**t, "partition": p, "offset": o}))
+        .collect();
+    Ok(Json(json!({ "offsets": offsets })).into_response())
 }
 
 /// `POST /pipelines/{name}/rebuild` body.
@@ -187,54 +152,39 @@ pub async fn rebuild(
     State(api): State<Api>,
     Path(name): Path<String>,
     body: Option<Json<RebuildRequest>>,
-) -> Response {
-    let c = match api.pipeline(&name) {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
+) -> Answer {
+    let c = api.pipeline(&name)?;
     let req = body.map(|Json(b)| b).unwrap_or_default();
     let start = match &req.start {
         None => Start::Earliest,
         Some(v) if v.as_str() == Some("earliest") => Start::Earliest,
-        Some(v) => match parse_time(v) {
-            Ok(ms) => Start::Timestamp(ms),
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("start: {e}")),
-        },
+        Some(v) => Start::Timestamp(
+            parse_time(v).map_err(|e| ApiError::bad_request(format!("start: {e}")))?,
+        ),
     };
-    match c.start_rebuild(req.mode, start).await {
-        Ok(status) => (StatusCode::ACCEPTED, Json(status.view())).into_response(),
-        Err(e) => refused(e),
-    }
+    let status = c.start_rebuild(req.mode, start).await?;
+    Ok((StatusCode::ACCEPTED, Json(status.view())).into_response())
 }
 
 /// `GET /pipelines/{name}/rebuild`: the current or last rebuild.
-pub async fn rebuild_progress(State(api): State<Api>, Path(name): Path<String>) -> Response {
-    let c = match api.pipeline(&name) {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
-    match c.rebuild_status() {
-        Some(r) => Json(r.view()).into_response(),
-        None => error(
+pub async fn rebuild_progress(State(api): State<Api>, Path(name): Path<String>) -> Answer {
+    match api.pipeline(&name)?.rebuild_status() {
+        Some(r) => Ok(Json(r.view()).into_response()),
+        None => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("pipeline `{name}` has not been rebuilt since the daemon started"),
-        ),
+        )),
     }
 }
 
 /// `DELETE /pipelines/{name}/rebuild`: cancels and drops the shadow.
-pub async fn cancel_rebuild(State(api): State<Api>, Path(name): Path<String>) -> Response {
-    let c = match api.pipeline(&name) {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
-    match c.cancel_rebuild().await {
-        Ok(()) => match c.rebuild_status() {
-            Some(r) => Json(r.view()).into_response(),
-            None => StatusCode::NO_CONTENT.into_response(),
-        },
-        Err(e) => refused(e),
-    }
+pub async fn cancel_rebuild(State(api): State<Api>, Path(name): Path<String>) -> Answer {
+    let c = api.pipeline(&name)?;
+    c.cancel_rebuild().await?;
+    Ok(match c.rebuild_status() {
+        Some(r) => Json(r.view()).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
 }
 
 /// `GET /pipelines/{name}/wait` parameters.
@@ -271,29 +221,16 @@ pub async fn wait(
     State(api): State<Api>,
     Path(name): Path<String>,
     Query(p): Query<WaitParams>,
-) -> Response {
-    let c = match api.pipeline(&name) {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
-    let timeout = match parse_timeout(p.timeout.as_deref()) {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
+) -> Answer {
+    let c = api.pipeline(&name)?;
+    let timeout = parse_timeout(p.timeout.as_deref()).map_err(ApiError::bad_request)?;
     let tp: TopicPartition = (Arc::from(p.topic.as_str()), p.partition);
     // A typo would otherwise wait out the whole timeout.
-    match c.has_partition(&tp).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "{}/{} is not a partition of pipeline `{name}`'s topics",
-                    p.topic, p.partition
-                ),
-            );
-        }
-        Err(e) => return refused(e),
+    if !c.has_partition(&tp).await? {
+        return Err(ApiError::bad_request(format!(
+            "{}/{} is not a partition of pipeline `{name}`'s topics",
+            p.topic, p.partition
+        )));
     }
     let deadline = tokio::time::Instant::now() + timeout;
     let mut commits = c.stats.subscribe();
@@ -311,15 +248,15 @@ pub async fn wait(
             }
         }
         if let Some(next) = applied.filter(|n| *n > p.offset) {
-            return Json(json!({ "applied": true, "sink_offset": next })).into_response();
+            return Ok(Json(json!({ "applied": true, "sink_offset": next })).into_response());
         }
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {
-                return error(
+                return Err(ApiError(
                     StatusCode::REQUEST_TIMEOUT,
                     format!("{}/{} offset {} not applied within {timeout:?} (sink offset {applied:?})",
                             p.topic, p.partition, p.offset),
-                );
+                ));
             }
             _ = commits.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}

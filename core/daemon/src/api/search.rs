@@ -3,12 +3,12 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use serde::Deserialize;
 use sinkd_tantivy::TantivyConnector;
 use sinkd_tantivy::search::SearchError;
 
-use super::{Api, error};
+use super::{Answer, Api, ApiError};
 
 /// Query parameters.
 #[derive(Deserialize)]
@@ -29,26 +29,28 @@ pub async fn search(
     State(api): State<Api>,
     Path(name): Path<String>,
     Query(params): Query<SearchParams>,
-) -> Response {
-    let ctl = match api.pipeline(&name) {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
+) -> Answer {
+    let ctl = api.pipeline(&name)?;
     let Some(tantivy) = ctl.file().sink.connector::<TantivyConnector>() else {
-        return error(
+        return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("pipeline `{name}` has no Tantivy sink to search"),
-        );
+        ));
     };
     let handle = tantivy.search(&name);
     let limit = params.limit.min(1_000);
     let result =
         tokio::task::spawn_blocking(move || handle.search(&params.q, limit, params.offset)).await;
     match result {
-        Ok(Ok(body)) => Json(body).into_response(),
-        Ok(Err(e @ SearchError::BadQuery(_))) => error(StatusCode::BAD_REQUEST, e.to_string()),
-        Ok(Err(e @ SearchError::NotReady)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Ok(body)) => Ok(Json(body).into_response()),
+        Ok(Err(e)) => {
+            let status = match e {
+                SearchError::BadQuery(_) => StatusCode::BAD_REQUEST,
+                SearchError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            Err(ApiError(status, e.to_string()))
+        }
+        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }

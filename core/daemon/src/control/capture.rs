@@ -17,10 +17,10 @@ use sinkd_core::config::CaptureFile;
 use sinkd_core::config::redact_text;
 use sinkd_postgres_cdc::{CaptureStats, SlotProbe};
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
+use super::State;
 use super::task::{Lifecycle, Task};
-use super::{ControlError, State};
 
 /// One capture pipeline under control.
 pub struct CaptureController {
@@ -130,18 +130,14 @@ impl CaptureController {
 
     /// Stops reading the slot (what was sent is confirmed first) and stays stopped. The
     /// slot keeps the position; WAL accumulates on the server while paused.
-    pub async fn pause(&self) -> Result<(), ControlError> {
-        self.life.pause().await;
-        info!(pipeline = %self.name, "paused");
-        Ok(())
+    pub async fn pause(&self) {
+        self.life.pause(&self.name).await;
     }
 
     /// Starts a paused or failed capture from the slot's confirmed position.
-    pub async fn resume(self: &Arc<Self>) -> Result<(), ControlError> {
-        if self.life.resume(|live| self.start_task(live)).await {
-            info!(pipeline = %self.name, "resumed");
-        }
-        Ok(())
+    pub async fn resume(self: &Arc<Self>) {
+        let start = |live: &mut Option<Task>| self.start_task(live);
+        self.life.resume(&self.name, start).await;
     }
 
     /// Stops at daemon shutdown.

@@ -251,16 +251,15 @@ impl Controller {
                 self.name
             )));
         }
-        self.life.pause().await;
-        info!(pipeline = %self.name, "paused");
+        self.life.pause(&self.name).await;
         Ok(())
     }
 
     /// Starts a paused or failed pipeline from the offsets stored in its sink.
     pub async fn resume(self: &Arc<Self>) -> Result<(), ControlError> {
-        if self.life.resume(|live| self.start_live(live)).await {
-            info!(pipeline = %self.name, "resumed");
-        }
+        self.life
+            .resume(&self.name, |live| self.start_live(live))
+            .await;
         Ok(())
     }
 

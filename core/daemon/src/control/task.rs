@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::info;
 
 use super::State;
 
@@ -99,23 +100,24 @@ impl Lifecycle {
         true
     }
 
-    /// Starts the task with `start` unless it runs (one that ended by itself is reaped
-    /// first). Returns whether it started one.
-    pub async fn resume(&self, start: impl FnOnce(&mut Option<Task>)) -> bool {
+    /// Starts pipeline `name`'s task with `start` unless it runs (one that ended by
+    /// itself is reaped first).
+    pub async fn resume(&self, name: &str, start: impl FnOnce(&mut Option<Task>)) {
         let mut task = self.task.lock().await;
         if task.as_ref().is_some_and(Task::running) {
-            return false;
+            return;
         }
         Self::stop(&mut task).await;
         start(&mut task);
-        true
+        info!(pipeline = %name, "resumed");
     }
 
-    /// Stops the task and keeps it stopped.
-    pub async fn pause(&self) {
+    /// Stops pipeline `name`'s task and keeps it stopped.
+    pub async fn pause(&self, name: &str) {
         let mut task = self.task.lock().await;
         Self::stop(&mut task).await;
         self.set_state(State::Paused);
+        info!(pipeline = %name, "paused");
     }
 
     /// At daemon shutdown, first: nothing starts the task again from now on.

@@ -104,69 +104,42 @@ pub enum CaptureMode {
 /// Column names and routing of `mode: outbox`. The defaults are Debezium's outbox event
 /// router's, so an existing outbox table works unchanged.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct OutboxConfig {
     /// The event id column; a header `id`.
-    #[serde(default = "d_id")]
     pub id_column: String,
     /// The column naming the aggregate type; routes to the topic.
-    #[serde(default = "d_aggregate_type")]
     pub aggregate_type_column: String,
     /// The column with the aggregate id; the Kafka key (as a string).
-    #[serde(default = "d_aggregate_id")]
     pub aggregate_id_column: String,
     /// The column with the event type; chooses the Avro schema.
-    #[serde(default = "d_type")]
     pub type_column: String,
     /// The column with the payload (`jsonb`, `json` or `text` holding JSON).
-    #[serde(default = "d_payload")]
     pub payload_column: String,
     /// Topic template; `{aggregate_type}` is replaced by the row's aggregate type.
-    #[serde(default = "d_topic")]
     pub topic: String,
     /// Avro schema file per event type (the `type` column's value), relative to the
     /// pipeline file. Registered under `<topic>-<record full name>` (Confluent's
     /// TopicRecordNameStrategy), so several event types share a topic.
-    #[serde(default)]
     pub schemas: BTreeMap<String, String>,
     /// Delete each row once its record is acknowledged by the broker (default: false;
     /// most applications insert and delete in the same transaction instead).
-    #[serde(default)]
     pub delete_after_capture: bool,
 }
 
 impl Default for OutboxConfig {
     fn default() -> Self {
         OutboxConfig {
-            id_column: d_id(),
-            aggregate_type_column: d_aggregate_type(),
-            aggregate_id_column: d_aggregate_id(),
-            type_column: d_type(),
-            payload_column: d_payload(),
-            topic: d_topic(),
+            id_column: "id".into(),
+            aggregate_type_column: "aggregatetype".into(),
+            aggregate_id_column: "aggregateid".into(),
+            type_column: "type".into(),
+            payload_column: "payload".into(),
+            topic: "outbox.event.{aggregate_type}".into(),
             schemas: BTreeMap::new(),
             delete_after_capture: false,
         }
     }
-}
-
-fn d_id() -> String {
-    "id".into()
-}
-fn d_aggregate_type() -> String {
-    "aggregatetype".into()
-}
-fn d_aggregate_id() -> String {
-    "aggregateid".into()
-}
-fn d_type() -> String {
-    "type".into()
-}
-fn d_payload() -> String {
-    "payload".into()
-}
-fn d_topic() -> String {
-    "outbox.event.{aggregate_type}".into()
 }
 
 /// `sink:` of a capture pipeline: the brokers and the registry.

@@ -133,18 +133,7 @@ fn rule_problems(
     for name in rule.fields.iter().flatten() {
         scope.check(&format!("{at}.fields"), name, false, problems);
     }
-    for (column, value) in &rule.columns {
-        let increment = rule.op == OpKind::Increment;
-        scope.check(
-            &format!("{at}.columns.{column}"),
-            value,
-            increment,
-            problems,
-        );
-    }
-    for (column, value) in &rule.key {
-        scope.check(&format!("{at}.key.{column}"), value, false, problems);
-    }
+    scope.check_columns(at, (&rule.key, &rule.columns), rule.op, problems);
     if rule.key.is_empty() && p.key.from == KeySource::Fields && rule.op != OpKind::Delete {
         for column in &p.key.columns {
             scope.check("key.columns", column, false, problems);
@@ -175,18 +164,7 @@ fn rule_problems(
                 Err(message) => problems.push((format!("{at}.for_each"), message)),
             }
         }
-        for (column, value) in &child.key {
-            scope.check(&format!("{at}.key.{column}"), value, false, problems);
-        }
-        for (column, value) in &child.columns {
-            let increment = child.op == OpKind::Increment;
-            scope.check(
-                &format!("{at}.columns.{column}"),
-                value,
-                increment,
-                problems,
-            );
-        }
+        scope.check_columns(&at, (&child.key, &child.columns), child.op, problems);
     }
 }
 
@@ -211,7 +189,28 @@ struct Scope<'a> {
     index: bool,
 }
 
+/// A rule's `key:` or `columns:`: column name to field path or expression.
+type Columns = std::collections::BTreeMap<String, String>;
+
 impl Scope<'_> {
+    /// Checks the `key` and `columns` of a rule at `at`: increments need numbers.
+    fn check_columns(
+        &self,
+        at: &str,
+        (key, columns): (&Columns, &Columns),
+        op: OpKind,
+        problems: &mut Vec<(String, String)>,
+    ) {
+        for (column, value) in key {
+            self.check(&format!("{at}.key.{column}"), value, false, problems);
+        }
+        let increment = op == OpKind::Increment;
+        for (column, value) in columns {
+            let field = format!("{at}.columns.{column}");
+            self.check(&field, value, increment, problems);
+        }
+    }
+
     fn check(&self, field: &str, value: &str, number: bool, problems: &mut Vec<(String, String)>) {
         let Some(path) = field_path(value) else {
             return;

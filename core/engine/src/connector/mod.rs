@@ -47,7 +47,11 @@ pub trait Connector: Send + Sync + 'static {
     type Config: DeserializeOwned + JsonSchema + fmt::Debug + Send + Sync + 'static;
 
     /// The key under `sink:` that names this connector (`postgres`).
-    fn kind(&self) -> &'static str;
+    const KIND: &'static str;
+
+    /// Whether the sink writes more targets than its own in one transaction: child rows
+    /// (`targets:`) and routing need it.
+    const MORE_TARGETS: bool = false;
 
     /// The name of the sink's own target as configured: a table, a collection, an index
     /// directory (a template with `{placeholders}` when routed).
@@ -57,12 +61,8 @@ pub trait Connector: Send + Sync + 'static {
     /// or the index directory.
     fn label(&self, config: &Self::Config, name: &str) -> String;
 
-    /// Whether the sink writes more targets than its own in one transaction: child rows
-    /// (`targets:`) and routing need it.
-    fn more_targets(&self) -> bool;
-
     /// Why `name` cannot be one more target of this sink (child rows, a routed name), if
-    /// it cannot. Only asked when [`Connector::more_targets`] holds.
+    /// it cannot. Only asked when [`Connector::MORE_TARGETS`] holds.
     fn target_name_problem(&self, config: &Self::Config, name: &str) -> Option<String> {
         let _ = (config, name);
         None

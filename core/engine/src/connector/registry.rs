@@ -45,7 +45,7 @@ pub(crate) struct FileText<'a> {
 impl Connectors {
     /// Adds a connector; a second one of the same kind replaces the first.
     pub fn add<C: Connector>(&mut self, connector: C) -> &mut Connectors {
-        self.by_kind.insert(connector.kind(), Arc::new(connector));
+        self.by_kind.insert(C::KIND, Arc::new(connector));
         self
     }
 

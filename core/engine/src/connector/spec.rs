@@ -119,7 +119,7 @@ struct With<C: Connector> {
 
 impl<C: Connector> Configured for With<C> {
     fn kind(&self) -> &'static str {
-        self.connector.kind()
+        C::KIND
     }
     fn main_target(&self) -> String {
         self.connector.main_target(&self.config)
@@ -128,7 +128,7 @@ impl<C: Connector> Configured for With<C> {
         self.connector.label(&self.config, name)
     }
     fn more_targets(&self) -> bool {
-        self.connector.more_targets()
+        C::MORE_TARGETS
     }
     fn target_name_problem(&self, name: &str) -> Option<String> {
         self.connector.target_name_problem(&self.config, name)

@@ -230,21 +230,21 @@ mod tests {
             e.eval(&fields(), ValueType::Long).unwrap(),
             Value::Long(1235)
         );
-        let e = Expression::compile(&env, "status == 'new' ? 'placed' : status").unwrap();
-        assert_eq!(
-            e.eval(&fields(), ValueType::String).unwrap(),
-            Value::String("placed".into())
+        let evaluates = |text: &str, ty: ValueType, want: Value| {
+            let e = Expression::compile(&env, text).unwrap();
+            assert_eq!(e.eval(&fields(), ty).unwrap(), want, "{text}");
+        };
+        evaluates(
+            "status == 'new' ? 'placed' : status",
+            ValueType::String,
+            Value::String("placed".into()),
         );
-        let e = Expression::compile(&env, "at + duration('1s')").unwrap();
-        assert_eq!(
-            e.eval(&fields(), ValueType::TimestampMillis).unwrap(),
-            Value::TimestampMillis(1_700_000_001_000)
+        evaluates(
+            "at + duration('1s')",
+            ValueType::TimestampMillis,
+            Value::TimestampMillis(1_700_000_001_000),
         );
-        let e = Expression::compile(&env, "qty * 2").unwrap();
-        assert_eq!(
-            e.eval(&fields(), ValueType::Double).unwrap(),
-            Value::Double(6.0)
-        );
+        evaluates("qty * 2", ValueType::Double, Value::Double(6.0));
     }
 
     #[test]

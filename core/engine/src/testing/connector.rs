@@ -46,9 +46,7 @@ impl MemConnector {
 impl Connector for MemConnector {
     type Config = MemConfig;
 
-    fn kind(&self) -> &'static str {
-        "memory"
-    }
+    const KIND: &'static str = "memory";
 
     fn main_target(&self, config: &MemConfig) -> String {
         config.table.clone()
@@ -56,10 +54,6 @@ impl Connector for MemConnector {
 
     fn label(&self, _config: &MemConfig, name: &str) -> String {
         format!("memory:{name}")
-    }
-
-    fn more_targets(&self) -> bool {
-        false
     }
 
     fn validate(&self, config: &MemConfig, _pipeline: &PipelineFile) -> Vec<Problem> {

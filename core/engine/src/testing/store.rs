@@ -277,10 +277,6 @@ impl TargetAdmin for MemStore {
         format!("the in-memory store ({target:?})")
     }
 
-    async fn recover(&self) -> Result<(), SinkError> {
-        Ok(())
-    }
-
     async fn shadow_exists(&self) -> Result<bool, SinkError> {
         Ok(false)
     }

@@ -67,10 +67,6 @@ impl TargetAdmin for MemTargets {
         format!("the in-memory {target:?} store")
     }
 
-    async fn recover(&self) -> Result<(), SinkError> {
-        Ok(())
-    }
-
     async fn shadow_exists(&self) -> Result<bool, SinkError> {
         Ok(self.with(|s| s.exists))
     }

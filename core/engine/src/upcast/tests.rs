@@ -175,66 +175,52 @@ fn renamed_types_continue_on_the_new_types_chain() {
 
 #[test]
 fn start_up_errors_name_the_event_type_and_versions() {
-    let gap =
-        problems("x.E:\n  chain:\n    - { from: 1, steps: [] }\n    - { from: 3, steps: [] }\n");
-    assert!(
-        gap.contains("x.E: the chain has a gap: nothing upcasts version 2"),
-        "{gap}"
-    );
-
-    let dup =
-        problems("x.E:\n  chain:\n    - { from: 1, steps: [] }\n    - { from: 1, steps: [] }\n");
-    assert!(
-        dup.contains("x.E: two entries upcast from version 1"),
-        "{dup}"
-    );
-
-    let zero = problems("x.E:\n  chain:\n    - { from: 0, steps: [] }\n");
-    assert!(zero.contains("x.E: versions start at 1"), "{zero}");
-
-    let expr = problems(
-        "x.E:\n  chain:\n    - from: 1\n      steps:\n        - compute: { field: a, type: long, expr: \"amount * (\" }\n",
-    );
-    assert!(
-        expr.contains("upcasters.x.E.chain[from 1].steps[0]"),
-        "{expr}"
-    );
-    assert!(
-        expr.contains("x.E v1→v2: expression `amount * (` does not compile"),
-        "{expr}"
-    );
-
-    let last = problems(
-        "x.E:\n  chain:\n    - from: 1\n      steps:\n        - rename_type: { to: x.F, version: 1 }\n        - drop: a\n",
-    );
-    assert!(
-        last.contains("x.E v1→v2: rename_type must be the last step"),
-        "{last}"
-    );
-
-    let cycle = problems(
-        "x.A:\n  chain:\n    - from: 1\n      steps: [ { rename_type: { to: x.B, version: 1 } } ]\nx.B:\n  chain:\n    - from: 1\n      steps: [ { rename_type: { to: x.A, version: 1 } } ]\n",
-    );
-    assert!(
-        cycle.contains("renamed event types loop: x.A v1 → x.B v1 → x.A v1"),
-        "{cycle}"
-    );
-
-    let rename = problems(
-        "x.E:\n  chain:\n    - from: 1\n      steps: [ { rename: { from: a.b, to: c } } ]\n",
-    );
-    assert!(
-        rename.contains("changes the record it is in: use `move`"),
-        "{rename}"
-    );
-
-    let untyped = problems(
-        "x.E:\n  chain:\n    - from: 1\n      steps: [ { default: { field: a, value: null } } ]\n",
-    );
-    assert!(untyped.contains("give a `type`"), "{untyped}");
-
-    let wrong = problems(
-        "x.E:\n  chain:\n    - from: 1\n      steps: [ { default: { field: a, value: abc, type: long } } ]\n",
-    );
-    assert!(wrong.contains("\"abc\" is not a Long"), "{wrong}");
+    // (upcasters, what the problems must say)
+    let cases: [(&str, &[&str]); 9] = [
+        (
+            "x.E:\n  chain:\n    - { from: 1, steps: [] }\n    - { from: 3, steps: [] }\n",
+            &["x.E: the chain has a gap: nothing upcasts version 2"],
+        ),
+        (
+            "x.E:\n  chain:\n    - { from: 1, steps: [] }\n    - { from: 1, steps: [] }\n",
+            &["x.E: two entries upcast from version 1"],
+        ),
+        (
+            "x.E:\n  chain:\n    - { from: 0, steps: [] }\n",
+            &["x.E: versions start at 1"],
+        ),
+        (
+            "x.E:\n  chain:\n    - from: 1\n      steps:\n        - compute: { field: a, type: long, expr: \"amount * (\" }\n",
+            &[
+                "upcasters.x.E.chain[from 1].steps[0]",
+                "x.E v1→v2: expression `amount * (` does not compile",
+            ],
+        ),
+        (
+            "x.E:\n  chain:\n    - from: 1\n      steps:\n        - rename_type: { to: x.F, version: 1 }\n        - drop: a\n",
+            &["x.E v1→v2: rename_type must be the last step"],
+        ),
+        (
+            "x.A:\n  chain:\n    - from: 1\n      steps: [ { rename_type: { to: x.B, version: 1 } } ]\nx.B:\n  chain:\n    - from: 1\n      steps: [ { rename_type: { to: x.A, version: 1 } } ]\n",
+            &["renamed event types loop: x.A v1 → x.B v1 → x.A v1"],
+        ),
+        (
+            "x.E:\n  chain:\n    - from: 1\n      steps: [ { rename: { from: a.b, to: c } } ]\n",
+            &["changes the record it is in: use `move`"],
+        ),
+        (
+            "x.E:\n  chain:\n    - from: 1\n      steps: [ { default: { field: a, value: null } } ]\n",
+            &["give a `type`"],
+        ),
+        (
+            "x.E:\n  chain:\n    - from: 1\n      steps: [ { default: { field: a, value: abc, type: long } } ]\n",
+            &["\"abc\" is not a Long"],
+        ),
+    ];
+    for (yaml, says) in cases {
+        let found = problems(yaml);
+        for s in says {
+            assert!(found.contains(s), "{yaml}\nshould say {s:?}:\n{found}");
+        }
+    }
 }
