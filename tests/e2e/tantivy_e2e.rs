@@ -95,6 +95,18 @@ async fn search_over_rest_answers_term_phrase_and_range_queries() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_topic_that_does_not_exist_stops_a_replica_pipeline_with_its_name() {
+    // Replica mode lists the partitions itself, on the polling thread: a missing topic is
+    // an error no wait cures, so the pipeline stops and names it.
+    let s = Setup::new(&target(), "no-topic", 1, "").await;
+    let missing = format!("{}-missing", s.topic);
+    let text = std::fs::read_to_string(&s.file).unwrap();
+    std::fs::write(&s.file, text.replace(&s.topic, &missing)).unwrap();
+    let mut daemon = s.start();
+    daemon.fails_saying(&[&format!("topic {missing} does not exist"), "source failed"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_corrupt_or_foreign_index_directory_is_a_clear_error() {
     let t = target();
     // Foreign: a non-empty directory without an index.

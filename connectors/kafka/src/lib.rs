@@ -7,10 +7,12 @@
 //! - [`decoder`]: Confluent framing + Avro → [`sinkd_core::event::Event`].
 //! - [`dead_letter`]: the dead-letter producer.
 //! - [`offsets`]: partitions, watermarks and offsets by time, for the control plane.
+//! - [`errors`]: which Kafka errors a pipeline waits out and which stop it.
 
 pub mod client;
 pub mod dead_letter;
 pub mod decoder;
+pub mod errors;
 pub mod offsets;
 pub mod registry;
 pub mod source;

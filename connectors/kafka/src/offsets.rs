@@ -14,6 +14,7 @@ use sinkd_core::event::TopicPartition;
 use sinkd_core::source::SourceError;
 
 use crate::client::base_config;
+use crate::errors::classify;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -52,7 +53,7 @@ impl KafkaOffsets {
             .set("enable.auto.commit", "false");
         let consumer = c
             .create()
-            .map_err(|e| SourceError(format!("cannot create the Kafka client: {e}")))?;
+            .map_err(|e| SourceError::Fatal(format!("cannot create the Kafka client: {e}")))?;
         Ok(KafkaOffsets {
             consumer,
             topics: cfg.topics.clone(),
@@ -66,7 +67,7 @@ impl KafkaOffsets {
             let md = self
                 .consumer
                 .fetch_metadata(Some(topic), TIMEOUT)
-                .map_err(|e| SourceError(format!("cannot read metadata of {topic}: {e}")))?;
+                .map_err(|e| classify(&format!("cannot read metadata of {topic}"), &e))?;
             for t in md.topics() {
                 out.extend(t.partitions().iter().map(|p| (Arc::from(t.name()), p.id())));
             }
@@ -83,7 +84,7 @@ impl KafkaOffsets {
                 .consumer
                 .fetch_watermarks(&tp.0, tp.1, TIMEOUT)
                 .map_err(|e| {
-                    SourceError(format!("cannot read the offsets of {}/{}: {e}", tp.0, tp.1))
+                    classify(&format!("cannot read the offsets of {}/{}", tp.0, tp.1), &e)
                 })?;
             out.insert(tp, Watermarks { low, high });
         }
@@ -119,12 +120,12 @@ impl KafkaOffsets {
         let mut tpl = TopicPartitionList::new();
         for tp in marks.keys() {
             tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(timestamp_ms))
-                .map_err(|e| SourceError(e.to_string()))?;
+                .map_err(|e| classify("cannot build the offset lookup", &e))?;
         }
         let found = self
             .consumer
             .offsets_for_times(tpl, TIMEOUT)
-            .map_err(|e| SourceError(format!("cannot look up offsets by time: {e}")))?;
+            .map_err(|e| classify("cannot look up offsets by time", &e))?;
         let mut out: Vec<(TopicPartition, i64)> = found
             .elements()
             .iter()

@@ -31,15 +31,19 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use crate::client::consumer_config;
+use crate::errors::classify;
 
 /// How long a revocation waits for the pipeline to write its batch before letting go.
 const REVOKE_WAIT: Duration = Duration::from_secs(60);
+
+/// What the polling thread hands the pipeline: items in order, or why it stopped.
+type Delivery = Result<SourceItem, SourceError>;
 
 struct Context {
     pipeline: String,
     checkpoints: Arc<dyn CheckpointReader>,
     runtime: Handle,
-    tx: mpsc::Sender<SourceItem>,
+    tx: mpsc::Sender<Delivery>,
     start: StartPosition,
     stop: Arc<AtomicBool>,
     /// High watermarks from librdkafka's statistics (taken from fetch responses).
@@ -84,7 +88,10 @@ impl ConsumerContext for Context {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let partitions = partitions_of(tpl);
                 if let Err(e) = self.assign_from_sink(consumer, &partitions, cooperative) {
-                    error!(pipeline = %self.pipeline, error = %e, "assignment failed");
+                    // Partitions the group gave us but nobody reads: the pipeline must
+                    // not go on as if it held them.
+                    let e = SourceError::Fatal(format!("cannot assign {partitions:?}: {e}"));
+                    let _ = self.tx.blocking_send(Err(e));
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -92,7 +99,7 @@ impl ConsumerContext for Context {
                 let (done, wait) = oneshot::channel();
                 if self
                     .tx
-                    .blocking_send(SourceItem::Revoked { partitions, done })
+                    .blocking_send(Ok(SourceItem::Revoked { partitions, done }))
                     .is_ok()
                 {
                     let waited = self
@@ -157,7 +164,7 @@ impl Context {
         // The marker goes first so the pipeline knows the partitions before any record.
         if self
             .tx
-            .blocking_send(SourceItem::Assigned(assigned))
+            .blocking_send(Ok(SourceItem::Assigned(assigned)))
             .is_err()
         {
             return Ok(());
@@ -181,7 +188,7 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 pub struct KafkaSource {
     highs: Arc<Mutex<HashMap<TopicPartition, i64>>>,
     consumer: Arc<BaseConsumer<Context>>,
-    rx: mpsc::Receiver<SourceItem>,
+    rx: mpsc::Receiver<Delivery>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     advisory_commits: bool,
@@ -214,41 +221,38 @@ impl KafkaSource {
         };
         let consumer: BaseConsumer<Context> = consumer_config(cfg, &group_id)
             .create_with_context(context)
-            .map_err(|e| SourceError(format!("cannot create the Kafka consumer: {e}")))?;
+            .map_err(|e| SourceError::Fatal(format!("cannot create the Kafka consumer: {e}")))?;
         let consumer = Arc::new(consumer);
         let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
         // Replica mode assigns every partition itself, on the polling thread (loading
         // checkpoints blocks, which must not happen on the async runtime).
         let mode = cfg.mode.unwrap_or(SourceMode::Shared);
-        let replica_partitions = match mode {
+        let replica = match mode {
             SourceMode::Shared => {
-                consumer
-                    .subscribe(&topics)
-                    .map_err(|e| SourceError(format!("cannot subscribe to {topics:?}: {e}")))?;
-                None
+                consumer.subscribe(&topics).map_err(|e| {
+                    SourceError::Fatal(format!("cannot subscribe to {topics:?}: {e}"))
+                })?;
+                false
             }
-            SourceMode::Replica => Some(all_partitions(&consumer, &cfg.topics)?),
+            SourceMode::Replica => true,
         };
         info!(pipeline, group_id, mode = ?mode, topics = ?cfg.topics, "Kafka source started");
         let thread = {
             let consumer = consumer.clone();
             let stop = stop.clone();
             let pipeline = pipeline.to_owned();
+            let topics = cfg.topics.clone();
             std::thread::Builder::new()
                 .name(format!("kafka-{pipeline}"))
                 .spawn(move || {
-                    if let Some(partitions) = replica_partitions
-                        && let Err(e) =
-                            consumer
-                                .context()
-                                .assign_from_sink(&consumer, &partitions, false)
-                    {
+                    if replica && let Err(e) = assign_all(&consumer, &topics, &stop) {
                         error!(pipeline, error = %e, "cannot assign partitions");
+                        let _ = tx.blocking_send(Err(e));
                         return;
                     }
                     poll_loop(&consumer, &tx, &stop, &pipeline)
                 })
-                .map_err(|e| SourceError(format!("cannot start the polling thread: {e}")))?
+                .map_err(|e| SourceError::Fatal(format!("cannot start the polling thread: {e}")))?
         };
         Ok(KafkaSource {
             highs,
@@ -261,7 +265,33 @@ impl KafkaSource {
     }
 }
 
-/// Every partition of the topics, for replica mode (no consumer group).
+/// Replica mode (no consumer group): assigns every partition of the topics, each from the
+/// sink's checkpoint. Waits out a broker that is not there yet, as a group member would.
+fn assign_all(
+    consumer: &BaseConsumer<Context>,
+    topics: &[String],
+    stop: &AtomicBool,
+) -> Result<(), SourceError> {
+    // Short waits: a pause or shutdown joins this thread.
+    let mut backoff = Backoff::between(Duration::from_millis(100), Duration::from_secs(2));
+    let partitions = loop {
+        match all_partitions(consumer, topics) {
+            Err(e @ SourceError::Retriable(_)) if !stop.load(Ordering::Relaxed) => {
+                let wait = backoff.wait();
+                warn!(pipeline = %consumer.context().pipeline, error = %e, retry_in = ?wait,
+                      "cannot list the partitions");
+                std::thread::sleep(wait);
+            }
+            other => break other?,
+        }
+    };
+    let assigned = consumer
+        .context()
+        .assign_from_sink(consumer, &partitions, false);
+    assigned.map_err(|e| SourceError::Fatal(format!("cannot assign {partitions:?}: {e}")))
+}
+
+/// Every partition of the topics.
 fn all_partitions(
     consumer: &BaseConsumer<Context>,
     topics: &[String],
@@ -270,10 +300,10 @@ fn all_partitions(
     for topic in topics {
         let md = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(30))
-            .map_err(|e| SourceError(format!("cannot read metadata of topic {topic}: {e}")))?;
+            .map_err(|e| classify(&format!("cannot read metadata of topic {topic}"), &e))?;
         for t in md.topics() {
             if t.partitions().is_empty() {
-                return Err(SourceError(format!(
+                return Err(SourceError::Fatal(format!(
                     "topic {topic} does not exist or has no partitions"
                 )));
             }
@@ -285,7 +315,7 @@ fn all_partitions(
 
 fn poll_loop(
     consumer: &BaseConsumer<Context>,
-    tx: &mpsc::Sender<SourceItem>,
+    tx: &mpsc::Sender<Delivery>,
     stop: &AtomicBool,
     pipeline: &str,
 ) {
@@ -323,14 +353,18 @@ fn poll_loop(
                     value: msg.payload().map(<[u8]>::to_vec),
                     headers,
                 };
-                if tx.blocking_send(SourceItem::Record(raw)).is_err() {
+                if tx.blocking_send(Ok(SourceItem::Record(raw))).is_err() {
                     break;
                 }
             }
-            Some(Err(e)) => {
+            Some(Err(e)) => match classify("Kafka consumer", &e) {
                 // librdkafka retries broker and network failures itself; these are reports.
-                warn!(pipeline, error = %e, "Kafka consumer error");
-            }
+                SourceError::Retriable(_) => warn!(pipeline, error = %e, "Kafka consumer error"),
+                fatal @ SourceError::Fatal(_) => {
+                    let _ = tx.blocking_send(Err(fatal));
+                    break;
+                }
+            },
         }
     }
 }
@@ -338,10 +372,12 @@ fn poll_loop(
 #[async_trait]
 impl Source for KafkaSource {
     async fn next(&mut self) -> Result<SourceItem, SourceError> {
-        self.rx
-            .recv()
-            .await
-            .ok_or_else(|| SourceError("the Kafka polling thread stopped".into()))
+        let delivered = self.rx.recv().await;
+        delivered.unwrap_or_else(|| {
+            Err(SourceError::Fatal(
+                "the Kafka polling thread stopped".into(),
+            ))
+        })
     }
 
     fn committed(&self, offsets: &[(TopicPartition, i64)]) {
@@ -376,10 +412,8 @@ impl Source for KafkaSource {
                 Duration::from_secs(10),
             )
             .map_err(|e| {
-                SourceError(format!(
-                    "cannot seek {}/{} to {offset}: {e}",
-                    partition.0, partition.1
-                ))
+                let doing = format!("cannot seek {}/{} to {offset}", partition.0, partition.1);
+                classify(&doing, &e)
             })
     }
 }

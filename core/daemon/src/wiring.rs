@@ -81,8 +81,8 @@ pub fn build(
     };
     // The queue ahead of the pipeline holds at most two batches: bounded memory.
     let queue = p.batch.max_events.saturating_mul(2);
-    let source =
-        KafkaSource::start(&kafka, &name, sink.checkpoint_reader(), queue).map_err(|e| e.0)?;
+    let source = KafkaSource::start(&kafka, &name, sink.checkpoint_reader(), queue)
+        .map_err(|e| e.to_string())?;
     Ok(Pipeline {
         name,
         source: Box::new(source),

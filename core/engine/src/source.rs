@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 
+use crate::error::ErrorClass;
 use crate::event::RawRecord;
 use crate::event::TopicPartition;
 
@@ -31,10 +32,29 @@ pub enum SourceItem {
     },
 }
 
-/// An error the source cannot recover from by itself.
+/// What went wrong reading the log, and whether waiting can mend it.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SourceError(pub String);
+pub enum SourceError {
+    /// Passing trouble (a broker unreachable, a leader moving, a seek timing out): the
+    /// same request is worth repeating after a wait; nothing is skipped meanwhile.
+    #[error("{0}")]
+    Retriable(String),
+    /// Nothing changes without an operator (no permission to read the topic or join the
+    /// group, failed authentication, a topic that does not exist, a consumer that cannot
+    /// be created): the pipeline stops and says why.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl SourceError {
+    /// Whether a retry can succeed.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            SourceError::Retriable(_) => ErrorClass::Retriable,
+            SourceError::Fatal(_) => ErrorClass::Fatal,
+        }
+    }
+}
 
 /// A stream of records with partition hand-over markers.
 #[async_trait]

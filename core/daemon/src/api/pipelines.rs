@@ -118,7 +118,9 @@ pub async fn offsets(
                 Ok(position) => tokio::task::spawn_blocking(move || kafka.offsets_at(position))
                     .await
                     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
-                    .and_then(|r| r.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.0))),
+                    .and_then(|r| {
+                        r.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+                    }),
             }
         }
         (None, Some(list)) => Ok(list

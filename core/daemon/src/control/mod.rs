@@ -105,7 +105,7 @@ impl Controller {
     /// A controller for a validated pipeline file; nothing runs until [`Controller::start`].
     pub fn new(file: PipelineFile, path: PathBuf) -> Result<Arc<Controller>, String> {
         let (admin, checkpoints) = wiring::live_target(&file);
-        let kafka = Arc::new(KafkaOffsets::new(&file.source.kafka).map_err(|e| e.0)?);
+        let kafka = Arc::new(KafkaOffsets::new(&file.source.kafka).map_err(|e| e.to_string())?);
         let registry = Arc::new(Registry::new(&file.source.registry)?);
         Ok(Arc::new(Controller {
             registry,
@@ -303,7 +303,7 @@ impl Controller {
         tokio::task::spawn_blocking(move || kafka.partitions())
             .await
             .map_err(|e| ControlError::Unavailable(e.to_string()))?
-            .map_err(|e| ControlError::Unavailable(e.0))
+            .map_err(|e| ControlError::Unavailable(e.to_string()))
     }
 
     /// The broker client, for offset lookups.

@@ -38,7 +38,7 @@ impl Marks {
         let marks = tokio::task::spawn_blocking(move || kafka.watermarks())
             .await
             .map_err(|e| ControlError::Unavailable(e.to_string()))?
-            .map_err(|e| ControlError::Unavailable(format!("Kafka: {}", e.0)))?;
+            .map_err(|e| ControlError::Unavailable(format!("Kafka: {e}")))?;
         *cached = Some((Instant::now(), marks.clone()));
         Ok(marks)
     }

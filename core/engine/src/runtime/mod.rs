@@ -49,7 +49,7 @@ use crate::error::{ErrorClass, PipelineError};
 use crate::event::RawRecord;
 use crate::event::TopicPartition;
 use crate::sink::{CheckpointReader, Sink};
-use crate::source::{Source, SourceItem};
+use crate::source::{Source, SourceError, SourceItem};
 use crate::transform::Transform;
 use writer::InFlight;
 
@@ -173,6 +173,7 @@ impl Runner {
         self.open_sink().await?;
         let max_wait = Duration::from_millis(self.batch.max_wait_ms);
         info!(pipeline = %self.name, "pipeline running");
+        let mut trouble = Backoff::new();
         loop {
             let deadline = self.pending.started.map(|s| s + max_wait);
             let writing = self.in_flight.is_some();
@@ -184,10 +185,14 @@ impl Runner {
                 }
                 _ = sleep_until_opt(deadline) => self.flush().await?,
                 item = self.source.next() => {
-                    let item = item.map_err(|e| PipelineError::Source {
-                        pipeline: self.name.clone(),
-                        cause: e.0,
-                    })?;
+                    let item = match item {
+                        Ok(item) => item,
+                        Err(e) => {
+                            self.source_failed(e, &mut trouble).await?;
+                            continue;
+                        }
+                    };
+                    trouble = Backoff::new();
                     if let Err(stop) = self.handle(item).await {
                         if matches!(stop, Stop::Failed(PipelineError::BadRecord { .. })) {
                             // Write what came before the bad record, so the stored offset
@@ -260,6 +265,24 @@ impl Runner {
             return Err(Stop::Shutdown);
         }
         Ok(())
+    }
+
+    /// A source error: a retriable one is waited out (the source goes on from where it
+    /// was, so nothing is skipped), a fatal one stops the pipeline in the source's words.
+    async fn source_failed(&self, e: SourceError, backoff: &mut Backoff) -> Result<(), Stop> {
+        if e.class() != ErrorClass::Retriable {
+            return Err(self.source_stop(e));
+        }
+        let wait = backoff.wait();
+        warn!(pipeline = %self.name, error = %e, retry_in = ?wait, "source not ready");
+        self.retry_after(wait).await
+    }
+
+    fn source_stop(&self, e: SourceError) -> Stop {
+        Stop::Failed(PipelineError::Source {
+            pipeline: self.name.clone(),
+            cause: e.to_string(),
+        })
     }
 
     /// Stops the pipeline: a cause that retrying cannot cure.

@@ -13,6 +13,7 @@ use super::{Pipeline, PipelineStats, Policies};
 use crate::config::{BadRecordPolicy, BatchConfig, UnknownEventPolicy};
 use crate::error::{PipelineError, SinkError};
 use crate::event::TopicPartition;
+use crate::source::SourceError;
 use crate::testing::{Fault, MemDeadLetters, MemLog, MemStore, TEXT_PIPELINE, TextDecoder};
 use crate::transform::Transform;
 
@@ -178,6 +179,65 @@ async fn a_fenced_writer_reloads_the_checkpoint_seeks_and_applies_nothing_twice(
     assert_eq!(store.int("k", "total"), Some((0..10).sum()));
     assert!(b.log.seeks().contains(&(tp(), 4)), "{:?}", b.log.seeks());
     b.stop().await.unwrap();
+}
+
+/// Writer A applies four records; writer B, fenced on its stale view, must seek to 4 while
+/// the first `faults` seeks fail as passing trouble. Returns B, started.
+async fn fenced_with_failing_seeks(faults: usize) -> (Run, MemStore) {
+    let (log, store) = (MemLog::default(), MemStore::default());
+    let a = start(&log, &store, Options::default());
+    a.feed((0..4).map(|i| format!("Add k {i}")));
+    a.until_checkpoint(4).await;
+    a.stop().await.unwrap();
+    for _ in 0..faults {
+        log.fail_seek(SourceError::Retriable("Local: Timed out".into()));
+    }
+    let b = start(&log, &store, Options::default());
+    b.feed((4..10).map(|i| format!("Add k {i}")));
+    (b, store)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_seek_that_fails_for_a_moment_is_retried_and_nothing_is_applied_twice() {
+    let (b, store) = fenced_with_failing_seeks(2).await;
+    b.until_checkpoint(10).await;
+    assert_eq!(store.int("k", "total"), Some((0..10).sum()));
+    assert_eq!(b.log.seeks(), vec![(tp(), 4)], "one seek went through");
+    b.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_seek_that_keeps_failing_stops_the_pipeline_instead_of_reading_on() {
+    let (b, store) = fenced_with_failing_seeks(5).await;
+    let e = b.task.await.unwrap().expect_err("the pipeline stops");
+    assert!(
+        matches!(&e, PipelineError::Source { cause, .. } if cause.contains("Timed out")),
+        "{e}"
+    );
+    assert_eq!(
+        store.int("k", "total"),
+        Some((0..4).sum()),
+        "A's writes only"
+    );
+    assert!(b.log.seeks().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_passing_source_error_is_waited_out_and_a_fatal_one_stops_with_its_cause() {
+    let r = fresh(Options::default());
+    r.log
+        .fail_read(SourceError::Retriable("broker unreachable".into()));
+    r.feed(["Add a 1", "Add a 2"]);
+    r.until_checkpoint(2).await;
+    assert_eq!(r.store.int("a", "total"), Some(3));
+    r.log
+        .fail_read(SourceError::Fatal("not authorized to read topic t".into()));
+    let e = r.task.await.unwrap().expect_err("the pipeline stops");
+    assert!(
+        matches!(&e, PipelineError::Source { cause, .. } if cause.contains("not authorized")),
+        "{e}"
+    );
+    assert_eq!(r.store.checkpoint(&tp()), Some(2), "nothing moved");
 }
 
 #[tokio::test(start_paused = true)]

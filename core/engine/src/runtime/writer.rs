@@ -19,10 +19,13 @@ use tracing::{debug, warn};
 use super::stats::Committed;
 use super::{Backoff, Pending, Runner, Stop, sleep_or_shutdown};
 use crate::batch::{Compactor, Entry};
-use crate::error::{ErrorClass, PipelineError, RecordError, SinkError};
+use crate::error::{ErrorClass, RecordError, SinkError};
 use crate::event::RawRecord;
 use crate::event::TopicPartition;
 use crate::sink::{CheckpointAdvance, Sink};
+
+/// Tries of one seek before the pipeline stops: about 1.5 s of backoff in all.
+const SEEK_ATTEMPTS: u32 = 5;
 
 /// A batch being written.
 pub(super) struct InFlight {
@@ -228,14 +231,30 @@ impl Runner {
             }
             state.stored = now;
             state.next = now.unwrap_or(0);
-            if let Err(e) = self.source.seek(&tp, state.next) {
-                return Err(Stop::Failed(PipelineError::Source {
-                    pipeline: self.name.clone(),
-                    cause: e.0,
-                }));
-            }
+            let next = state.next;
+            self.seek(&tp, next).await?;
         }
         Ok(())
+    }
+
+    /// Moves the source to `offset` of `tp`, retrying a passing failure a few times. A
+    /// partition that stays unseekable (taken away meanwhile) stops the pipeline rather
+    /// than let it read on from the wrong place.
+    async fn seek(&self, tp: &TopicPartition, offset: i64) -> Result<(), Stop> {
+        let mut backoff = Backoff::new();
+        let mut attempts = 1;
+        loop {
+            match self.source.seek(tp, offset) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.class() == ErrorClass::Retriable && attempts < SEEK_ATTEMPTS => {
+                    let wait = backoff.wait();
+                    warn!(pipeline = %self.name, error = %e, retry_in = ?wait, "seek failed");
+                    self.retry_after(wait).await?;
+                    attempts += 1;
+                }
+                Err(e) => return Err(self.source_stop(e)),
+            }
+        }
     }
 
     /// The slow path when the sink rejects a row a set-based statement cannot pin down:

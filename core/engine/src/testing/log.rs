@@ -20,6 +20,10 @@ struct State {
     control: VecDeque<SourceItem>,
     seeks: Vec<(TopicPartition, i64)>,
     committed: HashMap<TopicPartition, i64>,
+    /// Errors the next reads return, one each, before any item.
+    read_faults: VecDeque<SourceError>,
+    /// Errors the next seeks return, one each (a failed seek moves nothing).
+    seek_faults: VecDeque<SourceError>,
 }
 
 /// The log; cheap to clone, every clone sees the same records.
@@ -99,6 +103,16 @@ impl MemLog {
         released
     }
 
+    /// Makes the next read return `e` (queued behind faults already injected).
+    pub fn fail_read(&self, e: SourceError) {
+        self.with(|s| s.read_faults.push_back(e));
+    }
+
+    /// Makes the next seek fail with `e` (queued behind faults already injected).
+    pub fn fail_seek(&self, e: SourceError) {
+        self.with(|s| s.seek_faults.push_back(e));
+    }
+
     /// Every seek the runtime made, in order.
     pub fn seeks(&self) -> Vec<(TopicPartition, i64)> {
         self.state.lock().expect("log lock").seeks.clone()
@@ -119,10 +133,13 @@ impl MemLog {
 
     /// The next item to deliver, if any: control items first, then the lowest assigned
     /// partition with records left.
-    fn take(&self) -> Option<SourceItem> {
+    fn take(&self) -> Option<Result<SourceItem, SourceError>> {
         let mut s = self.state.lock().expect("log lock");
+        if let Some(e) = s.read_faults.pop_front() {
+            return Some(Err(e));
+        }
         if let Some(item) = s.control.pop_front() {
-            return Some(item);
+            return Some(Ok(item));
         }
         let State {
             partitions,
@@ -135,7 +152,7 @@ impl MemLog {
             };
             if let Some(record) = usize::try_from(*next).ok().and_then(|i| records.get(i)) {
                 *next += 1;
-                return Some(SourceItem::Record(record.clone()));
+                return Some(Ok(SourceItem::Record(record.clone())));
             }
         }
         None
@@ -155,11 +172,11 @@ impl Source for MemSource {
             // Marked seen before looking, so a record appended meanwhile wakes us.
             self.changes.borrow_and_update();
             if let Some(item) = self.log.take() {
-                return Ok(item);
+                return item;
             }
             // Cancel-safe: nothing was taken before this await.
             if self.changes.changed().await.is_err() {
-                return Err(SourceError("the log was dropped".into()));
+                return Err(SourceError::Fatal("the log was dropped".into()));
             }
         }
     }
@@ -173,12 +190,15 @@ impl Source for MemSource {
 
     fn seek(&self, partition: &TopicPartition, offset: i64) -> Result<(), SourceError> {
         self.log.with(|s| {
+            if let Some(e) = s.seek_faults.pop_front() {
+                return Err(e);
+            }
             s.seeks.push((partition.clone(), offset));
             if let Some(p) = s.positions.get_mut(partition) {
                 *p = offset;
             }
-        });
-        Ok(())
+            Ok(())
+        })
     }
 
     fn high_watermark(&self, partition: &TopicPartition) -> Option<i64> {

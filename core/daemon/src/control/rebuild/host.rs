@@ -109,7 +109,7 @@ impl Host for Controller {
         let found = tokio::task::spawn_blocking(move || kafka.offsets_at(position))
             .await
             .map_err(|e| e.to_string())?;
-        found.map_err(|e| format!("Kafka: {}", e.0))
+        found.map_err(|e| format!("Kafka: {e}"))
     }
 
     async fn ends(
