@@ -85,7 +85,7 @@ async fn write(
 
 /// Adds `by` to `key`'s counter with the event at `offset` of partition 0, the
 /// checkpoint moving from `offset` (none at 0) to the next.
-async fn increment(
+pub async fn increment(
     sink: &mut impl Sink,
     topic: &str,
     key: &str,

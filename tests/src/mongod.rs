@@ -121,3 +121,15 @@ impl Drop for Mongod {
         let _ = std::fs::remove_dir_all(&self.dbpath);
     }
 }
+
+/// Sets the `transactionLifetimeLimitSeconds` of the mongod at `url` (the test server's is
+/// 5 s, the server default 60 s); returns the value it had.
+pub async fn set_transaction_lifetime(url: &str, seconds: i32) -> i32 {
+    let client = mongodb::Client::with_uri_str(url).await.expect("mongod");
+    let reply = client
+        .database("admin")
+        .run_command(doc! { "setParameter": 1, "transactionLifetimeLimitSeconds": seconds })
+        .await
+        .expect("setParameter");
+    reply.get_i32("was").unwrap_or(60)
+}

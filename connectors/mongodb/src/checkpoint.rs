@@ -1,5 +1,7 @@
-//! The `sinkd_offsets` collection: `{_id: {pipeline, target, topic, partition}, next}`,
-//! advanced with the batch (in its transaction on a replica set) as a compare-and-set.
+//! The `sinkd_offsets` collection: `{_id: {pipeline, target, topic, partition}, next,
+//! writer}`, advanced with the batch (in its transaction on a replica set) as a
+//! compare-and-set. `writer` is the logical session id of the transaction that last moved
+//! it: after a crash, [`crate::recovery`] ends that session's unfinished transaction.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use crate::{classify, classify_code, codes};
 /// The checkpoint collection.
 pub const COLLECTION: &str = "sinkd_offsets";
 
-fn id(pipeline: &str, target: &str, topic: &str, partition: i32) -> Document {
+pub(crate) fn id(pipeline: &str, target: &str, topic: &str, partition: i32) -> Document {
     doc! { "pipeline": pipeline, "target": target, "topic": topic, "partition": partition }
 }
 
@@ -79,6 +81,10 @@ pub async fn advance(
         expected: a.expected,
     };
     let now = DateTime::now();
+    // The session's id, so a successor can end a transaction this writer leaves open.
+    let writer = session
+        .as_deref()
+        .map_or(Bson::Null, |s| Bson::Document(s.id().clone()));
     let (moves, creates): (Vec<&CheckpointAdvance>, Vec<&CheckpointAdvance>) =
         advances.iter().partition(|a| a.expected.is_some());
     if !moves.is_empty() {
@@ -87,7 +93,7 @@ pub async fn advance(
             .map(|a| {
                 doc! {
                     "q": { "_id": id(pipeline, target, &a.topic, a.partition), "next": a.expected },
-                    "u": { "$set": { "next": a.next, "updated_at": now } },
+                    "u": { "$set": { "next": a.next, "updated_at": now, "writer": writer.clone() } },
                 }
             })
             .collect();
@@ -108,7 +114,7 @@ pub async fn advance(
     if !creates.is_empty() {
         let documents: Vec<Document> = creates
             .iter()
-            .map(|a| doc! { "_id": id(pipeline, target, &a.topic, a.partition), "next": a.next, "updated_at": now })
+            .map(|a| doc! { "_id": id(pipeline, target, &a.topic, a.partition), "next": a.next, "updated_at": now, "writer": writer.clone() })
             .collect();
         let reply = run(
             db,

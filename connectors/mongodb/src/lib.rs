@@ -10,6 +10,8 @@
 //! - [`sink`]: [`MongoSink`]: one transaction per batch on a replica set; on a standalone
 //!   server the guards alone keep the effect exactly once.
 //!
+//! - [`recovery`]: ending the transaction a crashed writer left open, so its successor
+//!   does not wait for the server to expire it.
 //! - [`admin`]: the rebuild's shadow collection, its recoverable swap, checkpoint resets.
 //!
 //! Batches go through the `update` and `delete` commands rather than the driver's
@@ -20,6 +22,7 @@ pub mod admin;
 pub mod checkpoint;
 pub mod config;
 pub mod connector;
+pub mod recovery;
 pub mod sink;
 pub mod statements;
 pub mod values;

@@ -19,9 +19,11 @@ use sinkd_core::config::redact_url;
 use crate::config::MongoSinkConfig;
 use sinkd_core::error::SinkError;
 use sinkd_core::sink::{CheckpointAdvance, CheckpointReader, Sink, Target};
+use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
 use crate::checkpoint::{self, MongoCheckpointReader, run, write_errors};
+use crate::recovery;
 use crate::statements::{CHUNK, statement};
 use crate::{classify, classify_code, codes};
 
@@ -34,6 +36,9 @@ pub struct MongoSink {
     targets: Vec<(String, Vec<String>)>,
     client: Option<Client>,
     transactions: bool,
+    /// The session batches are written in, kept between batches: its id is on the
+    /// checkpoints it moves (see [`crate::recovery`]). Dropped after a failure.
+    session: Mutex<Option<ClientSession>>,
     reader: Arc<MongoCheckpointReader>,
 }
 
@@ -72,6 +77,7 @@ impl MongoSink {
             pipeline: pipeline.to_owned(),
             client: None,
             transactions: false,
+            session: Mutex::new(None),
         }
     }
 
@@ -188,7 +194,11 @@ impl MongoSink {
             checkpoint::advance(&db, None, &self.pipeline, &self.cfg.collection, advances).await?;
             return Ok(Attempt::Done);
         }
-        let mut session = client.start_session().await.map_err(|e| classify(&e))?;
+        let kept = self.session.lock().await.take();
+        let mut session = match kept {
+            Some(s) => s,
+            None => client.start_session().await.map_err(|e| classify(&e))?,
+        };
         session
             .start_transaction()
             .await
@@ -217,11 +227,21 @@ impl MongoSink {
                     .commit_transaction()
                     .await
                     .map_err(|e| classify(&e))?;
+                *self.session.lock().await = Some(session);
                 Ok(Attempt::Done)
             }
-            other => {
+            Ok(retry) => {
                 let _ = session.abort_transaction().await;
-                other
+                *self.session.lock().await = Some(session);
+                Ok(retry)
+            }
+            Err(e) => {
+                let _ = session.abort_transaction().await;
+                if matches!(e, SinkError::Conflict(_)) {
+                    let named = (self.pipeline.as_str(), self.cfg.collection.as_str());
+                    recovery::end_other_writers(client, &db, named, advances, session.id()).await;
+                }
+                Err(e)
             }
         }
     }
