@@ -31,6 +31,11 @@ async fn publish_in_slices(
 
 sinkd_tests::every_sink_scenarios!(Target::mongo());
 
+sinkd_tests::scenario_tests! { Target::mongo();
+    a_zombie_writer_is_fenced_when_it_wakes =>
+        sinkd_tests::faults::a_zombie_writer_is_fenced_when_it_wakes;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mongod_restart_in_the_middle_of_a_run_loses_nothing() {
     let mut mongod = Mongod::start(true).await;

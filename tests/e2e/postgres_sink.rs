@@ -182,3 +182,44 @@ async fn a_rebuild_ticket_lives_with_its_shadow_table() {
         .get(0);
     assert_eq!(left, 0, "dropping the shadow removes its ticket");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_paused_inside_a_transaction_loses_it_and_its_locks() {
+    use conformance::Subject;
+    use sinkd_core::sink::Sink;
+    use std::time::{Duration, Instant};
+    let t = Table::new("paused");
+    let topic = format!("{}.t", t.name());
+    let mut a = t.sink("p");
+    a.open().await.expect("open");
+    conformance::increment(&mut a, &topic, "k1", 5, 0)
+        .await
+        .expect("A writes");
+    // A pauses (SIGSTOP, a frozen VM) inside its next transaction, on a connection made the
+    // way sinkd makes them: the checkpoint row is locked, nothing committed.
+    let mut paused = sinkd_postgres::checkpoint::connect(&stack::postgres_url())
+        .await
+        .expect("connect");
+    let tx = paused.transaction().await.expect("begin");
+    tx.execute(
+        "UPDATE sinkd_offsets SET next_offset = 2 WHERE pipeline = 'p' AND topic = $1",
+        &[&topic],
+    )
+    .await
+    .expect("the paused writer's update");
+    // B took the partition over: its write waits on A's lock until the server ends A's
+    // idle transaction (15 s), then goes through.
+    let mut b = t.sink("p");
+    b.open().await.expect("open");
+    let start = Instant::now();
+    conformance::increment(&mut b, &topic, "k1", 7, 1)
+        .await
+        .expect("B writes");
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(t.counter("k1").await, Some(12));
+    assert!(tx.commit().await.is_err(), "A's transaction was ended");
+}

@@ -13,12 +13,14 @@
 //! - [`conformance`]: scenarios every sink must pass, against the `Sink` trait.
 //! - [`target`]: a sink under test (PostgreSQL or MongoDB): its YAML and how to read it.
 //! - [`scenarios`]: the end-to-end scenarios every sink runs.
+//! - [`faults`]: fault scenarios beyond `kill -9` (a zombie writer).
 //! - [`daemon`]: running the real `sinkd` binary on a pipeline file.
 
 pub mod conformance;
 pub mod control;
 pub mod daemon;
 pub mod evolution;
+pub mod faults;
 pub mod lines;
 pub mod mongod;
 pub mod outbox;

@@ -143,8 +143,16 @@ pub async fn connect(url: &str) -> Result<Client, SinkError> {
     });
     // sinkd's DDL is idempotent (`IF NOT EXISTS`, `IF EXISTS`): the server's notices that
     // it skipped something would only fill the log at info level.
+    // sinkd never waits on anything else inside a transaction, so a session idle in one
+    // belongs to a writer that is paused (SIGSTOP, a frozen VM) or cut off by the network:
+    // the server ends it, so its locks on rows and checkpoints do not hold up the instance
+    // that took its partitions over. Woken up, the writer finds its connection gone,
+    // reconnects and is fenced.
     client
-        .batch_execute("SET client_min_messages TO warning")
+        .batch_execute(
+            "SET client_min_messages TO warning; \
+             SET idle_in_transaction_session_timeout = '15s'",
+        )
         .await
         .map_err(|e| classify(&e))?;
     Ok(client)
