@@ -195,12 +195,14 @@ async fn a_writer_paused_inside_a_transaction_loses_it_and_its_locks() {
     conformance::increment(&mut a, &topic, "k1", 5, 0)
         .await
         .expect("A writes");
-    // A pauses (SIGSTOP, a frozen VM) inside its next transaction, on a connection made the
-    // way sinkd makes them: the checkpoint row is locked, nothing committed.
+    // A pauses (SIGSTOP, a frozen VM) inside its next transaction, begun the way sinkd
+    // begins them: the checkpoint row is locked, nothing committed.
     let mut paused = sinkd_postgres::checkpoint::connect(&stack::postgres_url())
         .await
         .expect("connect");
-    let tx = paused.transaction().await.expect("begin");
+    let tx = sinkd_postgres::checkpoint::begin(&mut paused)
+        .await
+        .expect("begin");
     tx.execute(
         "UPDATE sinkd_offsets SET next_offset = 2 WHERE pipeline = 'p' AND topic = $1",
         &[&topic],

@@ -20,14 +20,15 @@ pub fn classify(context: &str, e: &KafkaError) -> SourceError {
     }
 }
 
-/// Codes no wait can cure: authentication and authorization (an ACL added later comes with
-/// a restart or a resume anyway), and librdkafka's fatal state.
+/// Codes no wait can cure: credentials the broker refused, permissions (an ACL added later
+/// comes with a restart or a resume anyway), and librdkafka's fatal state. librdkafka's
+/// local `Authentication` error is left out: it also reports passing trouble that
+/// librdkafka retries itself (an OAUTHBEARER token endpoint that is down).
 fn needs_an_operator(code: RDKafkaErrorCode) -> bool {
     use RDKafkaErrorCode as C;
     matches!(
         code,
         C::Fatal
-            | C::Authentication
             | C::SaslAuthenticationFailed
             | C::TopicAuthorizationFailed
             | C::GroupAuthorizationFailed
@@ -48,10 +49,10 @@ mod tests {
             Consuming(C::TopicAuthorizationFailed),
             Consuming(C::GroupAuthorizationFailed),
             Global(C::SaslAuthenticationFailed),
-            Global(C::Authentication),
             KafkaError::MessageConsumptionFatal(C::UnknownMemberId),
         ];
         let passing = [
+            Global(C::Authentication),
             Global(C::AllBrokersDown),
             Global(C::BrokerTransportFailure),
             Consuming(C::NotLeaderForPartition),

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -35,6 +35,13 @@ use crate::errors::classify;
 
 /// How long a revocation waits for the pipeline to write its batch before letting go.
 const REVOKE_WAIT: Duration = Duration::from_secs(60);
+
+/// One seek's wait for the fetcher; the runtime tries a few times.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One metadata request's wait in replica mode, short so a pause or shutdown that joins
+/// the polling thread is not held up by a broker that is away.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the polling thread hands the pipeline: items in order, or why it stopped.
 type Delivery = Result<SourceItem, SourceError>;
@@ -246,8 +253,10 @@ impl KafkaSource {
                 .name(format!("kafka-{pipeline}"))
                 .spawn(move || {
                     if replica && let Err(e) = assign_all(&consumer, &topics, &stop) {
-                        error!(pipeline, error = %e, "cannot assign partitions");
-                        let _ = tx.blocking_send(Err(e));
+                        if !stop.load(Ordering::Relaxed) {
+                            error!(pipeline, error = %e, "cannot assign partitions");
+                            let _ = tx.blocking_send(Err(e));
+                        }
                         return;
                     }
                     poll_loop(&consumer, &tx, &stop, &pipeline)
@@ -299,18 +308,35 @@ fn all_partitions(
     let mut out = Vec::new();
     for topic in topics {
         let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
             .map_err(|e| classify(&format!("cannot read metadata of topic {topic}"), &e))?;
         for t in md.topics() {
+            if let Some(code) = t.error() {
+                return Err(topic_error(topic, code.into()));
+            }
             if t.partitions().is_empty() {
                 return Err(SourceError::Fatal(format!(
-                    "topic {topic} does not exist or has no partitions"
+                    "topic {topic} has no partitions"
                 )));
             }
             out.extend(t.partitions().iter().map(|p| (Arc::from(t.name()), p.id())));
         }
     }
     Ok(out)
+}
+
+/// What a topic's metadata error means for a replica pipeline: a topic that is not there
+/// (or not readable) needs an operator; one being created or moving is waited for.
+fn topic_error(topic: &str, code: RDKafkaErrorCode) -> SourceError {
+    match code {
+        RDKafkaErrorCode::UnknownTopicOrPartition => {
+            SourceError::Fatal(format!("topic {topic} does not exist"))
+        }
+        RDKafkaErrorCode::TopicAuthorizationFailed => {
+            SourceError::Fatal(format!("not authorized to read topic {topic}"))
+        }
+        other => SourceError::Retriable(format!("topic {topic}: {other}")),
+    }
 }
 
 fn poll_loop(
@@ -404,17 +430,17 @@ impl Source for KafkaSource {
     }
 
     fn seek(&self, partition: &TopicPartition, offset: i64) -> Result<(), SourceError> {
-        self.consumer
-            .seek(
-                &partition.0,
-                partition.1,
-                Offset::Offset(offset),
-                Duration::from_secs(10),
-            )
-            .map_err(|e| {
-                let doing = format!("cannot seek {}/{} to {offset}", partition.0, partition.1);
-                classify(&doing, &e)
-            })
+        // librdkafka waits for the fetcher to take the new position: blocking, so off the
+        // async workers' hands, and short, since the runtime retries a failed seek.
+        let sought = tokio::task::block_in_place(|| {
+            let at = Offset::Offset(offset);
+            self.consumer
+                .seek(&partition.0, partition.1, at, SEEK_TIMEOUT)
+        });
+        sought.map_err(|e| {
+            let doing = format!("cannot seek {}/{} to {offset}", partition.0, partition.1);
+            classify(&doing, &e)
+        })
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use mongodb::bson::{Document, doc};
@@ -27,6 +27,9 @@ use crate::recovery;
 use crate::statements::{CHUNK, statement};
 use crate::{classify, classify_code, codes};
 
+/// How long a kept session may stay unused: under the server's 30-minute session timeout.
+const SESSION_IDLE_LIMIT: Duration = Duration::from_secs(25 * 60);
+
 /// A MongoDB collection (and its child collections) as a read model.
 pub struct MongoSink {
     cfg: MongoSinkConfig,
@@ -36,9 +39,11 @@ pub struct MongoSink {
     targets: Vec<(String, Vec<String>)>,
     client: Option<Client>,
     transactions: bool,
-    /// The session batches are written in, kept between batches: its id is on the
-    /// checkpoints it moves (see [`crate::recovery`]). Dropped after a failure.
-    session: Mutex<Option<ClientSession>>,
+    /// The session batches are written in, kept between batches (with when it was last
+    /// used): its id is on the checkpoints it moves (see [`crate::recovery`]).
+    session: Mutex<Option<(ClientSession, Instant)>>,
+    /// The id of every session this sink has written in: never ended as another writer's.
+    own: std::sync::Mutex<Vec<Document>>,
     reader: Arc<MongoCheckpointReader>,
 }
 
@@ -78,6 +83,7 @@ impl MongoSink {
             client: None,
             transactions: false,
             session: Mutex::new(None),
+            own: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -194,10 +200,16 @@ impl MongoSink {
             checkpoint::advance(&db, None, &self.pipeline, &self.cfg.collection, advances).await?;
             return Ok(Attempt::Done);
         }
+        // The server forgets a session idle for 30 minutes: a kept one is renewed before.
         let kept = self.session.lock().await.take();
+        let kept = kept.filter(|(_, used)| used.elapsed() < SESSION_IDLE_LIMIT);
         let mut session = match kept {
-            Some(s) => s,
-            None => client.start_session().await.map_err(|e| classify(&e))?,
+            Some((s, _)) => s,
+            None => {
+                let s = client.start_session().await.map_err(|e| classify(&e))?;
+                self.own.lock().expect("own sessions").push(s.id().clone());
+                s
+            }
         };
         session
             .start_transaction()
@@ -221,29 +233,24 @@ impl MongoSink {
             Ok(Attempt::Done)
         }
         .await;
-        match result {
-            Ok(Attempt::Done) => {
-                session
-                    .commit_transaction()
-                    .await
-                    .map_err(|e| classify(&e))?;
-                *self.session.lock().await = Some(session);
-                Ok(Attempt::Done)
-            }
-            Ok(retry) => {
+        let outcome = match result {
+            Ok(Attempt::Done) => (session.commit_transaction().await)
+                .map(|()| Attempt::Done)
+                .map_err(|e| classify(&e)),
+            other => {
                 let _ = session.abort_transaction().await;
-                *self.session.lock().await = Some(session);
-                Ok(retry)
+                other
             }
-            Err(e) => {
-                let _ = session.abort_transaction().await;
-                if matches!(e, SinkError::Conflict(_)) {
-                    let named = (self.pipeline.as_str(), self.cfg.collection.as_str());
-                    recovery::end_other_writers(client, &db, named, advances, session.id()).await;
-                }
-                Err(e)
-            }
+        };
+        if matches!(outcome, Err(SinkError::Conflict(_))) {
+            let own = self.own.lock().expect("own sessions").clone();
+            let named = (self.pipeline.as_str(), self.cfg.collection.as_str());
+            recovery::end_other_writers(client, &db, named, advances, &own).await;
         }
+        // Kept whatever happened: a session whose transaction failed (or was ended by
+        // another writer) serves the next one, and its id stays the one on the checkpoints.
+        *self.session.lock().await = Some((session, Instant::now()));
+        outcome
     }
 
     /// Child collections with a compound key are deleted from by key prefix: an index on

@@ -279,7 +279,7 @@ impl TargetAdmin for PgAdmin {
 
     async fn drop_shadow(&self) -> Result<(), SinkError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| classify(&e))?;
+        let tx = checkpoint::begin(&mut client).await?;
         for table in &self.tables {
             tx.batch_execute(&format!(
                 "DROP TABLE IF EXISTS {}",
@@ -344,7 +344,7 @@ impl TargetAdmin for PgAdmin {
 
     async fn swap_in_shadow(&self) -> Result<(), SinkError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| classify(&e))?;
+        let tx = checkpoint::begin(&mut client).await?;
         for table in &self.tables {
             self.swap_table(&tx, table).await?;
         }
@@ -371,7 +371,7 @@ impl TargetAdmin for PgAdmin {
     async fn reset(&self, target: Target, to: Reset<'_>) -> Result<(), SinkError> {
         let Reset { truncate, offsets } = to;
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| classify(&e))?;
+        let tx = checkpoint::begin(&mut client).await?;
         for table in &self.tables {
             if truncate && self.exists(&tx, table, target).await? {
                 tx.batch_execute(&format!("TRUNCATE {}", self.qualified(table, target)))

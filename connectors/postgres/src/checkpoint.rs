@@ -9,7 +9,7 @@ use sinkd_core::error::SinkError;
 use sinkd_core::event::TopicPartition;
 use sinkd_core::sink::{CheckpointAdvance, CheckpointReader};
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, GenericClient, NoTls};
+use tokio_postgres::{Client, GenericClient, NoTls, Transaction};
 use tracing::warn;
 
 use crate::classify;
@@ -143,19 +143,26 @@ pub async fn connect(url: &str) -> Result<Client, SinkError> {
     });
     // sinkd's DDL is idempotent (`IF NOT EXISTS`, `IF EXISTS`): the server's notices that
     // it skipped something would only fill the log at info level.
-    // sinkd never waits on anything else inside a transaction, so a session idle in one
-    // belongs to a writer that is paused (SIGSTOP, a frozen VM) or cut off by the network:
-    // the server ends it, so its locks on rows and checkpoints do not hold up the instance
-    // that took its partitions over. Woken up, the writer finds its connection gone,
-    // reconnects and is fenced.
     client
-        .batch_execute(
-            "SET client_min_messages TO warning; \
-             SET idle_in_transaction_session_timeout = '15s'",
-        )
+        .batch_execute("SET client_min_messages TO warning")
         .await
         .map_err(|e| classify(&e))?;
     Ok(client)
+}
+
+/// Begins a transaction the server ends if it stays idle for 15 s.
+///
+/// sinkd never waits on anything else inside a transaction, so one left idle belongs to a
+/// writer that is paused (SIGSTOP, a frozen VM) or cut off by the network: the server ends
+/// it, so its locks on rows and checkpoints do not hold up the instance that took its
+/// partitions over. Woken up, the writer finds its connection gone, reconnects and is
+/// fenced. `SET LOCAL`, so a connection pooler's shared session is left as it was.
+pub async fn begin(client: &mut Client) -> Result<Transaction<'_>, SinkError> {
+    let tx = client.transaction().await.map_err(|e| classify(&e))?;
+    tx.batch_execute("SET LOCAL idle_in_transaction_session_timeout = '15s'")
+        .await
+        .map_err(|e| classify(&e))?;
+    Ok(tx)
 }
 
 #[async_trait]

@@ -127,7 +127,7 @@ impl PostgresSink {
             next_tables.push(next);
         }
         let client = self.client.as_mut().expect("opened");
-        let tx = client.transaction().await.map_err(|e| classify(&e))?;
+        let tx = checkpoint::begin(client).await?;
         for sql in &ddl {
             info!(pipeline = %self.pipeline, sql, "evolving the tables");
             tx.batch_execute(sql).await.map_err(|e| classify(&e))?;

@@ -24,7 +24,8 @@ use crate::event::RawRecord;
 use crate::event::TopicPartition;
 use crate::sink::{CheckpointAdvance, Sink};
 
-/// Tries of one seek before the pipeline stops: about 1.5 s of backoff in all.
+/// Tries of one seek before the pipeline stops, with 1.5 s of backoff in all between them
+/// (each try may itself wait for the source: Kafka's up to 2 s).
 const SEEK_ATTEMPTS: u32 = 5;
 
 /// A batch being written.
