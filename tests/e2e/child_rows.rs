@@ -81,7 +81,7 @@ async fn routed_by_tenant_after_kills(target: Target) {
     let ends = lines::publish(&s.topic, &events).await;
     let daemon = s.start();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while s.checkpoints().await.values().sum::<i64>() == 0 {
+    while s.applied().await == 0 {
         assert!(Instant::now() < deadline, "no progress\n{}", daemon.log());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -21,9 +21,8 @@ pub async fn a_zombie_writer_is_fenced_when_it_wakes(target: &Target) {
     let rest = later.split_off(7_500);
     let mut ends = stack::produce(&s.topic, records).await;
     let mut a = s.start();
-    let applied = || async { s.checkpoints().await.values().sum::<i64>() };
     let start = Instant::now();
-    while applied().await < 5_000 {
+    while s.applied().await < 5_000 {
         assert!(
             start.elapsed() < Duration::from_secs(120),
             "A made no progress\n{}",

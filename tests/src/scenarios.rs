@@ -83,7 +83,7 @@ impl Setup {
         for _ in 0..kills {
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
             loop {
-                let done: i64 = self.checkpoints().await.values().sum();
+                let done = self.applied().await;
                 if done > last {
                     last = done;
                     break;
@@ -117,6 +117,11 @@ impl Setup {
     /// The checkpoint.
     pub async fn checkpoints(&self) -> HashMap<i32, i64> {
         self.target.checkpoints(&self.pipeline).await
+    }
+
+    /// Events applied so far: the sum of the stored next offsets.
+    pub async fn applied(&self) -> i64 {
+        self.checkpoints().await.values().sum()
     }
 
     /// Replaces `{dlq}` in the pipeline file with a new dead-letter topic; returns its name.
@@ -182,7 +187,7 @@ pub async fn kill_dash_nine_six_times_during_a_run_leaves_an_exact_table(target:
         // Wait for progress, then kill at a random moment of the next stretch of work.
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let done: i64 = s.checkpoints().await.values().sum();
+            let done = s.applied().await;
             if done > last_progress {
                 last_progress = done;
                 break;

@@ -93,18 +93,18 @@ async fn measure(target: &Target, args: &Args) -> Vec<f64> {
     let mut times = Vec::new();
     for kill in 0..args.kills {
         // Let it get going: writers busy, a transaction open most of the time.
-        let before = applied(&s).await;
+        let before = s.applied().await;
         wait_until(Duration::from_secs(120), || async {
-            applied(&s).await >= before + 20_000
+            s.applied().await >= before + 20_000
         })
         .await
         .unwrap_or_else(|| panic!("no progress before kill {kill}\n{}", daemon.log()));
         daemon.kill9();
-        let stopped = applied(&s).await;
+        let stopped = s.applied().await;
         let restarted = Instant::now();
         daemon = s.start();
         wait_until(Duration::from_secs(180), || async {
-            applied(&s).await > stopped
+            s.applied().await > stopped
         })
         .await
         .unwrap_or_else(|| panic!("nothing committed after kill {kill}\n{}", daemon.log()));
@@ -112,11 +112,6 @@ async fn measure(target: &Target, args: &Args) -> Vec<f64> {
     }
     daemon.kill9();
     times
-}
-
-/// Events applied: the sum of the stored next offsets.
-async fn applied(s: &Setup) -> i64 {
-    s.checkpoints().await.values().sum()
 }
 
 /// Polls `done` every 20 ms; `None` when `limit` passes first.
