@@ -6,13 +6,12 @@
 //! added at the source.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use apache_avro::Schema;
 use apache_avro::types::Value;
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
-use sinkd_tests::daemon::{Daemon, Workdir};
+use sinkd_tests::scenarios;
 use sinkd_tests::stack::{self, Record};
 use sinkd_tests::target::{MONGO_DATABASE, Target};
 
@@ -257,34 +256,17 @@ async fn run(target: &Target, read: impl AsyncFn(&str) -> State) {
     let topic = format!("{name}.inventory.customers");
     stack::create_topic(&topic, 1).await;
     let end = produce_changes(&topic).await;
-    let dir = Workdir::new(&name);
     let yaml = format!(
         "name: {name}
-source:
-  kafka:
-    bootstrap_servers: ${{KAFKA_BROKERS:-127.0.0.1:9092}}
-    topics: [{topic}]
-    key_format: avro
-    properties:
-      session.timeout.ms: \"6000\"
-  registry:
-    url: ${{SCHEMA_REGISTRY_URL:-http://127.0.0.1:8081}}
-{sink}envelope: debezium
+{source}{sink}envelope: debezium
 key:
   columns: [id]
 ",
+        source = scenarios::source_yaml(&topic, "    key_format: avro\n"),
         sink = target.sink_yaml(&name)
     );
-    let file = dir.file("pipeline.yaml", &yaml);
-    let daemon = Daemon::start(&file, &dir.0.join("sinkd.log"));
-    target
-        .wait_caught_up(
-            &name,
-            &std::collections::HashMap::from([(0, end)]),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    let ends = std::collections::HashMap::from([(0, end)]);
+    let daemon = scenarios::run_pipeline(target, &name, &yaml, &ends).await;
     assert_eq!(read(&name).await, expected(), "{}", daemon.log());
 }
 

@@ -136,6 +136,41 @@ impl Setup {
     }
 }
 
+/// The `source:` section of a pipeline reading `topic` on the local stack (quick group
+/// session timeouts), with `kafka_extra` (lines indented four spaces) in its `kafka:` map.
+pub fn source_yaml(topic: &str, kafka_extra: &str) -> String {
+    format!(
+        "source:
+  kafka:
+    bootstrap_servers: ${{KAFKA_BROKERS:-127.0.0.1:9092}}
+    topics: [{topic}]
+{kafka_extra}    properties:
+      session.timeout.ms: \"6000\"
+      heartbeat.interval.ms: \"500\"
+  registry:
+    url: ${{SCHEMA_REGISTRY_URL:-http://127.0.0.1:8081}}
+"
+    )
+}
+
+/// Starts sinkd on pipeline `name` written as `yaml` into `target`, and waits until it
+/// has applied everything up to `ends` (fails with its log otherwise).
+pub async fn run_pipeline(
+    target: &Target,
+    name: &str,
+    yaml: &str,
+    ends: &HashMap<i32, i64>,
+) -> Daemon {
+    let dir = Workdir::new(name);
+    let file = dir.file("pipeline.yaml", yaml);
+    let daemon = Daemon::start(&file, &dir.0.join("sinkd.log"));
+    target
+        .wait_caught_up(name, ends, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n--- sinkd log ---\n{}", daemon.log()));
+    daemon
+}
+
 /// Merges partition ends (max per partition).
 pub fn merge_ends(a: &mut HashMap<i32, i64>, b: HashMap<i32, i64>) {
     for (p, o) in b {

@@ -15,6 +15,7 @@ use apache_avro::types::Value;
 use async_trait::async_trait;
 use rustc_hash::FxHashMap;
 use sinkd_core::config::KeyFormat;
+use sinkd_core::decimals::DecimalScales;
 use sinkd_core::decode::Decoder;
 use sinkd_core::error::RecordError;
 use sinkd_core::event::{Event, RawRecord};
@@ -59,6 +60,9 @@ fn writer_datum(schema: &Schema, id: u32, what: &str) -> Result<WriterDatum, Rec
     })
 }
 
+/// A key schema's datum reader, and what gives its decimals their scale.
+type KeyDatum = (WriterDatum, Option<DecimalScales>);
+
 /// What one writer schema means for a topic: its event type, version and column view,
 /// and the reader schema its values are resolved to, if one is declared.
 struct SchemaInfo {
@@ -68,6 +72,8 @@ struct SchemaInfo {
     schema: Arc<EventSchema>,
     version: u32,
     reader: Option<Arc<Schema>>,
+    /// Gives decoded decimals their scale, when the schema values are read with has any.
+    decimals: Option<DecimalScales>,
 }
 
 /// A declared reader schema of an event type.
@@ -113,7 +119,7 @@ pub struct AvroEventDecoder {
     registry: Arc<Registry>,
     key_format: KeyFormat,
     infos: SchemaCache,
-    keys: RwLock<FxHashMap<u32, Arc<WriterDatum>>>,
+    keys: RwLock<FxHashMap<u32, Arc<KeyDatum>>>,
     readers: HashMap<String, ReaderSchema>,
     check: Option<ReaderCheck>,
 }
@@ -186,12 +192,14 @@ impl AvroEventDecoder {
             None => schema,
         };
         let datum = writer_datum(&writer.parsed, id, "writer")?;
+        let decimals = DecimalScales::of(reader.as_deref().unwrap_or(&writer.parsed));
         let info = Arc::new(SchemaInfo {
             datum,
             event_type,
             schema: Arc::new(schema),
             version,
             reader,
+            decimals,
         });
         self.infos
             .write()
@@ -220,22 +228,30 @@ impl AvroEventDecoder {
                     }
                     other => bad("avro", other.to_string()),
                 })?;
-                reader
+                let (reader, decimals) = &*reader;
+                let mut key = reader
                     .borrow_dependent()
                     .read_value(&mut datum)
-                    .map_err(|e| bad("avro", format!("schema {id}: {e}")))?
+                    .map_err(|e| bad("avro", format!("schema {id}: {e}")))?;
+                if let Some(decimals) = decimals {
+                    decimals.apply(&mut key);
+                }
+                key
             }
         }))
     }
 
     /// The datum reader of a key schema, cached by id like the value schemas (and, like
     /// them, freed with the decoder).
-    async fn key_datum(&self, id: u32) -> Result<Arc<WriterDatum>, RecordError> {
+    async fn key_datum(&self, id: u32) -> Result<Arc<KeyDatum>, RecordError> {
         if let Some(d) = self.keys.read().expect("lock poisoned").get(&id) {
             return Ok(d.clone());
         }
         let writer = self.registry.schema(id).await?;
-        let datum = Arc::new(writer_datum(&writer.parsed, id, "key")?);
+        let datum = Arc::new((
+            writer_datum(&writer.parsed, id, "key")?,
+            DecimalScales::of(&writer.parsed),
+        ));
         self.keys
             .write()
             .expect("lock poisoned")
@@ -290,7 +306,7 @@ impl Decoder for AvroEventDecoder {
                 schema_id: id,
                 detail: e.to_string(),
             })?;
-        let decoded = match &info.reader {
+        let mut decoded = match &info.reader {
             Some(reader) => {
                 resolve_to_reader(decoded, reader).map_err(|detail| RecordError::ReaderSchema {
                     event_type: info.event_type.to_string(),
@@ -299,6 +315,9 @@ impl Decoder for AvroEventDecoder {
             }
             None => decoded,
         };
+        if let Some(decimals) = &info.decimals {
+            decimals.apply(&mut decoded);
+        }
         Ok(Event {
             event_type: info.event_type.clone(),
             version: info.version,

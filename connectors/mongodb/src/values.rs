@@ -46,7 +46,8 @@ fn convert(v: &Value) -> Bson {
         Value::String(s) | Value::Enum(_, s) => Bson::String(s.clone()),
         Value::Bytes(b) | Value::Fixed(_, b) => binary(BinarySubtype::Generic, b),
         Value::Uuid(u) => binary(BinarySubtype::Uuid, u.as_bytes()),
-        // Nested decimals carry no scale here: the unscaled digits, exactly.
+        // Decoded decimals are `BigDecimal`s that carry their scale (`sinkd_core::decimals`);
+        // a bare `Decimal` has no scale to give, and keeps its unscaled digits.
         Value::Decimal(_) | Value::BigDecimal(_) => decimal(v, 0),
         Value::Date(days) => Bson::DateTime(DateTime::from_millis(*days as i64 * 86_400_000)),
         Value::TimeMillis(ms) => Bson::Int32(*ms),
@@ -109,6 +110,41 @@ mod tests {
         assert_eq!(
             to_bson(&rec, ColumnType::Json),
             Bson::Document(mongodb::bson::doc! { "a": [1] })
+        );
+    }
+
+    #[test]
+    fn nested_decimals_keep_their_scale_and_digits() {
+        use bigdecimal::BigDecimal;
+        let big = |unscaled: &str, scale: i64| {
+            Value::BigDecimal(BigDecimal::new(unscaled.parse().unwrap(), scale))
+        };
+        let cases = [
+            (big("10000", 2), "100.00"),
+            (big("-1", 6), "-0.000001"),
+            // 34 digits, all Decimal128 holds.
+            (
+                big("9999999999999999999999999999999999", 4),
+                "999999999999999999999999999999.9999",
+            ),
+        ];
+        for (v, text) in cases {
+            let rec = Value::Record(vec![("line".into(), Value::Array(vec![v.clone()]))]);
+            let Bson::Document(doc) = to_bson(&rec, ColumnType::Json) else {
+                panic!("not a document")
+            };
+            let got = &doc.get_array("line").unwrap()[0];
+            assert_eq!(got, &Bson::Decimal128(text.parse().unwrap()), "{v:?}");
+            let Bson::Decimal128(d) = got else {
+                panic!("{got:?} is not a Decimal128")
+            };
+            assert_eq!(d.to_string(), text);
+        }
+        // Wider than Decimal128: a string, every digit kept.
+        let wide = big("12345678901234567890123456789012345678", 2);
+        assert_eq!(
+            to_bson(&wide, ColumnType::Json),
+            Bson::String("123456789012345678901234567890123456.78".into())
         );
     }
 }

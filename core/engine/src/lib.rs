@@ -8,6 +8,7 @@
 //! - [`expr`]: CEL expressions (computed values, conditions), compiled once, with the
 //!   list functions CEL lacks (`sum`, `min`, `max`).
 //! - [`json_avro`]: JSON text into Avro values of a schema, exactly (outbox, `sinkd upcast`).
+//! - [`decimals`]: decoded decimals given the scale their schema declares.
 //! - [`schema`]: column types derived from Avro writer schemas.
 //! - [`upcast`]: upcasters that bring old event versions to the newest one.
 //! - [`operation`]: the operations on a read model (cells, upsert/merge/increment/delete).
@@ -29,6 +30,7 @@ pub mod config;
 pub mod connector;
 pub mod crash;
 pub mod dead_letter;
+pub mod decimals;
 pub mod decode;
 pub mod error;
 pub mod event;

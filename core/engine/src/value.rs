@@ -76,8 +76,8 @@ pub fn to_json(v: &Value) -> Json {
     match v {
         Value::Null => Json::Null,
         Value::Boolean(b) => Json::Bool(*b),
-        Value::Float(f) => Number::from_f64(*f as f64).map_or(Json::Null, Json::Number),
-        Value::Double(f) => Number::from_f64(*f).map_or(Json::Null, Json::Number),
+        Value::Float(f) => double(*f as f64),
+        Value::Double(f) => double(*f),
         Value::Bytes(b) | Value::Fixed(_, b) => Json::String(hex(b)),
         Value::String(s) | Value::Enum(_, s) => Json::String(s.clone()),
         Value::Union(_, inner) => to_json(inner),
@@ -89,11 +89,14 @@ pub fn to_json(v: &Value) -> Json {
                 .map(|(k, v)| (k.clone(), to_json(v)))
                 .collect::<Map<_, _>>(),
         ),
+        // Decoders give decimals their scale (`crate::decimals`); a bare `Decimal` has
+        // none to give, so its unscaled digits are all there is to render.
         Value::Decimal(d) => {
             let unscaled: num_bigint::BigInt = d.clone().into();
             Json::String(unscaled.to_string())
         }
-        Value::BigDecimal(d) => Json::String(d.to_string()),
+        // A string, not a JSON number: JSON numbers become doubles in most readers.
+        Value::BigDecimal(d) => Json::String(plain(d)),
         Value::Duration(d) => Json::String(format!("{d:?}")),
         Value::Uuid(u) => Json::String(u.to_string()),
         // int, long, and the date, time and timestamp kinds.
@@ -108,8 +111,32 @@ pub fn decimal_string(v: &Value, scale: u32) -> Option<String> {
             let unscaled: num_bigint::BigInt = d.clone().into();
             Some(scale_digits(&unscaled.to_string(), scale))
         }
-        Value::BigDecimal(d) => Some(d.to_string()),
+        Value::BigDecimal(d) => Some(plain(d)),
         _ => None,
+    }
+}
+
+/// A double as JSON. JSON has no NaN or infinity; they are written as the strings
+/// `"NaN"`, `"Infinity"` and `"-Infinity"` (as Protobuf's JSON mapping does) rather than
+/// lost as null.
+fn double(f: f64) -> Json {
+    match Number::from_f64(f) {
+        Some(n) => Json::Number(n),
+        None if f.is_nan() => Json::String("NaN".into()),
+        None if f > 0.0 => Json::String("Infinity".into()),
+        None => Json::String("-Infinity".into()),
+    }
+}
+
+/// A decimal in positional notation with exactly its scale's digits after the point
+/// (`100.00` stays `100.00`; `BigDecimal`'s `Display` may switch to exponents).
+fn plain(d: &bigdecimal::BigDecimal) -> String {
+    let (unscaled, scale) = d.as_bigint_and_exponent();
+    match u32::try_from(scale) {
+        Ok(scale) => scale_digits(&unscaled.to_string(), scale),
+        // A negative scale (only a `big-decimal` can have one) multiplies by 10^-scale.
+        Err(_) if unscaled.sign() == num_bigint::Sign::NoSign => "0".into(),
+        Err(_) => format!("{unscaled}{}", "0".repeat(scale.unsigned_abs() as usize)),
     }
 }
 
@@ -151,5 +178,53 @@ mod tests {
         assert_eq!(scale_digits("12345", 2), "123.45");
         assert_eq!(scale_digits("-5", 2), "-0.05");
         assert_eq!(scale_digits("7", 0), "7");
+    }
+
+    #[test]
+    fn big_decimals_render_every_digit_of_their_scale() {
+        use bigdecimal::BigDecimal;
+        use num_bigint::BigInt;
+        let big = |unscaled: &str, scale: i64| {
+            Value::BigDecimal(BigDecimal::new(unscaled.parse::<BigInt>().unwrap(), scale))
+        };
+        let cases = [
+            (big("10000", 2), "100.00"),
+            (big("-1", 38), "-0.00000000000000000000000000000000000001"),
+            (
+                big("99999999999999999999999999999999999999", 0),
+                "99999999999999999999999999999999999999",
+            ),
+            (big("12", -3), "12000"),
+            (big("0", -3), "0"),
+            (big("0", 4), "0.0000"),
+        ];
+        for (v, text) in cases {
+            assert_eq!(to_json(&v), Json::String(text.into()), "{v:?}");
+            assert_eq!(decimal_string(&v, 9).as_deref(), Some(text), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn doubles_without_a_json_number_stay_readable() {
+        assert_eq!(
+            to_json(&Value::Double(f64::NAN)),
+            Json::String("NaN".into())
+        );
+        assert_eq!(
+            to_json(&Value::Float(f32::INFINITY)),
+            Json::String("Infinity".into())
+        );
+        assert_eq!(
+            to_json(&Value::Double(f64::NEG_INFINITY)),
+            Json::String("-Infinity".into())
+        );
+        // Finite edges keep every bit through their JSON text.
+        for f in [f64::MAX, f64::MIN_POSITIVE, 5e-324, -0.0, 0.1 + 0.2] {
+            let Json::Number(n) = to_json(&Value::Double(f)) else {
+                panic!("{f} is not a number")
+            };
+            let back: f64 = n.to_string().parse().unwrap();
+            assert_eq!(back.to_bits(), f.to_bits(), "{f}");
+        }
     }
 }

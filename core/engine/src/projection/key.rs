@@ -101,7 +101,9 @@ fn primitive_type(v: &Value) -> ColumnType {
         | Value::TimestampNanos(_)
         | Value::LocalTimestampMillis(_)
         | Value::LocalTimestampMicros(_)
-        | Value::LocalTimestampNanos(_) => ColumnType::Json,
+        | Value::LocalTimestampNanos(_)
+        | Value::Decimal(_)
+        | Value::BigDecimal(_) => ColumnType::Json,
         _ => super::rule::value_type(v).unwrap_or(ColumnType::Json),
     }
 }

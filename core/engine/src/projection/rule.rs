@@ -87,8 +87,9 @@ pub(super) fn find_path<'s>(
     Ok(Found::Value(unwrap_union(value)))
 }
 
-/// The column type a value has by itself; `None` when it needs its schema (a decimal's
-/// scale) or has none (null).
+/// The column type a value has by itself; `None` when it needs its schema (a decimal not
+/// given its scale, see [`crate::decimals`]) or has none (null). A decimal's precision is
+/// not in its value: the column is an unconstrained decimal, which holds it exactly.
 pub(super) fn value_type(v: &Value) -> Option<ColumnType> {
     Some(match v {
         Value::Boolean(_) => ColumnType::Boolean,
@@ -109,7 +110,11 @@ pub(super) fn value_type(v: &Value) -> Option<ColumnType> {
         Value::String(_) | Value::Enum(..) => ColumnType::String,
         Value::Array(_) | Value::Map(_) | Value::Record(_) => ColumnType::Json,
         Value::Union(_, inner) => return value_type(inner),
-        Value::Null | Value::Decimal(_) | Value::BigDecimal(_) | Value::Duration(_) => return None,
+        Value::BigDecimal(d) => ColumnType::Decimal {
+            precision: 0,
+            scale: u32::try_from(d.fractional_digit_count()).unwrap_or(0),
+        },
+        Value::Null | Value::Decimal(_) | Value::Duration(_) => return None,
     })
 }
 
