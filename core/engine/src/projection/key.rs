@@ -90,20 +90,15 @@ impl Keys {
 }
 
 /// The column type a key value implies when no schema says otherwise: its own type, or
-/// JSON for what needs a schema (a decimal's scale) or has none. Unions, times, and
-/// nanosecond or local timestamps stay JSON as they always were for keys: existing tables
-/// have `jsonb` key columns for them.
+/// JSON for what needs a schema (a decimal's scale) or has none. Unions, times, decimals,
+/// and nanosecond or local timestamps stay JSON as they always were for keys: existing
+/// tables have `jsonb` key columns for them.
 fn primitive_type(v: &Value) -> ColumnType {
-    match v {
-        Value::Union(..)
-        | Value::TimeMillis(_)
-        | Value::TimeMicros(_)
-        | Value::TimestampNanos(_)
-        | Value::LocalTimestampMillis(_)
-        | Value::LocalTimestampMicros(_)
-        | Value::LocalTimestampNanos(_)
-        | Value::Decimal(_)
-        | Value::BigDecimal(_) => ColumnType::Json,
-        _ => super::rule::value_type(v).unwrap_or(ColumnType::Json),
+    match (v, super::rule::value_type(v)) {
+        (Value::Union(..) | Value::TimestampNanos(_), _) => ColumnType::Json,
+        (_, Some(ColumnType::Time | ColumnType::LocalTimestamp | ColumnType::Decimal { .. })) => {
+            ColumnType::Json
+        }
+        (_, ty) => ty.unwrap_or(ColumnType::Json),
     }
 }
