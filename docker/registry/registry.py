@@ -23,6 +23,10 @@ plus its references.
     REGISTRY_BEARER_TOKEN=token      or accept this bearer token
     REGISTRY_STYLE=karapace          answer 401 as Karapace does: {"message": "Unauthorized"},
                                      with no error_code (clients must still show it)
+    --journal FILE                   keep state across restarts: every change that succeeded
+                                     is appended to FILE and replayed at start, as Confluent's
+                                     registry replays its _schemas topic (same ids after a
+                                     restart, for tests that take the registry down)
 """
 import argparse
 import base64
@@ -425,10 +429,40 @@ def get_mode(reg, q, body):
 
 
 # ---- HTTP ------------------------------------------------------------------------
+def call(reg, method, path, body):
+    """Runs one request against the registry: the route's answer, or an ApiError."""
+    url = urlsplit(path)
+    query = parse_qs(url.query)
+    path_matched = False
+    for m, regex, fn in ROUTES:
+        match = regex.match(url.path)
+        if not match:
+            continue
+        path_matched = True
+        if m == method:
+            args = [unquote(a) if a is not None else None for a in match.groups()]
+            return fn(reg, query, body, *args)
+    if path_matched:
+        raise ApiError(405, "HTTP 405 Method Not Allowed")
+    raise ApiError(404, "HTTP 404 Not Found")
+
+
+def replay(reg, journal):
+    """Applies the changes a journal recorded, in order (missing journal: nothing)."""
+    if not os.path.exists(journal):
+        return
+    with open(journal) as f:
+        for line in f:
+            if line.strip():
+                change = json.loads(line)
+                call(reg, change["method"], change["path"], change["body"])
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as clients expect
     server_version = "sinkd-test-registry/1"
     registry = None  # set in main()
+    journal = None  # set in main() with --journal
     basic = os.environ.get("REGISTRY_BASIC_AUTH")
     bearer = os.environ.get("REGISTRY_BEARER_TOKEN")
     style = os.environ.get("REGISTRY_STYLE", "confluent")
@@ -480,22 +514,13 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(401, "Unauthorized")
 
     def dispatch(self, method, raw):
-        url = urlsplit(self.path)
-        query = parse_qs(url.query)
-        path_matched = False
-        for m, regex, fn in ROUTES:
-            match = regex.match(url.path)
-            if not match:
-                continue
-            path_matched = True
-            if m == method:
-                args = [unquote(a) if a is not None else None for a in match.groups()]
-                body = self.parse_body(raw) if method in ("POST", "PUT") else None
-                with self.registry.lock:
-                    return fn(self.registry, query, body, *args)
-        if path_matched:
-            raise ApiError(405, "HTTP 405 Method Not Allowed")
-        raise ApiError(404, "HTTP 404 Not Found")
+        body = self.parse_body(raw) if method in ("POST", "PUT") else None
+        with self.registry.lock:
+            result = call(self.registry, method, self.path, body)
+            if method != "GET" and self.journal:
+                with open(self.journal, "a") as f:
+                    f.write(json.dumps({"method": method, "path": self.path, "body": body}) + "\n")
+            return result
 
     def parse_body(self, raw):
         media = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -514,8 +539,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--journal", help="append changes here and replay them at start")
     args = parser.parse_args()
     Handler.registry = Registry()
+    if args.journal:
+        replay(Handler.registry, args.journal)
+        Handler.journal = args.journal
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     sys.stderr.write(f"schema registry listening on http://{args.host}:{server.server_address[1]}\n")
     sys.stderr.flush()

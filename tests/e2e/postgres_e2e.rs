@@ -17,6 +17,8 @@ sinkd_tests::every_sink_scenarios!(Target::Postgres);
 sinkd_tests::scenario_tests! { Target::Postgres;
     a_zombie_writer_is_fenced_when_it_wakes =>
         sinkd_tests::faults::a_zombie_writer_is_fenced_when_it_wakes;
+    a_registry_outage_is_waited_out =>
+        sinkd_tests::faults::a_registry_outage_is_waited_out;
     sigterm_during_a_rebuild_keeps_the_shadow_and_the_restart_resumes_it =>
         control::a_rebuild_interrupted_by_a_restart_resumes, control::Stop::Term;
     a_rebuild_interrupted_by_a_changed_pipeline_is_abandoned =>

@@ -57,3 +57,74 @@ pub async fn a_zombie_writer_is_fenced_when_it_wakes(target: &Target) {
         "after A rejoined"
     );
 }
+
+/// Scenario: the schema registry goes away in the middle of a run while the records
+/// produced meanwhile carry schema ids sinkd has not seen: first it hangs (SIGSTOP: the
+/// port accepts, nothing answers) for 10 s, then it is down (connections refused) for
+/// 30 s. The pipeline waits on the record it cannot decode yet and retries it (nothing is
+/// dead-lettered, nothing skipped, the daemon keeps running), then catches up when the
+/// registry is back with the same ids (its state replayed, as Confluent's registry
+/// replays `_schemas`). The target ends equal to the model.
+pub async fn a_registry_outage_is_waited_out(target: &Target) {
+    let mut registry = stack::OwnRegistry::start_durable();
+    let (s, dlq) = Setup::dead_lettering(target, "regdown", 4).await;
+    let events = shop::generate(12_000, 600, 61);
+    let ids = shop::register_schemas_at(&registry.url, &s.topic).await;
+    let (first, later) = events.split_at(6_000);
+    let (hung, down) = later.split_at(3_000);
+    let mut ends = stack::produce(&s.topic, shop::records(&ids, first)).await;
+    let url = registry.url.clone();
+    let daemon = Daemon::start_with_env(
+        &s.file,
+        &s.dir.0.join("sinkd.log"),
+        "127.0.0.1:0",
+        &[("SCHEMA_REGISTRY_URL", &url)],
+    );
+    s.caught_up(&ends, &daemon).await;
+
+    // Each phase's orders placed meanwhile are written with a schema id sinkd has never
+    // looked up, registered just before the registry goes away.
+    let mut outage = async |events: &[shop::ShopEvent], kind: shop::Kind, hangs: bool| {
+        let (id, schema) = shop::register_evolved_at(&url, &s.topic, kind).await;
+        if hangs {
+            registry.signal("STOP");
+        } else {
+            registry.stop();
+        }
+        let records = shop::records(&ids, events)
+            .into_iter()
+            .zip(events)
+            .map(|(mut r, e)| {
+                if e.kind == kind {
+                    r.value = Some(stack::encode(id, &schema, &shop::evolved(e)));
+                }
+                r
+            })
+            .collect();
+        merge_ends(&mut ends, stack::produce(&s.topic, records).await);
+        let waiting = Instant::now();
+        let wanted: i64 = ends.values().sum();
+        while waiting.elapsed() < Duration::from_secs(if hangs { 10 } else { 30 }) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(
+            s.applied().await < wanted,
+            "the registry is away (hanging: {hangs}): records of the new id wait"
+        );
+        if hangs {
+            registry.signal("CONT");
+        } else {
+            registry.restart();
+        }
+    };
+    outage(hung, shop::Kind::ItemAdded, true).await;
+    outage(down, shop::Kind::Placed, false).await;
+    s.caught_up(&ends, &daemon).await;
+    assert_eq!(s.orders().await, shop::expected(&events));
+    assert_eq!(stack::topic_end(&dlq, 1), 0, "nothing was dead-lettered");
+    let log = daemon.log();
+    assert!(
+        log.contains("cannot decode yet; retrying the same record"),
+        "the wait is in the log\n{log}"
+    );
+}

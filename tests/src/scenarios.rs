@@ -124,6 +124,16 @@ impl Setup {
         self.checkpoints().await.values().sum()
     }
 
+    /// A pipeline (as [`Setup::new`]) that dead-letters bad records and unknown event
+    /// types to a new topic; returns it with the topic's name.
+    pub async fn dead_lettering(target: &Target, name: &str, partitions: i32) -> (Setup, String) {
+        let extra =
+            "on_error: dead_letter\nunknown_events: dead_letter\ndead_letter_topic: {dlq}\n";
+        let s = Setup::new(target, name, partitions, extra).await;
+        let dlq = s.with_dead_letter_topic().await;
+        (s, dlq)
+    }
+
     /// Replaces `{dlq}` in the pipeline file with a new dead-letter topic; returns its name.
     pub async fn with_dead_letter_topic(&self) -> String {
         let dlq = format!("{}.dlq", self.pipeline);
@@ -278,14 +288,7 @@ pub async fn moving_the_group_offsets_back_does_not_reapply_anything(target: &Ta
 
 /// Scenario: a poisoned record is dead lettered and the rest applied.
 pub async fn a_poisoned_record_is_dead_lettered_and_the_rest_applied(target: &Target) {
-    let s = Setup::new(
-        target,
-        "dlq",
-        1,
-        "on_error: dead_letter\nunknown_events: dead_letter\ndead_letter_topic: {dlq}\n",
-    )
-    .await;
-    let dlq = s.with_dead_letter_topic().await;
+    let (s, dlq) = Setup::dead_lettering(target, "dlq", 1).await;
 
     let events = shop::generate(400, 40, 3);
     let ids = shop::register_schemas(&s.topic).await;

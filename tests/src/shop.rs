@@ -334,14 +334,50 @@ pub fn pipeline_yaml(name: &str, topic: &str, table: &str, extra: &str) -> Strin
 /// Registers the four schemas under `<topic>-<record>` (TopicRecordNameStrategy: several
 /// event types share the topic) and returns their ids by kind.
 pub async fn register_schemas(topic: &str) -> BTreeMap<Kind, (u32, Schema)> {
+    register_schemas_at(&crate::stack::registry_url(), topic).await
+}
+
+/// [`register_schemas`] on the registry at `url`.
+pub async fn register_schemas_at(url: &str, topic: &str) -> BTreeMap<Kind, (u32, Schema)> {
     let mut ids = BTreeMap::new();
     for kind in Kind::ALL {
         let schema = kind.schema();
         let name = schema.name().expect("named").fullname(None);
-        let id = crate::stack::register(&format!("{topic}-{name}"), kind.schema_text()).await;
+        let subject = format!("{topic}-{name}");
+        let id = crate::stack::register_at(url, None, &subject, kind.schema_text()).await;
         ids.insert(kind, (id, schema));
     }
     ids
+}
+
+/// Registers, on the registry at `url`, a next version of `kind`'s schema with one more
+/// optional field, `channel` (a compatible change: a new schema id); returns its id and
+/// schema (values: [`evolved`]).
+pub async fn register_evolved_at(url: &str, topic: &str, kind: Kind) -> (u32, Schema) {
+    let mut json: serde_json::Value = serde_json::from_str(kind.schema_text()).expect("JSON");
+    json["fields"]
+        .as_array_mut()
+        .expect("fields")
+        .push(serde_json::json!(
+            {"name": "channel", "type": ["null", "string"], "default": null}
+        ));
+    let text = json.to_string();
+    let schema = Schema::parse_str(&text).expect("valid schema");
+    let name = schema.name().expect("named").fullname(None);
+    let id = crate::stack::register_at(url, None, &format!("{topic}-{name}"), &text).await;
+    (id, schema)
+}
+
+/// `event`'s value with the `channel` field of [`register_evolved_at`]'s version.
+pub fn evolved(event: &ShopEvent) -> Value {
+    let Value::Record(mut fields) = event.value.clone() else {
+        unreachable!("events are records")
+    };
+    fields.push((
+        "channel".into(),
+        Value::Union(1, Box::new(Value::String("web".into()))),
+    ));
+    Value::Record(fields)
 }
 
 /// Encodes events as Kafka records keyed by order id.

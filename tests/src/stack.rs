@@ -1,6 +1,7 @@
 //! The real servers of the local stack (`docker/up`), from the test's side.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
@@ -65,39 +66,96 @@ pub fn free_port() -> u16 {
 pub struct OwnRegistry {
     /// `http://127.0.0.1:<port>`.
     pub url: String,
-    process: std::process::Child,
+    port: u16,
+    env: Vec<(String, String)>,
+    /// Where a durable registry keeps its changes across restarts.
+    journal: Option<PathBuf>,
+    process: Option<std::process::Child>,
 }
 
 impl OwnRegistry {
     /// Starts it and waits until it accepts connections.
     pub fn start(env: &[(&str, &str)]) -> OwnRegistry {
+        Self::launch(env, None)
+    }
+
+    /// Starts one that keeps its schemas and ids across [`OwnRegistry::stop`] and
+    /// [`OwnRegistry::restart`] (a journal replayed at start).
+    pub fn start_durable() -> OwnRegistry {
+        let journal = std::env::temp_dir().join(format!("{}.journal", unique("registry")));
+        Self::launch(&[], Some(journal))
+    }
+
+    fn launch(env: &[(&str, &str)], journal: Option<PathBuf>) -> OwnRegistry {
         let port = free_port();
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let process = std::process::Command::new(root.join(".stack/venv/bin/python"))
-            .arg(root.join("docker/registry/registry.py"))
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .envs(env.iter().copied())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("registry.py runs (docker/up installs its venv)");
-        let registry = OwnRegistry {
+        let mut registry = OwnRegistry {
             url: format!("http://127.0.0.1:{port}"),
-            process,
+            port,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            journal,
+            process: None,
         };
+        registry.restart();
+        registry
+    }
+
+    /// Kills it: connections to its port are refused until [`OwnRegistry::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to its process: a stopped registry accepts
+    /// connections but never answers.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.process.as_ref().expect("running").id();
+        let sent = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
+    /// Starts it (again) on the same port and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        self.stop();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut command = std::process::Command::new(root.join(".stack/venv/bin/python"));
+        command
+            .arg(root.join("docker/registry/registry.py"))
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stderr(std::process::Stdio::null());
+        if let Some(journal) = &self.journal {
+            command.arg("--journal").arg(journal);
+        }
+        self.process = Some(
+            command
+                .spawn()
+                .expect("registry.py runs (docker/up installs its venv)"),
+        );
         for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return registry;
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        panic!("registry.py did not start on port {port}");
+        panic!("registry.py did not start on port {}", self.port);
     }
 }
 
 impl Drop for OwnRegistry {
     fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
+        self.stop();
+        if let Some(journal) = &self.journal {
+            let _ = std::fs::remove_file(journal);
+        }
     }
 }
 

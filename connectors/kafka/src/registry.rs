@@ -104,11 +104,28 @@ impl Registry {
         self.decoder.remove_errors_from_cache();
     }
 
-    /// The writer schema of an id, classified on failure.
+    /// The writer schema of an id, classified on failure: a registry that cannot be
+    /// reached (or answers 5xx) is [`RecordError::RegistryUnavailable`], to be waited out;
+    /// only an id the registry answers for, with a schema that cannot be used, is the
+    /// record's fault.
     pub async fn schema(&self, id: u32) -> Result<Arc<AvroSchema>, RecordError> {
-        match self.decoder.get_schema(id).await {
-            Ok(schema) => Ok(schema),
-            Err(e) => Err(self.classify(id, e).await),
+        let e = match self.decoder.get_schema(id).await {
+            Ok(schema) => return Ok(schema),
+            Err(e) => e,
+        };
+        match self.classify(id, e).await {
+            Verdict::Refused(e) => Err(e),
+            // The registry has the id now, yet the converter failed: its failure may
+            // predate the answer (a 500 while the registry was restarting, cached by the
+            // converter). Ask once more, afresh, before blaming the schema.
+            Verdict::Has => {
+                self.decoder.remove_errors_from_cache();
+                match self.decoder.get_schema(id).await {
+                    Ok(schema) => Ok(schema),
+                    Err(e) if e.retriable => Err(unavailable(id, &e)),
+                    Err(e) => Err(self.unusable(id, converter_words(&e))),
+                }
+            }
         }
     }
 
@@ -223,20 +240,23 @@ impl Registry {
         }
     }
 
-    /// Classifies a failed schema lookup by what the registry answers. The converter's
-    /// error keeps the HTTP status only as text and drops a body without `error_code`
-    /// (Karapace's `{"message": "Unauthorized"}`), so the same path is asked again here,
-    /// once, to report the status and the registry's own message. An id found unusable is
-    /// remembered (as the converter remembers it), so a stream of records with a bad id
-    /// costs no request each.
-    async fn classify(&self, id: u32, e: SRCError) -> RecordError {
+    /// Classifies a failed schema lookup by what the registry answers. A transport
+    /// failure (the converter marks it retriable) is the registry's unavailability, never
+    /// the id's. Otherwise the converter's error keeps the HTTP status only as text and
+    /// drops a body without `error_code` (Karapace's `{"message": "Unauthorized"}`), so the
+    /// same path is asked again here, once, to report the status and the registry's own
+    /// message. An id found unusable is remembered (as the converter remembers it), so a
+    /// stream of records with a bad id costs no request each.
+    async fn classify(&self, id: u32, e: SRCError) -> Verdict {
         if let Some(detail) = self.unusable.read().expect("lock poisoned").get(&id) {
-            return RecordError::UnknownSchemaId {
+            return Verdict::Refused(RecordError::UnknownSchemaId {
                 id,
                 detail: detail.clone(),
-            };
+            });
         }
-        let converter = format!("{} {}", e.error, e.cause.as_deref().unwrap_or(""));
+        if e.retriable {
+            return Verdict::Refused(unavailable(id, &e));
+        }
         let path = format!("/schemas/ids/{id}");
         let request = self.authorised(self.http.get(format!("{}{path}", self.url)));
         let answer = match request
@@ -245,9 +265,7 @@ impl Registry {
             .await
         {
             Err(e) => Err(RecordError::RegistryUnavailable(format!("GET {path}: {e}"))),
-            // The registry has it, but it is no usable writer schema (it does not parse,
-            // or a reference does not resolve).
-            Ok(r) if r.status().is_success() => Ok(converter.trim().to_owned()),
+            Ok(r) if r.status().is_success() => return Verdict::Has,
             Ok(r) => {
                 let status = r.status();
                 let answer = answered("GET", &path, status, &r.text().await.unwrap_or_default());
@@ -259,23 +277,47 @@ impl Registry {
             }
         };
         match answer {
-            Ok(detail) => {
-                let mut unusable = self.unusable.write().expect("lock poisoned");
-                // Bounded: garbage in the schema id field cannot grow it without limit.
-                if unusable.len() >= 10_000 {
-                    unusable.clear();
-                }
-                unusable.insert(id, detail.clone());
-                RecordError::UnknownSchemaId { id, detail }
-            }
+            Ok(detail) => Verdict::Refused(self.unusable(id, detail)),
             Err(e) => {
                 // Not the id's fault: forget the converter's cached failure, so the retry
                 // asks the registry again.
                 self.decoder.remove_errors_from_cache();
-                e
+                Verdict::Refused(e)
             }
         }
     }
+
+    /// Remembers that `id` holds no usable schema, and why; the record's error.
+    fn unusable(&self, id: u32, detail: String) -> RecordError {
+        let mut unusable = self.unusable.write().expect("lock poisoned");
+        // Bounded: garbage in the schema id field cannot grow it without limit.
+        if unusable.len() >= 10_000 {
+            unusable.clear();
+        }
+        unusable.insert(id, detail.clone());
+        RecordError::UnknownSchemaId { id, detail }
+    }
+}
+
+/// What the registry says about an id the converter could not use.
+enum Verdict {
+    /// It answers for the id (200): the schema itself may be unusable, or the converter's
+    /// failure came before the registry could answer.
+    Has,
+    /// The error to report: the registry refused, lacks the id, or cannot be reached.
+    Refused(RecordError),
+}
+
+/// The converter's own words for a failure.
+fn converter_words(e: &SRCError) -> String {
+    format!("{} {}", e.error, e.cause.as_deref().unwrap_or(""))
+        .trim()
+        .to_owned()
+}
+
+/// A lookup of `id` that failed on the way (connection, timeout, 502/503).
+fn unavailable(id: u32, e: &SRCError) -> RecordError {
+    RecordError::RegistryUnavailable(format!("GET /schemas/ids/{id}: {}", converter_words(e)))
 }
 
 /// `GET /path answered 401 Unauthorized: <the registry's message>`: the registry's own
