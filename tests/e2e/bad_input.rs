@@ -206,7 +206,7 @@ async fn produce_around(
 #[tokio::test(flavor = "multi_thread")]
 async fn under_dead_letter_every_bad_record_is_dead_lettered_with_its_cause() {
     let s = Setup::new(
-        &Target::Postgres,
+        &Target::postgres(),
         "badmatrix",
         1,
         &pipeline_extra("dead_letter"),
@@ -279,7 +279,7 @@ async fn under_dead_letter_every_bad_record_is_dead_lettered_with_its_cause() {
 #[tokio::test(flavor = "multi_thread")]
 async fn under_fail_each_bad_record_stops_the_pipeline_exactly_there() {
     let runs = MATRIX.iter().enumerate().map(|(i, bad)| async move {
-        let s = Setup::new(&Target::Postgres, "badfail", 1, &pipeline_extra("fail")).await;
+        let s = Setup::new(&Target::postgres(), "badfail", 1, &pipeline_extra("fail")).await;
         let text = std::fs::read_to_string(&s.file).unwrap();
         std::fs::write(&s.file, computed(&text)).unwrap();
         let good = shop::generate(40, 8, 50 + i as u64);

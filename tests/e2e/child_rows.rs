@@ -70,7 +70,7 @@ async fn setup(target: &Target, name: &str) -> (Setup, String) {
 /// The line of the sink section naming the table or collection.
 fn target_line(target: &Target, name: &str) -> String {
     match target {
-        Target::Postgres => format!("    table: {name}"),
+        Target::Postgres(_) => format!("    table: {name}"),
         _ => format!("    collection: {name}"),
     }
 }
@@ -142,7 +142,7 @@ async fn exact_after_kills(target: Target, kills: usize) {
 /// Deletes a pipeline's checkpoints in the sink, so it starts again from the beginning.
 async fn forget_checkpoints(target: &Target, pipeline: &str) {
     match target {
-        Target::Postgres => {
+        Target::Postgres(_) => {
             sinkd_tests::stack::pg()
                 .await
                 .execute(
@@ -174,7 +174,7 @@ async fn a_swap_rebuild_replaces_both_targets(target: Target) {
     let want = lines::expected(&events);
     // Tamper with both targets: a rebuild from the log must put both back.
     match &target {
-        Target::Postgres => {
+        Target::Postgres(_) => {
             let pg = sinkd_tests::stack::pg().await;
             pg.batch_execute(&format!(
                 "DELETE FROM \"{lines_target}\"; UPDATE \"{}\" SET status = 'tampered'",
@@ -200,7 +200,7 @@ async fn a_swap_rebuild_replaces_both_targets(target: Target) {
     // PostgreSQL swaps both tables in one transaction: a reader's snapshot shows both old
     // (tampered: no lines) or both rebuilt, never one of each.
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let reader = matches!(target, Target::Postgres).then(|| {
+    let reader = matches!(target, Target::Postgres(_)).then(|| {
         let (orders, lines) = (s.table.clone(), lines_target.clone());
         tokio::spawn(async move {
             let pg = sinkd_tests::stack::pg().await;
@@ -238,7 +238,7 @@ async fn a_swap_rebuild_replaces_both_targets(target: Target) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_orders_and_lines_are_exact_after_kills() {
-    exact_after_kills(Target::Postgres, 6).await;
+    exact_after_kills(Target::postgres(), 6).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -248,7 +248,7 @@ async fn mongodb_orders_and_lines_are_exact_after_kills() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_routing_by_tenant_fills_three_tables_of_each_exactly() {
-    routed_by_tenant_after_kills(Target::Postgres).await;
+    routed_by_tenant_after_kills(Target::postgres()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -258,7 +258,7 @@ async fn mongodb_routing_by_tenant_fills_three_collections_of_each_exactly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_swap_rebuild_replaces_orders_and_lines_together() {
-    a_swap_rebuild_replaces_both_targets(Target::Postgres).await;
+    a_swap_rebuild_replaces_both_targets(Target::postgres()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -52,7 +52,7 @@ fn cli(api: &Api, args: &[&str]) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_the_token_nothing_changes_and_reads_need_it_unless_opened() {
-    let s = Setup::new(&Target::Postgres, "auth", 2, "").await;
+    let s = Setup::new(&Target::postgres(), "auth", 2, "").await;
     let events = shop::generate(2_000, 300, 21);
     let ends = shop::publish(&s.topic, &events).await;
     let mut api = Api::start(&s, &[]).await;
@@ -102,7 +102,7 @@ async fn without_the_token_nothing_changes_and_reads_need_it_unless_opened() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pause_offsets_resume_wait_and_an_in_place_rebuild_keep_the_table_exact() {
-    let s = Setup::new(&Target::Postgres, "control", 3, "").await;
+    let s = Setup::new(&Target::postgres(), "control", 3, "").await;
     let mut events = shop::generate(3_000, 400, 22);
     let mut ends = shop::publish(&s.topic, &events).await;
     let api = Api::start(&s, &[]).await;
@@ -216,7 +216,7 @@ async fn pause_offsets_resume_wait_and_an_in_place_rebuild_keep_the_table_exact(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_documented_route_is_served_and_the_document_is_served_as_kept() {
-    let s = Setup::new(&Target::Postgres, "openapi", 1, "").await;
+    let s = Setup::new(&Target::postgres(), "openapi", 1, "").await;
     let api = Api::start(&s, &[]).await;
     api.wait_state(&s.pipeline, "running").await;
     let kept = std::fs::read_to_string(concat!(
@@ -263,7 +263,7 @@ async fn every_documented_route_is_served_and_the_document_is_served_as_kept() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_pipeline_stays_up_with_keep_failed_and_an_operator_can_skip_the_record() {
-    let s = Setup::new(&Target::Postgres, "keep-failed", 1, "").await;
+    let s = Setup::new(&Target::postgres(), "keep-failed", 1, "").await;
     let events = shop::generate(100, 10, 5);
     let ids = shop::register_schemas(&s.topic).await;
     let mut records = shop::records(&ids, &events[..50]);

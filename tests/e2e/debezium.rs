@@ -272,7 +272,7 @@ key:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn debezium_changes_give_the_exact_table_in_postgres() {
-    run(&Target::Postgres, async |table: &str| {
+    run(&Target::postgres(), async |table: &str| {
         let pg = stack::pg().await;
         pg.query(
             &format!("SELECT id, first_name, last_name, email, bio, phone FROM \"{table}\""),

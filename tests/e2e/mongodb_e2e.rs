@@ -5,29 +5,9 @@
 use std::time::Duration;
 
 use sinkd_tests::mongod::Mongod;
-use sinkd_tests::scenarios::{self, Setup, merge_ends};
+use sinkd_tests::scenarios::{self, Setup};
 use sinkd_tests::target::Target;
 use sinkd_tests::{shop, stack};
-
-/// Produces `events` in slices while `during` runs, returning the partition ends.
-async fn publish_in_slices(
-    topic: &str,
-    events: &[shop::ShopEvent],
-) -> tokio::task::JoinHandle<std::collections::HashMap<i32, i64>> {
-    let ids = shop::register_schemas(topic).await;
-    let mut records = shop::records(&ids, events);
-    let topic = topic.to_owned();
-    tokio::spawn(async move {
-        let mut ends = std::collections::HashMap::new();
-        while !records.is_empty() {
-            let rest = records.split_off(records.len().min(2_000));
-            merge_ends(&mut ends, stack::produce(&topic, records).await);
-            records = rest;
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        ends
-    })
-}
 
 sinkd_tests::every_sink_scenarios!(Target::mongo());
 
@@ -37,30 +17,9 @@ sinkd_tests::scenario_tests! { Target::mongo();
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_mongod_restart_in_the_middle_of_a_run_loses_nothing() {
+async fn mongod_killed_twice_in_the_middle_of_a_run_loses_nothing() {
     let mut mongod = Mongod::start(true).await;
-    let target = Target::Mongo(mongod.url());
-    let s = Setup::new(&target, "mrestart", 4, scenarios::QUICK_BATCHES).await;
-    let events = shop::generate(20_000, 1_000, 77);
-    let producer = publish_in_slices(&s.topic, &events).await;
-    let daemon = s.start();
-    // Let it make progress, then take the server away for a while.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while s.applied().await < 2_000 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no progress\n{}",
-            daemon.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let restarted_at = s.applied().await;
-    mongod.restart(Duration::from_secs(3)).await;
-    let ends = producer.await.unwrap();
-    s.caught_up(&ends, &daemon).await;
-    assert_eq!(s.orders().await, shop::expected(&events));
-    // The restart happened mid-run: the checkpoint was short of the end when it did.
-    assert!(restarted_at < ends.values().sum::<i64>(), "{restarted_at}");
+    sinkd_tests::faults::a_database_crash_mid_run_loses_nothing(&mut mongod).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -69,7 +28,7 @@ async fn a_standalone_server_gets_the_exact_result_after_kills_and_redelivery() 
     let target = Target::Mongo(mongod.url());
     let s = Setup::new(&target, "standalone", 4, scenarios::QUICK_BATCHES).await;
     let events = shop::generate(10_000, 500, 99);
-    let producer = publish_in_slices(&s.topic, &events).await;
+    let producer = sinkd_tests::faults::publish_in_slices(&s.topic, &events).await;
     let mut daemon = s.start();
     for _ in 0..3 {
         let seen = s.checkpoints().await.values().sum::<i64>();

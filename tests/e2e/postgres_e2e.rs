@@ -12,9 +12,15 @@ use sinkd_tests::scenarios::{self, Setup, merge_ends};
 use sinkd_tests::target::Target;
 use sinkd_tests::{shop, stack};
 
-sinkd_tests::every_sink_scenarios!(Target::Postgres);
+sinkd_tests::every_sink_scenarios!(Target::postgres());
 
-sinkd_tests::scenario_tests! { Target::Postgres;
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_crashed_twice_in_the_middle_of_a_run_loses_nothing() {
+    let mut server = sinkd_tests::postgres::Postgres::start().await;
+    sinkd_tests::faults::a_database_crash_mid_run_loses_nothing(&mut server).await;
+}
+
+sinkd_tests::scenario_tests! { Target::postgres();
     a_zombie_writer_is_fenced_when_it_wakes =>
         sinkd_tests::faults::a_zombie_writer_is_fenced_when_it_wakes;
     a_registry_outage_is_waited_out =>
@@ -28,7 +34,7 @@ sinkd_tests::scenario_tests! { Target::Postgres;
 #[tokio::test(flavor = "multi_thread")]
 async fn a_row_the_table_rejects_is_dead_lettered_and_the_rest_applied() {
     let s = Setup::new(
-        &Target::Postgres,
+        &Target::postgres(),
         "reject",
         2,
         "on_error: dead_letter\ndead_letter_topic: {dlq}\n",
@@ -89,7 +95,7 @@ async fn a_row_the_table_rejects_is_dead_lettered_and_the_rest_applied() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn new_fields_add_columns_and_a_type_change_stops_with_the_column_named() {
-    let s = Setup::new(&Target::Postgres, "evolve", 1, "").await;
+    let s = Setup::new(&Target::postgres(), "evolve", 1, "").await;
     let events = shop::generate(200, 20, 8);
     let mut ends = shop::publish(&s.topic, &events).await;
     let pg = stack::pg().await;
@@ -193,7 +199,7 @@ async fn order_new(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_instances_share_the_partitions_and_one_takes_over_from_a_crashed_one() {
-    let s = Setup::new(&Target::Postgres, "shared", 8, scenarios::BATCHES_OF_1000).await;
+    let s = Setup::new(&Target::postgres(), "shared", 8, scenarios::BATCHES_OF_1000).await;
     let events = shop::generate(30_000, 1_000, 31);
     let ids = shop::register_schemas(&s.topic).await;
     let mut records = shop::records(&ids, &events);
@@ -233,7 +239,13 @@ async fn a_swap_keeps_the_live_tables_indexes_and_grants() {
     use sinkd_tests::control::Api;
     // Batches smaller than the log: the shadow has written (so its table exists) before
     // it is within a batch of the end, when the indexes are built on it.
-    let s = Setup::new(&Target::Postgres, "swap-keeps", 2, scenarios::SMALL_BATCHES).await;
+    let s = Setup::new(
+        &Target::postgres(),
+        "swap-keeps",
+        2,
+        scenarios::SMALL_BATCHES,
+    )
+    .await;
     let events = shop::generate(3_000, 300, 31);
     let api = Api::run_through(&s, &events, &[]).await;
     let pg = stack::pg().await;
@@ -295,7 +307,7 @@ async fn a_swap_keeps_the_live_tables_indexes_and_grants() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cancelling_a_rebuild_drops_the_shadow_and_leaves_the_table_serving() {
     use sinkd_tests::control::Api;
-    let s = Setup::new(&Target::Postgres, "cancel", 4, scenarios::SMALL_BATCHES).await;
+    let s = Setup::new(&Target::postgres(), "cancel", 4, scenarios::SMALL_BATCHES).await;
     let events = shop::generate(60_000, 5_000, 33);
     let ends = shop::publish(&s.topic, &events).await;
     let api = Api::start(&s, &[]).await;
@@ -311,11 +323,11 @@ async fn cancelling_a_rebuild_drops_the_shadow_and_leaves_the_table_serving() {
         assert!(start.elapsed() < Duration::from_secs(120), "{v}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(Target::Postgres.shadow_exists(&s.table).await);
+    assert!(Target::postgres().shadow_exists(&s.table).await);
     let (code, v) = api.on("DELETE", &s.pipeline, "rebuild").await;
     assert_eq!((code, v["phase"].as_str()), (200, Some("cancelled")), "{v}");
     assert!(
-        !Target::Postgres.shadow_exists(&s.table).await,
+        !Target::postgres().shadow_exists(&s.table).await,
         "the shadow is gone"
     );
     let (code, _) = api.on("DELETE", &s.pipeline, "rebuild").await;
@@ -328,7 +340,7 @@ async fn cancelling_a_rebuild_drops_the_shadow_and_leaves_the_table_serving() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_before_the_swap_commits_leaves_the_old_table() {
     let log = sinkd_tests::control::a_crash_inside_the_swap_leaves_a_consistent_target(
-        &Target::Postgres,
+        &Target::postgres(),
         "postgres-swap-before-commit",
     )
     .await;

@@ -30,7 +30,7 @@ async fn computed_read_model_survives_kills(target: Target, kills: usize) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_computed_columns_and_rules_are_exact_after_kills() {
-    computed_read_model_survives_kills(Target::Postgres, 3).await;
+    computed_read_model_survives_kills(Target::postgres(), 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -68,7 +68,7 @@ async fn a_log_of_v1_v2_and_v3_events_builds_the_table_an_all_v3_log_builds() {
     // One daemon runs both pipelines (a folder of pipeline files).
     let daemon = Daemon::start(&dir.0, &dir.0.join("sinkd.log"));
     for (pipeline, end) in &ends {
-        Target::Postgres
+        Target::postgres()
             .wait_caught_up(pipeline, end, Duration::from_secs(180))
             .await
             .unwrap_or_else(|e| panic!("{e}\n--- sinkd log ---\n{}", daemon.log()));
@@ -148,7 +148,7 @@ async fn an_upcaster_failure_is_dead_lettered_with_its_cause_and_the_rest_applie
     );
     let file = dir.file("p.yaml", &yaml);
     let daemon = Daemon::start(&file, &dir.0.join("sinkd.log"));
-    Target::Postgres
+    Target::postgres()
         .wait_caught_up(&name, &end, Duration::from_secs(120))
         .await
         .unwrap_or_else(|e| panic!("{e}\n--- sinkd log ---\n{}", daemon.log()));

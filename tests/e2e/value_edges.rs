@@ -244,7 +244,7 @@ fn same_decimal(got: &Bson, want: &str, what: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_keeps_every_bit_and_digit() {
-    let (name, _daemon) = run(&Target::Postgres).await;
+    let (name, _daemon) = run(&Target::postgres()).await;
     let pg = stack::pg().await;
     let rows = pg
         .query(

@@ -24,6 +24,7 @@ pub mod faults;
 pub mod lines;
 pub mod mongod;
 pub mod outbox;
+pub mod postgres;
 pub mod projected;
 pub mod scenarios;
 pub mod shop;
@@ -36,7 +37,7 @@ pub mod target;
 /// to it, one line each, instead of a hand-written wrapper per scenario:
 ///
 /// ```ignore
-/// sinkd_tests::scenario_tests! { Target::Postgres;
+/// sinkd_tests::scenario_tests! { Target::postgres();
 ///     sigterm_resumes => control::a_rebuild_interrupted_by_a_restart_resumes, control::Stop::Term;
 /// }
 /// ```

@@ -393,7 +393,7 @@ pub async fn read(target: &crate::target::Target, orders: &str, lines: &str) -> 
     use mongodb::bson::{Bson, Document};
     let mut m = Model::default();
     match target {
-        Target::Postgres => {
+        Target::Postgres(_) => {
             let pg = crate::stack::pg().await;
             let exists = |t: &str| format!("SELECT to_regclass('\"{t}\"') IS NOT NULL");
             if pg

@@ -103,12 +103,18 @@ impl Mongod {
             None => format!("mongodb://127.0.0.1:{}/", self.port),
         }
     }
+}
 
-    /// Kills it with SIGKILL and starts it again on the same data; waits until ready.
-    pub async fn restart(&mut self, down_for: Duration) {
+impl crate::faults::CrashableServer for Mongod {
+    fn target(&self) -> crate::target::Target {
+        crate::target::Target::Mongo(self.url())
+    }
+
+    /// SIGKILL, 3 s down, started again on the same data (journal recovery).
+    async fn crash(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        tokio::time::sleep(down_for).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
         self.child = Self::spawn(self.port, &self.dbpath, self.replica_set.as_deref());
         self.wait_ready().await;
     }

@@ -181,6 +181,27 @@ pub async fn run_pipeline(
     daemon
 }
 
+/// Produces `records` in the background, `slice` at a time with `pause` between (a
+/// steady load while a test does harm); the task returns the partition ends.
+pub fn produce_in_slices(
+    topic: &str,
+    mut records: Vec<stack::Record>,
+    slice: usize,
+    pause: Duration,
+) -> tokio::task::JoinHandle<HashMap<i32, i64>> {
+    let topic = topic.to_owned();
+    tokio::spawn(async move {
+        let mut ends = HashMap::new();
+        while !records.is_empty() {
+            let rest = records.split_off(records.len().min(slice));
+            merge_ends(&mut ends, stack::produce(&topic, records).await);
+            records = rest;
+            tokio::time::sleep(pause).await;
+        }
+        ends
+    })
+}
+
 /// Merges partition ends (max per partition).
 pub fn merge_ends(a: &mut HashMap<i32, i64>, b: HashMap<i32, i64>) {
     for (p, o) in b {
@@ -213,18 +234,7 @@ pub async fn kill_dash_nine_six_times_during_a_run_leaves_an_exact_table(target:
     let ids = shop::register_schemas(&s.topic).await;
     let records = shop::records(&ids, &events);
     // Produce while the daemon is being killed: ten slices, a second apart.
-    let topic = s.topic.clone();
-    let producer = tokio::spawn(async move {
-        let mut ends = HashMap::new();
-        let mut records = records;
-        while !records.is_empty() {
-            let rest = records.split_off(records.len().min(5_000));
-            merge_ends(&mut ends, stack::produce(&topic, records).await);
-            records = rest;
-            tokio::time::sleep(Duration::from_millis(1000)).await;
-        }
-        ends
-    });
+    let producer = produce_in_slices(&s.topic, records, 5_000, Duration::from_secs(1));
     let mut kills = 0;
     let mut last_progress = 0i64;
     let mut daemon = s.start();

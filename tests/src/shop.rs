@@ -326,7 +326,7 @@ pub fn pipeline_yaml(name: &str, topic: &str, table: &str, extra: &str) -> Strin
     pipeline_yaml_to(
         name,
         topic,
-        &crate::target::Target::Postgres.sink_yaml(table),
+        &crate::target::Target::postgres().sink_yaml(table),
         extra,
     )
 }

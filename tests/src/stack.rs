@@ -323,7 +323,12 @@ pub async fn produce(topic: &str, records: Vec<Record>) -> HashMap<i32, i64> {
 
 /// A PostgreSQL client on the local server.
 pub async fn pg() -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+    pg_at(&postgres_url()).await
+}
+
+/// A client on the PostgreSQL server at `url`.
+pub async fn pg_at(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .expect("PostgreSQL reachable");
     tokio::spawn(conn);

@@ -26,8 +26,8 @@ pub const TANTIVY_FIELDS: &str = "      - { name: order_id, type: string }
 /// A sink under test.
 #[derive(Clone, Debug)]
 pub enum Target {
-    /// The local PostgreSQL.
-    Postgres,
+    /// A PostgreSQL server at this URL (the local stack's: [`Target::postgres`]).
+    Postgres(String),
     /// A MongoDB server at this URL.
     Mongo(String),
     /// Tantivy indexes under this folder (one directory per pipeline).
@@ -35,6 +35,11 @@ pub enum Target {
 }
 
 impl Target {
+    /// The local stack's PostgreSQL.
+    pub fn postgres() -> Target {
+        Target::Postgres(stack::postgres_url())
+    }
+
     /// The local stack's MongoDB replica set.
     pub fn mongo() -> Target {
         Target::Mongo(stack::mongo_url())
@@ -43,10 +48,13 @@ impl Target {
     /// The `sink:` section of a pipeline writing to table or collection `name`.
     pub fn sink_yaml(&self, name: &str) -> String {
         match self {
-            Target::Postgres => format!(
-                "sink:\n  postgres:\n    url: ${{POSTGRES_URL:-{}}}\n    table: {name}\n",
-                stack::postgres_url()
+            // The stack's server may have another address where sinkd runs (a container).
+            Target::Postgres(url) if *url == stack::postgres_url() => format!(
+                "sink:\n  postgres:\n    url: ${{POSTGRES_URL:-{url}}}\n    table: {name}\n"
             ),
+            Target::Postgres(url) => {
+                format!("sink:\n  postgres:\n    url: \"{url}\"\n    table: {name}\n")
+            }
             Target::Mongo(url) => format!(
                 "sink:\n  mongodb:\n    url: \"{url}\"\n    database: {MONGO_DATABASE}\n    collection: {name}\n"
             ),
@@ -70,7 +78,7 @@ impl Target {
     pub async fn read_orders(&self, name: &str) -> Expected {
         match self {
             Target::Tantivy(base) => read_index(&live_index(&base.join(name))),
-            Target::Postgres => stack::read_orders(&stack::pg().await, name).await,
+            Target::Postgres(url) => stack::read_orders(&stack::pg_at(url).await, name).await,
             Target::Mongo(url) => {
                 let db = Self::mongo_db(url).await;
                 let docs = stack::all_documents(&db.collection(name)).await;
@@ -123,7 +131,7 @@ impl Target {
                     .map(|((_, p), n)| (p, n))
                     .collect()
             }
-            Target::Postgres => stack::checkpoints(&stack::pg().await, pipeline).await,
+            Target::Postgres(url) => stack::checkpoints(&stack::pg_at(url).await, pipeline).await,
             Target::Mongo(url) => {
                 let Ok(cursor) = Self::mongo_db(url)
                     .await
@@ -196,7 +204,7 @@ impl Target {
                     .map(|r| r.searcher().num_docs())
                     .map_err(|e| e.to_string())
             }
-            Target::Postgres => stack::pg()
+            Target::Postgres(url) => stack::pg_at(url)
                 .await
                 .query_one(&format!("SELECT count(*) FROM \"{name}\""), &[])
                 .await
@@ -217,7 +225,7 @@ impl Target {
             Target::Tantivy(base) => sinkd_tantivy::layout::shadow_dir(&base.join(name))
                 .expect("index layout")
                 .exists(),
-            Target::Postgres => stack::pg()
+            Target::Postgres(url) => stack::pg_at(url)
                 .await
                 .query_one(
                     "SELECT to_regclass($1) IS NOT NULL",
@@ -260,7 +268,7 @@ impl Target {
                 let doc: tantivy::TantivyDocument = searcher.doc(top.first()?.1).ok()?;
                 doc.get_first(counter).and_then(|v| v.as_i64())
             }
-            Target::Postgres => stack::pg()
+            Target::Postgres(url) => stack::pg_at(url)
                 .await
                 .query_opt(
                     &format!("SELECT counter FROM \"{name}\" WHERE id = $1"),

@@ -52,7 +52,7 @@ async fn main() {
     println!("|{:-<11}|{:->11}|{:->11}|{:->11}|", "", "", "", "");
     for sink in &args.sinks {
         let target = match sink.as_str() {
-            "postgres" => Target::Postgres,
+            "postgres" => Target::postgres(),
             "mongodb" => Target::mongo(),
             other => panic!("unknown sink {other}: postgres or mongodb"),
         };

@@ -153,7 +153,7 @@ struct Baseline {
 async fn main() {
     let args = Args::parse();
     let target = match args.sink.as_str() {
-        "postgres" => Target::Postgres,
+        "postgres" => Target::postgres(),
         "mongodb" => Target::mongo(),
         "tantivy" => Target::Tantivy(std::env::temp_dir().join("sinkd-bench-index")),
         other => panic!("unknown sink {other}: postgres, mongodb or tantivy"),
@@ -250,7 +250,7 @@ async fn main() {
     let sinkd_secs = start.elapsed().as_secs_f64();
     let rss = sinkd_tests::daemon::proc_status_kib(pid, "VmHWM").unwrap_or(0);
     let rebuilt = if args.rebuild {
-        let reader = if matches!(target, Target::Postgres) {
+        let reader = if matches!(target, Target::Postgres(_)) {
             add_user_indexes(&name).await;
             let (stop, stopped) = tokio::sync::watch::channel(false);
             Some((stop, tokio::spawn(read_live(name.clone(), stopped))))
@@ -271,7 +271,7 @@ async fn main() {
         None
     };
     let kept_indexes = match (&target, args.rebuild) {
-        (Target::Postgres, true) => Some(user_indexes_of(&name).await),
+        (Target::Postgres(_), true) => Some(user_indexes_of(&name).await),
         _ => None,
     };
     let rebuild_rss = sinkd_tests::daemon::proc_status_kib(pid, "VmHWM").unwrap_or(0);
@@ -308,7 +308,7 @@ async fn main() {
         }
     };
     let baseline = match &target {
-        Target::Postgres => copy_rows(&name).await,
+        Target::Postgres(_) => copy_rows(&name).await,
         Target::Mongo(url) => bulk_upsert(url, &name).await,
         Target::Tantivy(base) => raw_index(&base.join(&name)),
     };

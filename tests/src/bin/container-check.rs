@@ -146,7 +146,7 @@ async fn main() {
     if status != "healthy" {
         fail(&format!("health status is {status}"), container);
     }
-    if let Err(e) = Target::Postgres
+    if let Err(e) = Target::postgres()
         .wait_caught_up(&name, &ends, Duration::from_secs(120))
         .await
     {
@@ -156,7 +156,7 @@ async fn main() {
     if !ready.as_ref().is_ok_and(|r| r.status().is_success()) {
         fail(&format!("/readyz: {ready:?}"), container);
     }
-    if Target::Postgres.read_orders(&name).await != shop::expected(first) {
+    if Target::postgres().read_orders(&name).await != shop::expected(first) {
         fail(
             "the table after 5,000 events differs from the model",
             container,
@@ -185,7 +185,7 @@ async fn main() {
     };
     // Stop once the container has applied some of them, not all.
     let wait = Instant::now();
-    while Target::Postgres
+    while Target::postgres()
         .checkpoints(&name)
         .await
         .values()
@@ -213,7 +213,7 @@ async fn main() {
     if !logs(container, "-1").contains("shutdown requested") {
         fail("no shutdown message in the log after SIGTERM", container);
     }
-    let stored_at_stop = Target::Postgres.checkpoints(&name).await;
+    let stored_at_stop = Target::postgres().checkpoints(&name).await;
     merge_ends(&mut ends, producing.await.expect("producer task"));
     let applied_at_stop: i64 = stored_at_stop.values().sum();
     if applied_at_stop >= events.len() as i64 {
@@ -225,13 +225,13 @@ async fn main() {
     if let Err(e) = podman(&["start", container]) {
         fail(&e, container);
     }
-    if let Err(e) = Target::Postgres
+    if let Err(e) = Target::postgres()
         .wait_caught_up(&name, &ends, Duration::from_secs(120))
         .await
     {
         fail(&e, container);
     }
-    if Target::Postgres.read_orders(&name).await != shop::expected(&events) {
+    if Target::postgres().read_orders(&name).await != shop::expected(&events) {
         fail(
             "after stop and start the table differs from the model",
             container,
