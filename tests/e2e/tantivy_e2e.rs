@@ -170,3 +170,44 @@ async fn redelivery_from_offset_zero_changes_nothing() {
         "a full redelivery changed the index"
     );
 }
+
+/// A full disk under the index is the disk's fault, not a record's: the write fails, is
+/// retried with the same batch (nothing dead-lettered, the pipeline keeps running, the
+/// checkpoint stays where the index is), and when space returns the rest is written and
+/// the index equals the model.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_stops_writes_until_space_returns() {
+    let disk = sinkd_tests::tmpfs::Tmpfs::mount(64);
+    let t = Target::Tantivy(disk.path().to_path_buf());
+    let (s, dlq) = Setup::dead_lettering(&t, "diskfull", 2).await;
+    let events = shop::generate(8_000, 400, 23);
+    let (first, second) = events.split_at(4_000);
+    let daemon = s.run_through(first).await;
+    let before = s.checkpoints().await;
+    let filled = disk.fill();
+    let ends = shop::publish(&s.topic, second).await;
+    // The second half arrives on a full disk: writes fail and are retried.
+    let start = std::time::Instant::now();
+    while !daemon.log().contains("No space left on device") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the full disk is reported ({filled} bytes filled)\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(s.checkpoints().await, before, "nothing moved while full");
+    disk.free();
+    s.caught_up(&ends, &daemon).await;
+    assert_eq!(
+        s.orders().await,
+        shop::expected(&events),
+        "after space returned"
+    );
+    assert_eq!(
+        sinkd_tests::stack::topic_end(&dlq, 1),
+        0,
+        "nothing was dead-lettered"
+    );
+}

@@ -30,6 +30,7 @@ pub mod scenarios;
 pub mod shop;
 pub mod stack;
 pub mod target;
+pub mod tmpfs;
 
 /// Declares one `#[tokio::test]` per shared scenario, each run against one target.
 ///
