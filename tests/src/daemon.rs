@@ -81,6 +81,9 @@ impl Daemon {
                 "RUST_LOG",
                 std::env::var("SINKD_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            // The pipeline files name `${KAFKA_BROKERS:-…}` and `${SCHEMA_REGISTRY_URL:-…}`.
+            .env("KAFKA_BROKERS", crate::stack::brokers())
+            .env("SCHEMA_REGISTRY_URL", crate::stack::registry_url())
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)

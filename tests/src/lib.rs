@@ -23,6 +23,7 @@ pub mod evolution;
 pub mod faults;
 pub mod lines;
 pub mod mongod;
+pub mod network;
 pub mod outbox;
 pub mod postgres;
 pub mod projected;

@@ -96,6 +96,12 @@ impl Mongod {
         }
     }
 
+    /// A connection string to this server through `port` (a proxy in front of it), alone:
+    /// the driver does not go on to the replica set's advertised member address.
+    pub fn url_via(&self, port: u16) -> String {
+        format!("mongodb://127.0.0.1:{port}/?directConnection=true")
+    }
+
     /// The connection string sinkd uses.
     pub fn url(&self) -> String {
         match &self.replica_set {

@@ -124,7 +124,12 @@ impl Postgres {
 
     /// The URL sinkd and the tests use.
     pub fn url(&self) -> String {
-        format!("postgres://sinkd:sinkd@127.0.0.1:{}/sinkd", self.port)
+        self.url_via(self.port)
+    }
+
+    /// The URL through `port` (a proxy in front of it).
+    pub fn url_via(&self, port: u16) -> String {
+        format!("postgres://sinkd:sinkd@127.0.0.1:{port}/sinkd")
     }
 }
 

