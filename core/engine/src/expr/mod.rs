@@ -19,6 +19,7 @@ use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use crate::config::ValueType;
 
 pub mod column;
+pub mod depth;
 pub mod lists;
 pub mod scope;
 
@@ -55,9 +56,10 @@ impl std::fmt::Debug for Expression {
 }
 
 impl Expression {
-    /// Compiles an expression. The error is the parser's message.
+    /// Compiles an expression. The error is the parser's message, or says that the
+    /// expression nests too deep to evaluate safely ([`depth`]).
     pub fn compile(env: &Arc<Env>, source: &str) -> Result<Expression, String> {
-        let program = env.compile(source).map_err(|e| e.to_string())?;
+        let program = depth::compile(env, source)?;
         let mut inputs: Vec<String> = program
             .references()
             .variables()
