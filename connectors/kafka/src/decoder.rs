@@ -10,18 +10,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use apache_avro::Schema;
-use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use async_trait::async_trait;
 use rustc_hash::FxHashMap;
 use sinkd_core::config::KeyFormat;
-use sinkd_core::decimals::DecimalScales;
 use sinkd_core::decode::Decoder;
 use sinkd_core::error::RecordError;
 use sinkd_core::event::{Event, RawRecord};
 use sinkd_core::schema::EventSchema;
-use sinkd_core::upcast::reader::resolve_to_reader;
 
+use crate::datum::{ReadError, ValueReader};
 use crate::registry::Registry;
 
 /// Splits a Confluent frame into schema id and datum.
@@ -36,44 +34,14 @@ pub fn split_frame(bytes: &[u8]) -> Result<(u32, &[u8]), RecordError> {
     Ok((id, &bytes[5..]))
 }
 
-self_cell::self_cell!(
-    /// A writer schema and the datum reader that borrows it: the reader resolves the
-    /// schema's named types once, not per record (building that resolution per record was
-    /// a quarter of the decode time). Both live exactly as long as the cache entry, so a
-    /// decoder rebuilt at every task start (pause/resume, a rebuild's shadow, a restart
-    /// after a failure) frees its schemas with it.
-    struct WriterDatum {
-        owner: Schema,
-        #[covariant]
-        dependent: GenericDatumReader,
-    }
-);
-
-/// The datum reader of schema `id` (a `what` schema: writer or key), owning its copy.
-fn writer_datum(schema: &Schema, id: u32, what: &str) -> Result<WriterDatum, RecordError> {
-    WriterDatum::try_new(schema.clone(), |schema| {
-        GenericDatumReader::builder(schema).build()
-    })
-    .map_err(|e| RecordError::CorruptDatum {
-        schema_id: id,
-        detail: format!("the {what} schema does not resolve: {e}"),
-    })
-}
-
-/// A key schema's datum reader, and what gives its decimals their scale.
-type KeyDatum = (WriterDatum, Option<DecimalScales>);
-
 /// What one writer schema means for a topic: its event type, version and column view,
 /// and the reader schema its values are resolved to, if one is declared.
 struct SchemaInfo {
-    /// Reads datums of the writer schema.
-    datum: WriterDatum,
+    /// Reads datums of the writer schema into values of the reader schema.
+    values: ValueReader,
     event_type: Arc<str>,
     schema: Arc<EventSchema>,
     version: u32,
-    reader: Option<Arc<Schema>>,
-    /// Gives decoded decimals their scale, when the schema values are read with has any.
-    decimals: Option<DecimalScales>,
 }
 
 /// A declared reader schema of an event type.
@@ -119,7 +87,7 @@ pub struct AvroEventDecoder {
     registry: Arc<Registry>,
     key_format: KeyFormat,
     infos: SchemaCache,
-    keys: RwLock<FxHashMap<u32, Arc<KeyDatum>>>,
+    keys: RwLock<FxHashMap<u32, Arc<ValueReader>>>,
     readers: HashMap<String, ReaderSchema>,
     check: Option<ReaderCheck>,
 }
@@ -191,15 +159,17 @@ impl AvroEventDecoder {
             })?,
             None => schema,
         };
-        let datum = writer_datum(&writer.parsed, id, "writer")?;
-        let decimals = DecimalScales::of(reader.as_deref().unwrap_or(&writer.parsed));
+        let values = ValueReader::new(&writer.parsed, reader).map_err(|detail| {
+            RecordError::CorruptDatum {
+                schema_id: id,
+                detail: format!("the writer schema does not resolve: {detail}"),
+            }
+        })?;
         let info = Arc::new(SchemaInfo {
-            datum,
+            values,
             event_type,
             schema: Arc::new(schema),
             version,
-            reader,
-            decimals,
         });
         self.infos
             .write()
@@ -221,37 +191,33 @@ impl AvroEventDecoder {
             ),
             KeyFormat::Bytes => Value::Bytes(bytes.to_vec()),
             KeyFormat::Avro => {
-                let (id, mut datum) = split_frame(bytes).map_err(|e| bad("avro", e.to_string()))?;
+                let (id, datum) = split_frame(bytes).map_err(|e| bad("avro", e.to_string()))?;
                 let reader = self.key_datum(id).await.map_err(|e| match e {
                     e @ (RecordError::RegistryUnavailable(_) | RecordError::RegistryRefused(_)) => {
                         e
                     }
                     other => bad("avro", other.to_string()),
                 })?;
-                let (reader, decimals) = &*reader;
-                let mut key = reader
-                    .borrow_dependent()
-                    .read_value(&mut datum)
-                    .map_err(|e| bad("avro", format!("schema {id}: {e}")))?;
-                if let Some(decimals) = decimals {
-                    decimals.apply(&mut key);
-                }
-                key
+                reader
+                    .read(datum)
+                    .map_err(|e| bad("avro", format!("schema {id}: {e}")))?
             }
         }))
     }
 
     /// The datum reader of a key schema, cached by id like the value schemas (and, like
     /// them, freed with the decoder).
-    async fn key_datum(&self, id: u32) -> Result<Arc<KeyDatum>, RecordError> {
+    async fn key_datum(&self, id: u32) -> Result<Arc<ValueReader>, RecordError> {
         if let Some(d) = self.keys.read().expect("lock poisoned").get(&id) {
             return Ok(d.clone());
         }
         let writer = self.registry.schema(id).await?;
-        let datum = Arc::new((
-            writer_datum(&writer.parsed, id, "key")?,
-            DecimalScales::of(&writer.parsed),
-        ));
+        let datum = Arc::new(ValueReader::new(&writer.parsed, None).map_err(|detail| {
+            RecordError::CorruptDatum {
+                schema_id: id,
+                detail: format!("the key schema does not resolve: {detail}"),
+            }
+        })?);
         self.keys
             .write()
             .expect("lock poisoned")
@@ -296,28 +262,18 @@ impl Decoder for AvroEventDecoder {
                 timestamp_ms: raw.timestamp_ms,
             });
         };
-        let (id, mut datum) = split_frame(bytes)?;
+        let (id, datum) = split_frame(bytes)?;
         let info = self.info(id, &raw.position.topic).await?;
-        let decoded = info
-            .datum
-            .borrow_dependent()
-            .read_value(&mut datum)
-            .map_err(|e| RecordError::CorruptDatum {
+        let decoded = info.values.read(datum).map_err(|e| match e {
+            ReadError::Datum(detail) => RecordError::CorruptDatum {
                 schema_id: id,
-                detail: e.to_string(),
-            })?;
-        let mut decoded = match &info.reader {
-            Some(reader) => {
-                resolve_to_reader(decoded, reader).map_err(|detail| RecordError::ReaderSchema {
-                    event_type: info.event_type.to_string(),
-                    detail,
-                })?
-            }
-            None => decoded,
-        };
-        if let Some(decimals) = &info.decimals {
-            decimals.apply(&mut decoded);
-        }
+                detail,
+            },
+            ReadError::Reader(detail) => RecordError::ReaderSchema {
+                event_type: info.event_type.to_string(),
+                detail,
+            },
+        })?;
         Ok(Event {
             event_type: info.event_type.clone(),
             version: info.version,

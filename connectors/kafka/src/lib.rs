@@ -5,11 +5,13 @@
 //!   sink stores; the group commit is advisory.
 //! - [`registry`]: the Confluent-compatible schema registry (schema by id, version lookup).
 //! - [`decoder`]: Confluent framing + Avro → [`sinkd_core::event::Event`].
+//! - [`datum`]: one Avro datum into a value, with its writer (and reader) schema.
 //! - [`dead_letter`]: the dead-letter producer.
 //! - [`offsets`]: partitions, watermarks and offsets by time, for the control plane.
 //! - [`errors`]: which Kafka errors a pipeline waits out and which stop it.
 
 pub mod client;
+pub mod datum;
 pub mod dead_letter;
 pub mod decoder;
 pub mod errors;
