@@ -303,3 +303,118 @@ async fn a_failed_pipeline_stays_up_with_keep_failed_and_an_operator_can_skip_th
     assert_eq!(s.orders().await, shop::expected(&events));
     api.wait_state(p, "running").await;
 }
+
+/// Secrets stay out of the log (at debug level) and out of every API answer, also when a
+/// pipeline fails on them: a PostgreSQL password in the sink URL, a registry password,
+/// the API token. Bodies that are not JSON or are huge, and paths that try to climb out
+/// of `/pipelines/`, are refused with a clear status, and the daemon serves on.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_stay_out_of_logs_and_answers_and_bad_requests_are_refused() {
+    const PG_PASSWORD: &str = "pg-pass-9f3e1b";
+    const WRONG_PASSWORD: &str = "wrong-pass-4e2a77";
+    const REGISTRY_PASSWORD: &str = "reg-pass-77c1d0";
+    sinkd_tests::stack::pg()
+        .await
+        .batch_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE secret_writer LOGIN SUPERUSER PASSWORD '{PG_PASSWORD}'; \
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        ))
+        .await
+        .expect("role");
+    let registry = sinkd_tests::stack::OwnRegistry::start(&[(
+        "REGISTRY_BASIC_AUTH",
+        &format!("reader:{REGISTRY_PASSWORD}"),
+    )]);
+    let as_user = |password: &str| {
+        sinkd_tests::stack::postgres_url()
+            .replace("sinkd:sinkd@", &format!("secret_writer:{password}@"))
+    };
+    // One pipeline that works, one whose database password is wrong: both in one daemon.
+    let good = Setup::new(&Target::Postgres(as_user(PG_PASSWORD)), "secrets", 2, "").await;
+    let bad = Setup::new(&Target::Postgres(as_user(WRONG_PASSWORD)), "wrongpw", 1, "").await;
+    let dir = sinkd_tests::daemon::Workdir::new("secrets-both");
+    for s in [&good, &bad] {
+        let text = std::fs::read_to_string(&s.file).unwrap().replace(
+            "    url: ${SCHEMA_REGISTRY_URL:-http://127.0.0.1:8081}\n",
+            &format!(
+                "    url: {}\n    basic_auth: {{ username: reader, password: \"${{REGISTRY_PASSWORD}}\" }}\n",
+                registry.url
+            ),
+        );
+        dir.file(&format!("{}.yaml", s.pipeline), &text);
+    }
+    let ids = shop::register_schemas_at(
+        &registry.url,
+        Some(("reader", REGISTRY_PASSWORD)),
+        &good.topic,
+    )
+    .await;
+    let events = shop::generate(500, 50, 5);
+    let ends = sinkd_tests::stack::produce(&good.topic, shop::records(&ids, &events)).await;
+    let api = Api::start_on(
+        &dir.0,
+        &dir.0.join("sinkd.log"),
+        &[
+            ("REGISTRY_PASSWORD", REGISTRY_PASSWORD),
+            ("RUST_LOG", "debug"),
+        ],
+    )
+    .await;
+    good.caught_up(&ends, &api.daemon).await;
+    assert_eq!(good.orders().await, shop::expected(&events));
+    let failed = api.wait_state(&bad.pipeline, "failed").await;
+
+    let mut answers = vec![failed.to_string()];
+    for path in [
+        "/pipelines".to_owned(),
+        format!("/pipelines/{}", good.pipeline),
+        format!("/pipelines/{}", bad.pipeline),
+        "/metrics".to_owned(),
+    ] {
+        let (code, body) = api.raw("GET", &path, Some(TOKEN), None).await;
+        assert_eq!(code, 200, "{path}: {body}");
+        answers.push(body.to_string());
+    }
+    let http = reqwest::Client::new();
+    let send = |method: reqwest::Method, path: String, body: Vec<u8>| {
+        http.request(method, format!("{}{path}", api.base))
+            .bearer_auth(TOKEN)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+    };
+    let offsets = format!("/pipelines/{}/offsets", good.pipeline);
+    let put = reqwest::Method::PUT;
+    let not_json = send(put.clone(), offsets.clone(), b"{not json".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(not_json.status().as_u16(), 400);
+    let said = not_json.text().await.unwrap();
+    assert!(said.to_lowercase().contains("json"), "{said}");
+    answers.push(said);
+    let huge = send(put, offsets, vec![b' '; 100 << 20]).await;
+    match huge {
+        Ok(r) => assert_eq!(r.status().as_u16(), 413, "a 100 MB body"),
+        // The daemon may close the connection before reading it all: refused either way.
+        Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
+    }
+    for path in ["/pipelines/..%2F..%2Fetc/pause", "/pipelines/%2e%2e/pause"] {
+        let r = send(reqwest::Method::POST, path.to_owned(), b"{}".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{path}");
+    }
+    let (code, _) = api.raw("GET", "/pipelines", Some(TOKEN), None).await;
+    assert_eq!(code, 200, "the daemon serves on");
+
+    let log = api.daemon.log();
+    for secret in [PG_PASSWORD, WRONG_PASSWORD, REGISTRY_PASSWORD, TOKEN] {
+        assert!(!log.contains(secret), "{secret} is in the log");
+        for answer in &answers {
+            assert!(
+                !answer.contains(secret),
+                "{secret} is in an answer: {answer}"
+            );
+        }
+    }
+}

@@ -29,11 +29,20 @@ pub struct Api {
 impl Api {
     /// Starts sinkd on the setup's pipeline file with `env` added, and waits for the API.
     pub async fn start(s: &Setup, env: &[(&str, &str)]) -> Api {
+        Api::start_on(&s.file, &s.dir.0.join("sinkd.log"), env).await
+    }
+
+    /// Starts sinkd on `config` (a file or a folder of them), logging to `log`.
+    pub async fn start_on(
+        config: &std::path::Path,
+        log: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Api {
         let port = stack::free_port();
         let listen = format!("127.0.0.1:{port}");
         let mut vars = vec![("SINKD_API_TOKEN", TOKEN)];
         vars.extend_from_slice(env);
-        let daemon = Daemon::start_with_env(&s.file, &s.dir.0.join("sinkd.log"), &listen, &vars);
+        let daemon = Daemon::start_with_env(config, log, &listen, &vars);
         let api = Api {
             daemon,
             base: format!("http://{listen}"),

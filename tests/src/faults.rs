@@ -71,7 +71,7 @@ pub async fn a_registry_outage_is_waited_out(target: &Target) {
     let mut registry = stack::OwnRegistry::start_durable();
     let (s, dlq) = Setup::dead_lettering(target, "regdown", 4).await;
     let events = shop::generate(12_000, 600, 61);
-    let ids = shop::register_schemas_at(&registry.url, &s.topic).await;
+    let ids = shop::register_schemas_at(&registry.url, None, &s.topic).await;
     let (first, later) = events.split_at(6_000);
     let (hung, down) = later.split_at(3_000);
     let mut ends = stack::produce(&s.topic, shop::records(&ids, first)).await;

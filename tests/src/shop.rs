@@ -334,17 +334,21 @@ pub fn pipeline_yaml(name: &str, topic: &str, table: &str, extra: &str) -> Strin
 /// Registers the four schemas under `<topic>-<record>` (TopicRecordNameStrategy: several
 /// event types share the topic) and returns their ids by kind.
 pub async fn register_schemas(topic: &str) -> BTreeMap<Kind, (u32, Schema)> {
-    register_schemas_at(&crate::stack::registry_url(), topic).await
+    register_schemas_at(&crate::stack::registry_url(), None, topic).await
 }
 
-/// [`register_schemas`] on the registry at `url`.
-pub async fn register_schemas_at(url: &str, topic: &str) -> BTreeMap<Kind, (u32, Schema)> {
+/// [`register_schemas`] on the registry at `url`, as `user:password` when given.
+pub async fn register_schemas_at(
+    url: &str,
+    user: Option<(&str, &str)>,
+    topic: &str,
+) -> BTreeMap<Kind, (u32, Schema)> {
     let mut ids = BTreeMap::new();
     for kind in Kind::ALL {
         let schema = kind.schema();
         let name = schema.name().expect("named").fullname(None);
         let subject = format!("{topic}-{name}");
-        let id = crate::stack::register_at(url, None, &subject, kind.schema_text()).await;
+        let id = crate::stack::register_at(url, user, &subject, kind.schema_text()).await;
         ids.insert(kind, (id, schema));
     }
     ids

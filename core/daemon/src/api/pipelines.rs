@@ -104,7 +104,11 @@ pub async fn offsets(
     body: Result<Json<OffsetsRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Answer {
     let c = api.pipeline(&name)?;
-    let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Json(req) = body.map_err(|e| match e.status() {
+        // Past the body limit (2 MiB): say so, not "bad request".
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.body_text()),
+        _ => ApiError::bad_request(e.body_text()),
+    })?;
     let kafka = c.kafka();
     let wanted: Result<Vec<(TopicPartition, i64)>, ApiError> = match (req.to, req.offsets) {
         (Some(to), None) => {

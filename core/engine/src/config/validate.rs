@@ -4,14 +4,20 @@
 use super::events::OpKind;
 use super::model::*;
 
-/// What is wrong with a pipeline name, if anything.
+/// What is wrong with a pipeline name, if anything. It names the pipeline in URLs
+/// (`/pipelines/{name}`), consumer groups and files, so it starts with a letter or digit:
+/// `.` and `..` would be path segments, not names.
 pub fn name_problem(name: &str) -> Option<String> {
-    let ok = !name.is_empty()
+    let ok = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.len() <= 200
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
     (!ok).then(|| {
-        format!("`{name}` is not a valid pipeline name: use letters, digits, `-`, `_` and `.`")
+        format!(
+            "`{name}` is not a valid pipeline name: use up to 200 letters, digits, `-`, `_` \
+             and `.`, starting with a letter or digit"
+        )
     })
 }
 
@@ -250,5 +256,23 @@ pub fn validate(p: &PipelineFile) -> Result<(), Vec<(String, String)>> {
         Ok(())
     } else {
         Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::name_problem;
+
+    #[test]
+    fn names_are_url_and_file_safe() {
+        for good in ["orders", "shop.orders-v2", "0day", "a_b"] {
+            assert_eq!(name_problem(good), None, "{good}");
+        }
+        let long = "a".repeat(201);
+        for bad in [
+            "", ".", "..", ".hidden", "-x", "a/b", "../etc", "a b", "é", "a%2F", &long,
+        ] {
+            assert!(name_problem(bad).is_some(), "{bad}");
+        }
     }
 }
