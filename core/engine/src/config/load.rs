@@ -210,7 +210,9 @@ pub fn load_file(
     load_text(path, &read(path)?, env, connectors)
 }
 
-fn load_text(
+/// Loads a pipeline file's text as [`load_file`] does (parse, interpolate, validate, check
+/// against the schemas it names beside `path`). Public for tests and fuzzing.
+pub fn load_text(
     path: &Path,
     text: &str,
     env: &HashMap<String, String>,

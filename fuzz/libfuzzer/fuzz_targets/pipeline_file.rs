@@ -1,0 +1,4 @@
+//! `sinkd_fuzz::pipeline_file`, coverage-guided (`./bench fuzz`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sinkd_fuzz::pipeline_file(data));
