@@ -11,12 +11,9 @@
 
 use std::time::{Duration, Instant};
 
-use sinkd_tests::mongod::Mongod;
-use sinkd_tests::network::{Firewall, Proxy};
-use sinkd_tests::postgres::Postgres;
+use sinkd_tests::network::{Firewall, ProxiedServers};
 use sinkd_tests::scenarios::{self, Setup};
 use sinkd_tests::shop;
-use sinkd_tests::stack::{self, OwnBroker, OwnRegistry};
 use sinkd_tests::target::Target;
 
 /// Events applied by both pipelines, read through the proxies.
@@ -41,33 +38,10 @@ async fn keeps_applying(pipelines: &[&Setup], span: Duration, fault: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn latency_loss_and_a_partition_are_ridden_out() {
-    let broker_port = stack::free_port();
-    let kafka = Proxy::start(broker_port).await;
-    let _broker = OwnBroker::start(broker_port, kafka.port);
-    let _registry = OwnRegistry::start_durable();
-    let registry = Proxy::start(_registry.port()).await;
-    let pg = Postgres::start().await;
-    let pg_proxy = Proxy::start(pg.port).await;
-    let mongod = Mongod::start(true).await;
-    let mongo_proxy = Proxy::start(mongod.port).await;
-    stack::use_own_servers(
-        format!("127.0.0.1:{}", kafka.port),
-        format!("http://127.0.0.1:{}", registry.port),
-    );
-    let into_pg = Setup::new(
-        &Target::Postgres(pg.url_via(pg_proxy.port)),
-        "netpg",
-        4,
-        scenarios::QUICK_BATCHES,
-    )
-    .await;
-    let into_mongo = Setup::new(
-        &Target::Mongo(mongod.url_via(mongo_proxy.port)),
-        "netmongo",
-        4,
-        scenarios::QUICK_BATCHES,
-    )
-    .await;
+    let servers = ProxiedServers::start().await;
+    let (pg, mongod) = (&servers.pg, &servers.mongod);
+    let into_pg = Setup::new(&servers.postgres(), "netpg", 4, scenarios::QUICK_BATCHES).await;
+    let into_mongo = Setup::new(&servers.mongo(), "netmongo", 4, scenarios::QUICK_BATCHES).await;
     let pipelines = [&into_pg, &into_mongo];
     // Produced over at least 48 s, so there is work to do through every fault.
     let events = shop::generate(48_000, 1_500, 101);
@@ -93,7 +67,7 @@ async fn latency_loss_and_a_partition_are_ridden_out() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let proxies = [&kafka, &registry, &pg_proxy, &mongo_proxy];
+    let proxies = servers.proxies();
     for p in proxies {
         p.set_latency(Duration::from_millis(100));
     }

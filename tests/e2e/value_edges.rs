@@ -14,20 +14,8 @@ use sinkd_tests::scenarios;
 use sinkd_tests::stack;
 use sinkd_tests::target::Target;
 
-const SCHEMA: &str = r#"{"type":"record","name":"Sample","namespace":"com.edge","fields":[
-  {"name":"id","type":"string"},
-  {"name":"d","type":"double"},
-  {"name":"f","type":"float"},
-  {"name":"l","type":"long"},
-  {"name":"amount","type":{"type":"bytes","logicalType":"decimal","precision":38,"scale":10}},
-  {"name":"at","type":{"type":"long","logicalType":"timestamp-micros"}},
-  {"name":"line","type":{"type":"record","name":"Line","fields":[
-    {"name":"price","type":{"type":"bytes","logicalType":"decimal","precision":12,"scale":2}},
-    {"name":"weight","type":"double"}]}},
-  {"name":"lines","type":{"type":"array","items":"Line"}},
-  {"name":"cents","type":{"type":"map","values":["null",
-    {"type":"fixed","name":"Cents","size":8,"logicalType":"decimal","precision":18,"scale":4}]}}
-]}"#;
+/// The sample schema the fuzz target of Avro datums also decodes.
+const SCHEMA: &str = sinkd_fuzz::schemas::SAMPLE;
 
 /// One sample: what is sent, and the decimal texts every database must give back.
 struct Sample {

@@ -165,3 +165,73 @@ fn iptables(action: &str, rule: &[String]) {
         .expect("iptables runs (the network tests need root, as CI has)");
     assert!(status.success(), "iptables {action} {}", rule.join(" "));
 }
+
+/// A broker, a registry, a PostgreSQL and a mongod of the caller's own, each behind a
+/// [`Proxy`], with every helper of the test binary pointed at this broker and registry
+/// ([`crate::stack::use_own_servers`]): what the network-fault test and the soak break.
+pub struct ProxiedServers {
+    /// In front of the broker (which advertises it).
+    pub kafka: Proxy,
+    /// The registry (durable: it can be stopped and restarted).
+    pub registry: crate::stack::OwnRegistry,
+    /// In front of the registry.
+    pub registry_proxy: Proxy,
+    /// The PostgreSQL server.
+    pub pg: crate::postgres::Postgres,
+    /// In front of it.
+    pub pg_proxy: Proxy,
+    /// The mongod (a one-node replica set).
+    pub mongod: crate::mongod::Mongod,
+    /// In front of it.
+    pub mongo_proxy: Proxy,
+    _broker: crate::stack::OwnBroker,
+}
+
+impl ProxiedServers {
+    /// Starts them all. Once per test binary (it points the binary's helpers at them).
+    pub async fn start() -> ProxiedServers {
+        let broker_port = crate::stack::free_port();
+        let kafka = Proxy::start(broker_port).await;
+        let broker = crate::stack::OwnBroker::start(broker_port, kafka.port);
+        let registry = crate::stack::OwnRegistry::start_durable();
+        let registry_proxy = Proxy::start(registry.port()).await;
+        let pg = crate::postgres::Postgres::start().await;
+        let pg_proxy = Proxy::start(pg.port).await;
+        let mongod = crate::mongod::Mongod::start(true).await;
+        let mongo_proxy = Proxy::start(mongod.port).await;
+        crate::stack::use_own_servers(
+            format!("127.0.0.1:{}", kafka.port),
+            format!("http://127.0.0.1:{}", registry_proxy.port),
+        );
+        ProxiedServers {
+            kafka,
+            registry,
+            registry_proxy,
+            pg,
+            pg_proxy,
+            mongod,
+            mongo_proxy,
+            _broker: broker,
+        }
+    }
+
+    /// The proxies, broker's first.
+    pub fn proxies(&self) -> [&Proxy; 4] {
+        [
+            &self.kafka,
+            &self.registry_proxy,
+            &self.pg_proxy,
+            &self.mongo_proxy,
+        ]
+    }
+
+    /// The PostgreSQL target, through its proxy.
+    pub fn postgres(&self) -> crate::target::Target {
+        crate::target::Target::Postgres(self.pg.url_via(self.pg_proxy.port))
+    }
+
+    /// The MongoDB target, through its proxy.
+    pub fn mongo(&self) -> crate::target::Target {
+        crate::target::Target::Mongo(self.mongod.url_via(self.mongo_proxy.port))
+    }
+}

@@ -18,23 +18,23 @@ pub const SAMPLE: &str = r#"{"type":"record","name":"Sample","namespace":"com.ed
     {"type":"fixed","name":"Cents","size":8,"logicalType":"decimal","precision":18,"scale":4}]}}
 ]}"#;
 
-/// `com.shop.OrderPlaced` v1.
+/// `com.shop.OrderPlaced` as a producer of the fuzz stream writes it (micros, an enum).
 pub const ORDER_PLACED: &str = r#"{"type":"record","name":"OrderPlaced","namespace":"com.shop","fields":[
   {"name":"order_id","type":"string"},
+  {"name":"placed_at","type":{"type":"long","logicalType":"timestamp-micros"}},
   {"name":"customer","type":"string"},
-  {"name":"status","type":"string"},
-  {"name":"placed_at","type":{"type":"long","logicalType":"timestamp-millis"}},
-  {"name":"note","type":["null","string"],"default":null}
+  {"name":"note","type":["null","string"],"default":null},
+  {"name":"status","type":{"type":"enum","name":"Status","symbols":["PLACED","PAID"]}}
 ]}"#;
 
-/// `com.shop.OrderPlaced` v2 as a reader of v1: a field renamed (its alias) and a new
-/// field with a default.
+/// A later `com.shop.OrderPlaced` as a reader of [`ORDER_PLACED`]: a field renamed (its
+/// alias), a new field with a default, an enum symbol added.
 const ORDER_PLACED_READER: &str = r#"{"type":"record","name":"OrderPlaced","namespace":"com.shop","fields":[
   {"name":"order_id","type":"string"},
+  {"name":"placed_at","type":{"type":"long","logicalType":"timestamp-micros"}},
   {"name":"buyer","type":"string","aliases":["customer"]},
-  {"name":"status","type":"string"},
-  {"name":"placed_at","type":{"type":"long","logicalType":"timestamp-millis"}},
   {"name":"note","type":["null","string"],"default":null},
+  {"name":"status","type":{"type":"enum","name":"Status","symbols":["PLACED","PAID","SHIPPED"]}},
   {"name":"channel","type":"string","default":"web"}
 ]}"#;
 

@@ -260,3 +260,25 @@ fn validation_messages_are_clean_sentences() {
         assert!(!message.contains("  "), "{field}: {message:?}");
     }
 }
+
+#[test]
+fn pipeline_names_are_url_and_file_safe() {
+    use crate::config::validate::name_problem;
+    for good in ["orders", "shop.orders-v2", "0day", "a_b"] {
+        assert_eq!(name_problem(good), None, "{good}");
+    }
+    let long = "a".repeat(201);
+    for bad in [
+        "", ".", "..", ".hidden", "-x", "a/b", "../etc", "a b", "é", "a%2F", &long,
+    ] {
+        assert!(name_problem(bad).is_some(), "{bad}");
+    }
+    let text = BASE.replace("name: orders", "name: \"..\"");
+    let problems = crate::config::validate::validate(&parse(&text, &env()).unwrap()).unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|(field, m)| field == "name" && m.contains("starting with a letter or digit")),
+        "{problems:?}"
+    );
+}
