@@ -351,7 +351,16 @@ pub struct Record {
 /// Produces records in order (per key order is the partitioner's) and returns the next
 /// offset per partition, i.e. where a caught-up consumer stands.
 pub async fn produce(topic: &str, records: Vec<Record>) -> HashMap<i32, i64> {
-    let producer = producer();
+    produce_with(&producer(), topic, records).await
+}
+
+/// [`produce`] through `producer`: a steady stream of small slices reuses one (a new
+/// idempotent producer connects and initialises first).
+pub async fn produce_with(
+    producer: &FutureProducer,
+    topic: &str,
+    records: Vec<Record>,
+) -> HashMap<i32, i64> {
     let mut ends: HashMap<i32, i64> = HashMap::new();
     // Bounded in flight: deliveries are awaited in windows.
     for chunk in records.chunks(20_000) {

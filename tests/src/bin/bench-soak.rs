@@ -174,6 +174,7 @@ async fn produce_steadily(
         streams.push((p.setup.topic.clone(), shop::records(&ids, events)));
     }
     tokio::spawn(async move {
+        let producer = stack::producer();
         let mut ends = vec![HashMap::new(); streams.len()];
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         while streams.iter().any(|(_, r)| !r.is_empty()) {
@@ -181,7 +182,7 @@ async fn produce_steadily(
             for ((topic, records), ends) in streams.iter_mut().zip(&mut ends) {
                 let rest = records.split_off(records.len().min(rate));
                 let now = std::mem::replace(records, rest);
-                merge_ends(ends, stack::produce(topic, now).await);
+                merge_ends(ends, stack::produce_with(&producer, topic, now).await);
             }
         }
         ends
