@@ -280,6 +280,16 @@ async fn postgres_keeps_every_bit_and_digit() {
         .await
         .unwrap();
     assert_eq!(lines.len(), 2 * samples().len());
+    let price_type: String = pg
+        .query_one(
+            "SELECT data_type FROM information_schema.columns \
+             WHERE table_name = $1 AND column_name = 'price'",
+            &[&format!("{name}_lines")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(price_type, "numeric", "a nested decimal's child column");
     for s in samples() {
         for r in lines.iter().filter(|r| r.get::<_, String>(0) == s.id) {
             assert_eq!(r.get::<_, String>(2), s.price_text, "line of {}", s.id);

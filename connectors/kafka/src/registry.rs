@@ -122,8 +122,10 @@ impl Registry {
                 self.decoder.remove_errors_from_cache();
                 match self.decoder.get_schema(id).await {
                     Ok(schema) => Ok(schema),
-                    Err(e) if e.retriable => Err(unavailable(id, &e)),
-                    Err(e) => Err(self.unusable(id, converter_words(&e))),
+                    Err(e) if schema_unusable(&e) => Err(self.unusable(id, converter_words(&e))),
+                    // A 5xx, a body cut short, a reference that could not be fetched: the
+                    // registry's trouble, waited out (with the cause in the warning).
+                    Err(e) => Err(unavailable(id, &e)),
                 }
             }
         }
@@ -306,6 +308,18 @@ enum Verdict {
     Has,
     /// The error to report: the registry refused, lacks the id, or cannot be reached.
     Refused(RecordError),
+}
+
+/// Whether the converter failed on the schema itself (its type, its text), the one
+/// failure that is the id's fault once the registry has answered for it.
+fn schema_unusable(e: &SRCError) -> bool {
+    [
+        "is not supported",
+        "failed to parse Avro schema",
+        "cant be turned into a Schema",
+    ]
+    .iter()
+    .any(|m| e.error.contains(m))
 }
 
 /// The converter's own words for a failure.

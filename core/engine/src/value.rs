@@ -116,6 +116,9 @@ pub fn decimal_string(v: &Value, scale: u32) -> Option<String> {
     }
 }
 
+/// The largest scale (digits after the point, or zeros before it) written positionally.
+const POSITIONAL_SCALE: u64 = 1_000;
+
 /// A double as JSON. JSON has no NaN or infinity; they are written as the strings
 /// `"NaN"`, `"Infinity"` and `"-Infinity"` (as Protobuf's JSON mapping does) rather than
 /// lost as null.
@@ -129,9 +132,15 @@ fn double(f: f64) -> Json {
 }
 
 /// A decimal in positional notation with exactly its scale's digits after the point
-/// (`100.00` stays `100.00`; `BigDecimal`'s `Display` may switch to exponents).
+/// (`100.00` stays `100.00`; `BigDecimal`'s `Display` may switch to exponents). A scale
+/// beyond [`POSITIONAL_SCALE`] either way (only a `big-decimal`, whose scale is in the
+/// datum, can have one) is written with an exponent, `12E-5000`: the same number, without
+/// thousands of padding zeros.
 fn plain(d: &bigdecimal::BigDecimal) -> String {
     let (unscaled, scale) = d.as_bigint_and_exponent();
+    if scale.unsigned_abs() > POSITIONAL_SCALE {
+        return format!("{unscaled}E{}", -i128::from(scale));
+    }
     match u32::try_from(scale) {
         Ok(scale) => scale_digits(&unscaled.to_string(), scale),
         // A negative scale (only a `big-decimal` can have one) multiplies by 10^-scale.
@@ -197,6 +206,11 @@ mod tests {
             (big("12", -3), "12000"),
             (big("0", -3), "0"),
             (big("0", 4), "0.0000"),
+            // A big-decimal's scale comes from the datum: any i64, never padded out.
+            (big("12", 5_000), "12E-5000"),
+            (big("-12", -5_000), "-12E5000"),
+            (big("7", i64::MIN), "7E9223372036854775808"),
+            (big("7", i64::MAX), "7E-9223372036854775807"),
         ];
         for (v, text) in cases {
             assert_eq!(to_json(&v), Json::String(text.into()), "{v:?}");

@@ -5,10 +5,10 @@ use super::events::OpKind;
 use super::model::*;
 
 /// What is wrong with a pipeline name, if anything. It names the pipeline in URLs
-/// (`/pipelines/{name}`), consumer groups and files, so it starts with a letter or digit:
-/// `.` and `..` would be path segments, not names.
+/// (`/pipelines/{name}`), consumer groups and files, so it starts with a letter, a digit
+/// or `_`: `.` and `..` would be path segments, and `-x` reads as a command-line flag.
 pub fn name_problem(name: &str) -> Option<String> {
-    let ok = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+    let ok = name.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
         && name.len() <= 200
         && name
             .chars()
@@ -16,7 +16,7 @@ pub fn name_problem(name: &str) -> Option<String> {
     (!ok).then(|| {
         format!(
             "`{name}` is not a valid pipeline name: use up to 200 letters, digits, `-`, `_` \
-             and `.`, starting with a letter or digit"
+             and `.`, starting with a letter, a digit or `_`"
         )
     })
 }
