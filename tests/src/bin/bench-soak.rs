@@ -82,11 +82,13 @@ async fn main() {
             rss: Vec::new(),
         });
     }
-    let total = args.rate * args.minutes as usize * 60;
+    // The stream outlasts the faults by a minute, so that the recovery from the last
+    // fault is measured while events still arrive.
+    let total = args.rate * (args.minutes as usize + 1) * 60;
     let events = shop::generate(total, args.keys, args.seed);
     println!(
-        "soak: {} min, {} events/s into PostgreSQL, MongoDB and Tantivy ({total} events, {} \
-         orders), faults every 5–20 s",
+        "soak: faults every 5–20 s for {} min, a stream of {} events/s into PostgreSQL, \
+         MongoDB and Tantivy for a minute longer ({total} events, {} orders)",
         args.minutes, args.rate, args.keys
     );
     let producer = produce_steadily(&pipelines, &events, args.rate).await;
@@ -96,8 +98,11 @@ async fn main() {
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.minutes * 60);
     let mut next_sample = start + Duration::from_secs(60);
-    while Instant::now() < deadline {
+    loop {
         tokio::time::sleep(Duration::from_secs(rng.random_range(5..=20))).await;
+        if Instant::now() >= deadline {
+            break;
+        }
         if Instant::now() >= next_sample {
             sample_rss(&mut pipelines);
             next_sample += Duration::from_secs(60);
