@@ -18,13 +18,7 @@ pub struct Mongod {
 }
 
 fn binary() -> PathBuf {
-    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.stack/venv/lib");
-    std::fs::read_dir(&venv)
-        .expect("the venv of docker/up")
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("site-packages/fiftyone/db/bin/mongod"))
-        .find(|p| p.exists())
-        .expect("mongod installed by docker/up")
+    crate::stack::venv_binary("fiftyone/db/bin/mongod")
 }
 
 impl Mongod {

