@@ -217,6 +217,14 @@ pub async fn a_rebuild_under_load_never_shows_a_partial_target_and_misses_nothin
     let mut ends = shop::publish(&s.topic, &events).await;
     let api = Api::start(&s, &[]).await;
     s.caught_up(&ends, &api.daemon).await;
+    // The checkpoint on disk can lead what searches see by the instant a Tantivy reader
+    // takes to reload; the daemon's read-your-writes wait is what a reader relies on.
+    for (partition, end) in &ends {
+        let (code, v) = api
+            .wait_for(&s.pipeline, (&s.topic, *partition, end - 1), "60s")
+            .await;
+        assert_eq!(code, 200, "{v}");
+    }
     let api = Arc::new(api);
     let s = Arc::new(s);
     let before = api.live_count(target, &s).await.expect("live count");

@@ -242,12 +242,14 @@ pub async fn wait(
     let mut commits = c.stats.subscribe();
     let mut asked: Option<tokio::time::Instant> = None;
     loop {
-        // This process's own progress first; the sink's checkpoint covers partitions
-        // another instance applies, and is asked every 250 ms at most.
-        let mut applied = c.stats.partition(&tp).and_then(|p| p.next);
-        if applied.is_none_or(|n| n <= p.offset)
-            && asked.is_none_or(|t| t.elapsed() >= Duration::from_millis(250))
-        {
+        // A partition this process holds is applied when its own commit says so: that is
+        // counted after the sink has made the batch readable (a Tantivy reader reloads
+        // after the commit, so the checkpoint on disk leads searches by an instant). The
+        // sink's checkpoint covers partitions another instance applies, and is asked
+        // every 250 ms at most.
+        let held = c.stats.partition(&tp);
+        let mut applied = held.and_then(|p| p.next);
+        if held.is_none() && asked.is_none_or(|t| t.elapsed() >= Duration::from_millis(250)) {
             asked = Some(tokio::time::Instant::now());
             if let Ok(stored) = c.checkpoints().load(std::slice::from_ref(&tp)).await {
                 applied = applied.max(stored.get(&tp).copied());
