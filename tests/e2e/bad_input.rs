@@ -27,7 +27,11 @@ struct Bad {
     says: &'static str,
 }
 
-const MATRIX: [Bad; 10] = [
+/// The size of the oversized record's one field: past librdkafka's 1 MB default for a
+/// producer, which the dead-letter producer raises.
+const OVERSIZED: usize = 2 << 20;
+
+const MATRIX: [Bad; 11] = [
     Bad {
         name: "short payload",
         code: "short_payload",
@@ -72,6 +76,11 @@ const MATRIX: [Bad; 10] = [
         name: "upcaster failure",
         code: "upcast",
         says: "reason_len",
+    },
+    Bad {
+        name: "oversized record (2 MiB), of an unknown type",
+        code: "unknown_event_type",
+        says: "com.shop.Oversized",
     },
     Bad {
         name: "no Kafka key",
@@ -166,6 +175,18 @@ async fn bad_record(
             v.extend([0xff, 0xff, 0xff, 0xff, 0xff]);
             record(v)
         }
+        _ if bad.says == "com.shop.Oversized" => {
+            let huge = r#"{"type":"record","name":"Oversized","namespace":"com.shop","fields":[{"name":"order_id","type":"string"},{"name":"blob","type":"string"}]}"#;
+            let id = stack::register(&format!("{topic}-com.shop.Oversized"), huge).await;
+            record(stack::encode(
+                id,
+                &Schema::parse_str(huge).unwrap(),
+                &Value::Record(vec![
+                    ("order_id".into(), Value::String("order-bad".into())),
+                    ("blob".into(), Value::String("x".repeat(OVERSIZED))),
+                ]),
+            ))
+        }
         "unknown_event_type" => {
             let gift = r#"{"type":"record","name":"GiftWrapped","namespace":"com.shop","fields":[{"name":"order_id","type":"string"}]}"#;
             let id = stack::register(&format!("{topic}-com.shop.GiftWrapped"), gift).await;
@@ -191,17 +212,23 @@ async fn bad_record(
 }
 
 /// Produces `good[..split]`, the bad record, then `good[split..]` to partition 0; returns
-/// the end offsets and the bad record's offset.
+/// the end offsets, the bad record's offset and its value.
 async fn produce_around(
     s: &Setup,
     bad: &Bad,
     good: &[ShopEvent],
     split: usize,
-) -> (HashMap<i32, i64>, i64) {
+) -> (HashMap<i32, i64>, i64, Vec<u8>) {
     let ids = shop::register_schemas(&s.topic).await;
     stack::produce(&s.topic, shop::records(&ids, &good[..split])).await;
-    let offset = match bad_record(bad, &s.topic, &ids).await {
-        Some(r) => *stack::produce(&s.topic, vec![r]).await.get(&0).unwrap() - 1,
+    let (offset, bytes) = match bad_record(bad, &s.topic, &ids).await {
+        Some(r) => {
+            let bytes = r.value.clone().unwrap_or_default();
+            (
+                *stack::produce(&s.topic, vec![r]).await.get(&0).unwrap() - 1,
+                bytes,
+            )
+        }
         None => {
             // A record without a key, which `key.from: kafka_key` needs.
             let value = shop::records(&ids, &[placed("order-bad", "no key")]).remove(0);
@@ -214,11 +241,11 @@ async fn produce_around(
                 )
                 .await
                 .expect("delivered");
-            delivery.offset
+            (delivery.offset, value.value.unwrap_or_default())
         }
     };
     let ends = stack::produce(&s.topic, shop::records(&ids, &good[split..])).await;
-    (ends, offset)
+    (ends, offset, bytes)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -235,12 +262,13 @@ async fn under_dead_letter_every_bad_record_is_dead_lettered_with_its_cause() {
     let dlq = s.with_dead_letter_topic().await;
     let good = shop::generate(100 * MATRIX.len(), 90, 41);
     let mut ends = HashMap::new();
-    let mut offsets = Vec::new();
+    let (mut offsets, mut values) = (Vec::new(), HashMap::new());
     for (i, bad) in MATRIX.iter().enumerate() {
         let slice = &good[i * 100..(i + 1) * 100];
-        let (e, offset) = produce_around(&s, bad, slice, 50).await;
+        let (e, offset, bytes) = produce_around(&s, bad, slice, 50).await;
         ends = e;
         offsets.push(offset);
+        values.insert(offset, bytes);
     }
     let token = "matrix-secret-token-5c1d";
     let daemon = Daemon::start_with_env(
@@ -275,9 +303,15 @@ async fn under_dead_letter_every_bad_record_is_dead_lettered_with_its_cause() {
             let bad = MATRIX
                 .iter()
                 .find(|b| b.code == h["sinkd.errors.code"] && message.contains(b.says));
+            let offset: i64 = h["sinkd.errors.offset"].parse().unwrap();
+            // The original bytes, whatever their size.
+            assert!(
+                m.payload() == values.get(&offset).map(Vec::as_slice),
+                "the dead letter of offset {offset} is not the record as produced"
+            );
             (
                 bad.map_or_else(|| format!("unexpected: {h:?}"), |b| b.name.to_owned()),
-                h["sinkd.errors.offset"].parse().unwrap(),
+                offset,
             )
         })
         .collect();
@@ -301,7 +335,7 @@ async fn under_fail_each_bad_record_stops_the_pipeline_exactly_there() {
         let text = std::fs::read_to_string(&s.file).unwrap();
         std::fs::write(&s.file, computed(&text)).unwrap();
         let good = shop::generate(40, 8, 50 + i as u64);
-        let (_, offset) = produce_around(&s, bad, &good, 20).await;
+        let (_, offset, _) = produce_around(&s, bad, &good, 20).await;
         let mut daemon = s.start();
         let code = daemon.wait(Duration::from_secs(90));
         let log = daemon.log();

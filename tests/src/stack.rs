@@ -340,6 +340,8 @@ pub fn producer() -> FutureProducer {
         .set("linger.ms", "5")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "1000000")
+        // Tests produce records past librdkafka's 1 MB default (oversized input).
+        .set("message.max.bytes", "10000000")
         .create()
         .expect("producer")
 }

@@ -13,6 +13,10 @@ use sinkd_core::event::RawRecord;
 
 use crate::client::producer_config;
 
+/// The largest dead letter sent when `properties` set no `message.max.bytes`: librdkafka's
+/// default `receive.message.max.bytes`, the largest response a consumer takes in.
+const DEAD_LETTER_MAX_BYTES: u32 = 100_000_000;
+
 /// Produces dead letters to one topic and waits for the broker's acknowledgement.
 pub struct KafkaDeadLetters {
     producer: FutureProducer,
@@ -23,7 +27,15 @@ pub struct KafkaDeadLetters {
 impl KafkaDeadLetters {
     /// A dead-letter producer for the pipeline's brokers.
     pub fn new(cfg: &KafkaSourceConfig, topic: &str, pipeline: &str) -> Result<Self, String> {
-        let producer = producer_config(cfg)
+        let mut config = producer_config(cfg);
+        // A dead letter is a record the consumer could read, plus the cause's headers: it
+        // can be larger than librdkafka's own 1 MB default allows a producer. The dead-letter
+        // topic's `max.message.bytes` is what decides; its refusal stops the pipeline at
+        // the record and says so.
+        if !cfg.properties.contains_key("message.max.bytes") {
+            config.set("message.max.bytes", DEAD_LETTER_MAX_BYTES.to_string());
+        }
+        let producer = config
             .create()
             .map_err(|e| format!("cannot create the dead-letter producer: {e}"))?;
         Ok(KafkaDeadLetters {
