@@ -462,7 +462,20 @@ impl Drop for KafkaSource {
         self.rx.close();
         while self.rx.try_recv().is_ok() {}
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            // The thread may be waiting on this runtime (loading the sink's checkpoints for
+            // an assignment). Joining it on a runtime worker would hold that worker's
+            // tasks, and with them what the thread waits for: hand them to another
+            // thread first. (Found by the REST fuzz test: a rebuild cancelled as its
+            // shadow's consumer was assigned hung the daemon's cancel for good.)
+            let on_worker = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            if on_worker {
+                tokio::task::block_in_place(|| {
+                    let _ = t.join();
+                });
+            } else {
+                let _ = t.join();
+            }
         }
     }
 }
