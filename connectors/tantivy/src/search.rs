@@ -49,11 +49,56 @@ fn default_fields(schema: &Schema) -> Vec<Field> {
         .collect()
 }
 
+/// The deepest page a search reaches: the collector keeps `offset + limit` hits in memory.
+pub const MAX_OFFSET: usize = 100_000;
+/// The longest query text taken.
+pub const MAX_QUERY_BYTES: usize = 16 * 1024;
+/// How deep parentheses may nest: Tantivy's query parser recurses once a level, and a
+/// query nested thousands deep would overflow the thread's stack and abort the daemon.
+pub const MAX_NESTING: usize = 32;
+
+/// Refuses queries too long or too deeply nested to parse safely (parentheses inside a
+/// quoted phrase are text, not nesting).
+fn check_shape(q: &str) -> Result<(), SearchError> {
+    if q.len() > MAX_QUERY_BYTES {
+        return Err(SearchError::BadQuery(format!(
+            "the query is {} bytes; at most {MAX_QUERY_BYTES}",
+            q.len()
+        )));
+    }
+    let (mut depth, mut deepest, mut quoted, mut escaped) = (0usize, 0usize, false, false);
+    for c in q.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => quoted = !quoted,
+            '(' | '[' | '{' if !quoted => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' | ']' | '}' if !quoted => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if deepest > MAX_NESTING {
+        return Err(SearchError::BadQuery(format!(
+            "the query nests {deepest} levels of brackets; at most {MAX_NESTING}"
+        )));
+    }
+    Ok(())
+}
+
 impl SearchHandle {
     /// Runs a query in Tantivy's query language (terms, `"phrases"`, `field:value`,
     /// `field:[a TO b]` ranges, boolean operators) and returns
     /// `{"total": n, "hits": [{"score": s, "doc": {field: value}}]}` with stored fields.
     pub fn search(&self, q: &str, limit: usize, offset: usize) -> Result<Value, SearchError> {
+        if offset > MAX_OFFSET {
+            return Err(SearchError::BadQuery(format!(
+                "offset {offset} is past {MAX_OFFSET}; narrow the query instead of paging that deep"
+            )));
+        }
+        check_shape(q)?;
         let searchable = self
             .inner
             .read()

@@ -16,8 +16,11 @@ pub mod search;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router, middleware};
@@ -132,7 +135,63 @@ pub fn router(api: Api, auth: Auth) -> Router {
         .route("/readyz", get(readyz))
         .merge(mutations)
         .merge(reads)
+        .fallback(no_route)
+        .layer(middleware::from_fn(json_errors))
         .with_state(api)
+}
+
+/// An unknown path: 404 naming it.
+async fn no_route(method: Method, uri: Uri) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("no route {method} {}; see /openapi.yaml", uri.path()),
+    )
+}
+
+/// Every error answered as `{"error": "…"}`, also those axum answers by itself before a
+/// handler runs (a path or query that does not parse, a method the route does not take):
+/// clients handle one shape of error.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = match text.is_empty() {
+        true => format!(
+            "{} for {method} {path}",
+            status.canonical_reason().unwrap_or("refused")
+        ),
+        false => text,
+    };
+    error(status, message)
+}
+
+/// The body of a request that takes JSON, whatever its `Content-Type` says (`curl -d`
+/// sends a form's): `None` when empty; 400 naming where it does not parse, 413 past the
+/// body limit.
+pub fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Option<T>, ApiError> {
+    let body = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(&body).map(Some).map_err(|e| {
+        ApiError::bad_request(match e.classify() {
+            serde_json::error::Category::Data => format!("the request body: {e}"),
+            _ => format!("the request body is not JSON: {e}"),
+        })
+    })
 }
 
 async fn openapi() -> Response {

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -12,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sinkd_core::event::TopicPartition;
 
-use super::{Answer, Api, ApiError};
+use super::{Answer, Api, ApiError, json_body};
 use crate::control::rebuild::{Mode, Start};
 use sinkd_kafka::Position;
 
@@ -101,13 +103,11 @@ fn parse_time(v: &serde_json::Value) -> Result<i64, String> {
 pub async fn offsets(
     State(api): State<Api>,
     Path(name): Path<String>,
-    body: Result<Json<OffsetsRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let c = api.pipeline(&name)?;
-    let Json(req) = body.map_err(|e| match e.status() {
-        // Past the body limit (2 MiB): say so, not "bad request".
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.body_text()),
-        _ => ApiError::bad_request(e.body_text()),
+    let req: OffsetsRequest = json_body(body)?.ok_or_else(|| {
+        ApiError::bad_request("a JSON body is needed: {\"to\": …} or {\"offsets\": […]}")
     })?;
     let kafka = c.kafka();
     let wanted: Result<Vec<(TopicPartition, i64)>, ApiError> = match (req.to, req.offsets) {
@@ -127,10 +127,18 @@ pub async fn offsets(
                     }),
             }
         }
-        (None, Some(list)) => Ok(list
-            .into_iter()
-            .map(|o| ((Arc::from(o.topic.as_str()), o.partition), o.offset))
-            .collect()),
+        (None, Some(list)) => match list.iter().find(|o| o.offset < 0) {
+            // librdkafka reads -1 and -2 as "the end" and "the start": a typo would
+            // silently skip the whole log.
+            Some(o) => Err(ApiError::bad_request(format!(
+                "offsets: {}/{} offset {} is negative; give the next offset to read, or \"to\": \"earliest\" | \"latest\"",
+                o.topic, o.partition, o.offset
+            ))),
+            None => Ok(list
+                .into_iter()
+                .map(|o| ((Arc::from(o.topic.as_str()), o.partition), o.offset))
+                .collect()),
+        },
         _ => Err(ApiError::bad_request(
             "give either \"to\" (earliest, latest, or a time) or \"offsets\"",
         )),
@@ -157,10 +165,10 @@ pub struct RebuildRequest {
 pub async fn rebuild(
     State(api): State<Api>,
     Path(name): Path<String>,
-    body: Option<Json<RebuildRequest>>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let c = api.pipeline(&name)?;
-    let req = body.map(|Json(b)| b).unwrap_or_default();
+    let req: RebuildRequest = json_body(body)?.unwrap_or_default();
     let start = match &req.start {
         None => Start::Earliest,
         Some(v) if v.as_str() == Some("earliest") => Start::Earliest,
@@ -207,17 +215,14 @@ fn parse_timeout(s: Option<&str>) -> Result<Duration, String> {
     let Some(s) = s else {
         return Ok(Duration::from_secs(30));
     };
-    let d = if let Some(ms) = s.strip_suffix("ms") {
-        ms.parse::<u64>().map(Duration::from_millis).ok()
-    } else {
-        s.strip_suffix('s')
-            .unwrap_or(s)
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite() && *v >= 0.0)
-            .map(Duration::from_secs_f64)
+    let seconds = match s.strip_suffix("ms") {
+        Some(ms) => ms.parse::<u64>().ok().map(|ms| ms as f64 / 1000.0),
+        None => s.strip_suffix('s').unwrap_or(s).parse::<f64>().ok(),
     };
-    d.map(|d| d.min(Duration::from_secs(300)))
+    // Capped before it becomes a Duration, which a number past u64 seconds would panic.
+    seconds
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| Duration::from_secs_f64(v.min(300.0)))
         .ok_or_else(|| format!("timeout {s:?} is not a duration (250ms, 5s, 2.5)"))
 }
 
@@ -226,8 +231,9 @@ fn parse_timeout(s: Option<&str>) -> Result<Duration, String> {
 pub async fn wait(
     State(api): State<Api>,
     Path(name): Path<String>,
-    Query(p): Query<WaitParams>,
+    p: Result<Query<WaitParams>, QueryRejection>,
 ) -> Answer {
+    let Query(p) = p.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let c = api.pipeline(&name)?;
     let timeout = parse_timeout(p.timeout.as_deref()).map_err(ApiError::bad_request)?;
     let tp: TopicPartition = (Arc::from(p.topic.as_str()), p.partition);

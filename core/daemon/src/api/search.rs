@@ -1,6 +1,7 @@
 //! `GET /pipelines/{name}/search?q=…&limit=…&offset=…` on Tantivy pipelines.
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -28,8 +29,9 @@ fn default_limit() -> usize {
 pub async fn search(
     State(api): State<Api>,
     Path(name): Path<String>,
-    Query(params): Query<SearchParams>,
+    params: Result<Query<SearchParams>, QueryRejection>,
 ) -> Answer {
+    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let ctl = api.pipeline(&name)?;
     let Some(tantivy) = ctl.file().sink.connector::<TantivyConnector>() else {
         return Err(ApiError(
