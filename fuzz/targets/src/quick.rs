@@ -102,7 +102,8 @@ pub fn run(
 /// Values at the edges of integer encodings (Avro's zig-zag varints among them).
 const INTERESTING: [u8; 8] = [0x00, 0x01, 0x02, 0x7f, 0x80, 0xfe, 0xff, b'\n'];
 
-fn mutate(rng: &mut StdRng, input: &mut Vec<u8>, seeds: &[Vec<u8>]) {
+/// Applies one random mutation to `input` (`seeds`: the inputs a splice takes tails from).
+pub fn mutate(rng: &mut StdRng, input: &mut Vec<u8>, seeds: &[Vec<u8>]) {
     let at = |rng: &mut StdRng, len: usize| rng.random_range(0..=len);
     match rng.random_range(0..8) {
         0 if !input.is_empty() => {
