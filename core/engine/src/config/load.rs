@@ -19,6 +19,9 @@ pub struct LoadedPipeline {
     pub path: PathBuf,
     /// Its content.
     pub pipeline: PipelineFile,
+    /// Every value of the file after `${VAR}` interpolation, as a tree: what a reload
+    /// compares to tell a changed pipeline (secrets included, comments and layout not).
+    pub values: serde_json::Value,
 }
 
 /// A capture pipeline file (`source: postgres_cdc`) that parsed and validated.
@@ -28,6 +31,8 @@ pub struct LoadedCapture {
     pub path: PathBuf,
     /// Its content.
     pub capture: CaptureFile,
+    /// Every value of the file after interpolation (see [`LoadedPipeline::values`]).
+    pub values: serde_json::Value,
 }
 
 /// Every pipeline the given paths hold, by kind.
@@ -53,9 +58,58 @@ impl Loaded {
     }
 }
 
-enum LoadedFile {
+/// One pipeline file, of either kind.
+#[derive(Clone, Debug)]
+pub enum LoadedFile {
+    /// A sink pipeline.
     Pipeline(LoadedPipeline),
+    /// A capture pipeline.
     Capture(LoadedCapture),
+}
+
+impl LoadedFile {
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        match self {
+            LoadedFile::Pipeline(p) => &p.pipeline.name,
+            LoadedFile::Capture(c) => &c.capture.name,
+        }
+    }
+
+    /// The file it came from.
+    pub fn path(&self) -> &Path {
+        match self {
+            LoadedFile::Pipeline(p) => &p.path,
+            LoadedFile::Capture(c) => &c.path,
+        }
+    }
+
+    /// Its values after interpolation (see [`LoadedPipeline::values`]).
+    pub fn values(&self) -> &serde_json::Value {
+        match self {
+            LoadedFile::Pipeline(p) => &p.values,
+            LoadedFile::Capture(c) => &c.values,
+        }
+    }
+}
+
+/// What [`load_each`] found: every file that loaded, and the problems of the others
+/// (`failed` names each file that holds one, so a reload keeps what it ran before).
+#[derive(Debug, Default)]
+pub struct FileSet {
+    /// The files that parsed and validated, in load order.
+    pub loaded: Vec<LoadedFile>,
+    /// Every problem found.
+    pub errors: Vec<ConfigError>,
+}
+
+impl FileSet {
+    /// Whether `path` (a file, or a folder that could not be listed) has a problem.
+    pub fn failed(&self, path: &Path) -> bool {
+        self.errors
+            .iter()
+            .any(|e| e.file == path || path.starts_with(&e.file))
+    }
 }
 
 /// A problem with a pipeline file, located as precisely as the parser allows.
@@ -90,42 +144,61 @@ impl std::error::Error for ConfigError {}
 /// files are read in name order). Returns every problem found, not just the first.
 /// `connectors` parse each file's `sink:` section.
 pub fn load_paths(paths: &[PathBuf], connectors: &Connectors) -> Result<Loaded, Vec<ConfigError>> {
-    let env: HashMap<String, String> = std::env::vars().collect();
+    let set = load_each(paths, connectors);
+    if !set.errors.is_empty() {
+        return Err(set.errors);
+    }
     let mut loaded = Loaded::default();
-    let mut errors = Vec::new();
+    for file in set.loaded {
+        match file {
+            LoadedFile::Pipeline(p) => loaded.pipelines.push(p),
+            LoadedFile::Capture(c) => loaded.captures.push(c),
+        }
+    }
+    Ok(loaded)
+}
+
+/// Loads every file under the given paths on its own: the files that load are kept even
+/// when others do not (a reload applies them and keeps the running version of the rest).
+/// A name used by two files is a problem of the second, which is not kept.
+pub fn load_each(paths: &[PathBuf], connectors: &Connectors) -> FileSet {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let mut set = FileSet::default();
     for path in paths {
         match files_under(path) {
             Ok(files) => {
                 for file in files {
                     match load_any(&file, &env, connectors) {
-                        Ok(LoadedFile::Pipeline(p)) => loaded.pipelines.push(p),
-                        Ok(LoadedFile::Capture(c)) => loaded.captures.push(c),
-                        Err(mut e) => errors.append(&mut e),
+                        Ok(f) => set.loaded.push(f),
+                        Err(mut e) => set.errors.append(&mut e),
                     }
                 }
             }
-            Err(e) => errors.push(e),
+            Err(e) => set.errors.push(e),
         }
     }
-    let mut seen: HashMap<&str, &Path> = HashMap::new();
-    for (path, name) in loaded.names() {
-        if let Some(first) = seen.insert(name, path) {
-            errors.push(ConfigError {
-                file: path.to_path_buf(),
+    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    let mut kept = Vec::with_capacity(set.loaded.len());
+    for file in std::mem::take(&mut set.loaded) {
+        match seen.get(file.name()) {
+            Some(first) => set.errors.push(ConfigError {
+                file: file.path().to_path_buf(),
                 line: None,
                 field: Some("name".into()),
                 message: format!(
-                    "pipeline name `{name}` is already used by {}",
+                    "pipeline name `{}` is already used by {}",
+                    file.name(),
                     first.display()
                 ),
-            });
+            }),
+            None => {
+                seen.insert(file.name().to_owned(), file.path().to_path_buf());
+                kept.push(file);
+            }
         }
     }
-    if errors.is_empty() {
-        Ok(loaded)
-    } else {
-        Err(errors)
-    }
+    set.loaded = kept;
+    set
 }
 
 /// Loads one path (file or folder) with the process environment.
@@ -174,7 +247,18 @@ fn load_any(
     env: &HashMap<String, String>,
     connectors: &Connectors,
 ) -> Result<LoadedFile, Vec<ConfigError>> {
-    let text = read(path)?;
+    load_any_text(path, &read(path)?, env, connectors)
+}
+
+/// Loads a pipeline file's text of either kind as a file under `path` would load (reader
+/// schema files are looked for beside `path`).
+pub fn load_any_text(
+    path: &Path,
+    text: &str,
+    env: &HashMap<String, String>,
+    connectors: &Connectors,
+) -> Result<LoadedFile, Vec<ConfigError>> {
+    let text = text.to_owned();
     let is_capture = text
         .lines()
         .any(|l| l.trim_start().starts_with("postgres_cdc:"));
@@ -186,6 +270,7 @@ fn load_any(
     Ok(LoadedFile::Capture(LoadedCapture {
         path: path.to_path_buf(),
         capture,
+        values: parse_as(path, &text, env).map_err(|e| vec![e])?,
     }))
 }
 
@@ -228,6 +313,7 @@ pub fn load_text(
     Ok(LoadedPipeline {
         path: path.to_path_buf(),
         pipeline,
+        values: parse_as(path, text, env).map_err(|e| vec![e])?,
     })
 }
 

@@ -4,6 +4,7 @@
 //! rules against reader schema files ([`schema_check`]).
 
 pub mod capture;
+pub mod diff;
 pub mod events;
 pub mod load;
 pub(crate) mod locate;
@@ -16,7 +17,10 @@ pub mod validate;
 
 pub use capture::CaptureFile;
 pub use events::*;
-pub use load::{ConfigError, Loaded, LoadedCapture, LoadedPipeline, load_path, load_paths};
+pub use load::{
+    ConfigError, FileSet, Loaded, LoadedCapture, LoadedFile, LoadedPipeline, load_any_text,
+    load_each, load_path, load_paths,
+};
 pub use model::*;
 pub use routing::ConcreteTarget;
 pub use upcast::*;
