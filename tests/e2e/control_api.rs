@@ -3,12 +3,10 @@
 //! `/metrics`, and the OpenAPI document against the routes actually served.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
 use sinkd_tests::control::{Api, TOKEN};
-use sinkd_tests::daemon::binary;
 use sinkd_tests::scenarios::{Setup, merge_ends};
 use sinkd_tests::shop;
 use sinkd_tests::target::Target;
@@ -29,25 +27,13 @@ fn mutations(p: &str) -> Vec<(&'static str, String, Option<serde_json::Value>)> 
             Some(json!({"mode": "in_place"})),
         ),
         ("DELETE", format!("/pipelines/{p}/rebuild"), None),
+        ("POST", format!("/pipelines/{p}/validate"), None),
     ]
 }
 
 /// Runs a CLI client command against `api`; returns success and stdout + stderr.
 fn cli(api: &Api, args: &[&str]) -> (bool, String) {
-    let out = Command::new(binary())
-        .args(args)
-        .env("SINKD_API_URL", &api.base)
-        .env("SINKD_API_TOKEN", TOKEN)
-        .output()
-        .expect("sinkd runs");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    api.cli(args)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -156,6 +142,28 @@ async fn pause_offsets_resume_wait_and_an_in_place_rebuild_keep_the_table_exact(
         let (code, v) = api.set_offsets(&p, bad.clone()).await;
         assert_eq!(code, 400, "{bad}: {v}");
     }
+    assert_eq!(
+        s.checkpoints().await,
+        stored,
+        "a refused move moves nothing"
+    );
+    // Past the end: moved, with a warning that names the partition.
+    let far = json!({"offsets": [{"topic": s.topic, "partition": 1, "offset": 1_000_000}]});
+    let (code, v) = api.set_offsets(&p, far).await;
+    assert_eq!(code, 200, "{v}");
+    assert!(
+        v["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("/1 offset 1000000 is past the end")),
+        "{v}"
+    );
+    let back = json!({"offsets": [{"topic": s.topic, "partition": 1, "offset": 0}]});
+    let (code, v) = api.set_offsets(&p, back).await;
+    assert_eq!(
+        (code, v["warnings"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{v}"
+    );
 
     // Resuming re-reads everything; the row guards keep it from applying twice.
     let (ok, out) = cli(&api, &["resume", &p]);
@@ -246,7 +254,14 @@ async fn every_documented_route_is_served_and_the_document_is_served_as_kept() {
             let body = (method == "put").then(|| json!({"to": "earliest"}));
             let (code, v) = api.call(&method.to_uppercase(), &url, body).await;
             assert_ne!(code, 405, "{method} {path} is documented but not routed");
-            if path.contains("{name}") {
+            if path == "/pipelines/{name}" && method != "get" {
+                // Definitions over the API are a cluster's: this daemon has files only.
+                assert_eq!(code, 409, "{method} {url}: {v}");
+                assert!(v["error"].as_str().unwrap().contains("cluster"), "{v}");
+            } else if path.ends_with("/validate") {
+                // Any name can be planned: without a body, the body is what is missing.
+                assert_eq!(code, 400, "{method} {url}: {v}");
+            } else if path.contains("{name}") {
                 assert_eq!(code, 404, "{method} {url}: {v}");
                 assert!(
                     v["error"]

@@ -38,11 +38,21 @@ impl Api {
         log: &std::path::Path,
         env: &[(&str, &str)],
     ) -> Api {
+        let args = [std::ffi::OsStr::new("--config"), config.as_os_str()];
+        Api::start_run(&args, log, env).await
+    }
+
+    /// Starts `sinkd run ARGS…` (with the API's port and [`TOKEN`]), logging to `log`.
+    pub async fn start_run(
+        args: &[&std::ffi::OsStr],
+        log: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Api {
         let port = stack::free_port();
         let listen = format!("127.0.0.1:{port}");
         let mut vars = vec![("SINKD_API_TOKEN", TOKEN)];
         vars.extend_from_slice(env);
-        let daemon = Daemon::start_with_env(config, log, &listen, &vars);
+        let daemon = Daemon::start_run(args, log, &listen, &vars);
         let api = Api {
             daemon,
             base: format!("http://{listen}"),
@@ -99,6 +109,25 @@ impl Api {
         let api = Api::start(s, env).await;
         s.caught_up(&ends, &api.daemon).await;
         api
+    }
+
+    /// Runs a CLI client command (`sinkd status …`) against this daemon with the right
+    /// token; returns success and stdout + stderr.
+    pub fn cli<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> (bool, String) {
+        let out = std::process::Command::new(crate::daemon::binary())
+            .args(args)
+            .env("SINKD_API_URL", &self.base)
+            .env("SINKD_API_TOKEN", TOKEN)
+            .output()
+            .expect("sinkd runs");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
     }
 
     /// `method /pipelines/{pipeline}/{action}` without a body, with the right token.

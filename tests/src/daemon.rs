@@ -67,6 +67,18 @@ impl Daemon {
 
     /// Like [`Daemon::start_listening`], with extra environment variables.
     pub fn start_with_env(config: &Path, log: &Path, listen: &str, env: &[(&str, &str)]) -> Daemon {
+        let args = [std::ffi::OsStr::new("--config"), config.as_os_str()];
+        Daemon::start_run(&args, log, listen, env)
+    }
+
+    /// `sinkd run ARGS… --listen LISTEN` with the test environment and `env`, logging to
+    /// `log`.
+    pub fn start_run(
+        args: &[&std::ffi::OsStr],
+        log: &Path,
+        listen: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -74,8 +86,7 @@ impl Daemon {
             .expect("log file");
         let child = Command::new(binary())
             .arg("run")
-            .arg("--config")
-            .arg(config)
+            .args(args)
             .args(["--listen", listen])
             .env(
                 "RUST_LOG",

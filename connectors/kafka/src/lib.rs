@@ -8,9 +8,11 @@
 //! - [`datum`]: one Avro datum into a value, with its writer (and reader) schema.
 //! - [`dead_letter`]: the dead-letter producer.
 //! - [`offsets`]: partitions, watermarks and offsets by time, for the control plane.
+//! - [`config_log`]: a cluster's pipeline definitions, in a compacted topic.
 //! - [`errors`]: which Kafka errors a pipeline waits out and which stop it.
 
 pub mod client;
+pub mod config_log;
 pub mod datum;
 pub mod dead_letter;
 pub mod decoder;

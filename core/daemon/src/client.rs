@@ -7,6 +7,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+/// A request body.
+enum Body {
+    Json(Value),
+    Yaml(String),
+}
+
 /// Where the API is and how to authenticate.
 pub struct Client {
     base: String,
@@ -49,13 +55,23 @@ impl Client {
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, String> {
+        self.send(method, path, body.map(Body::Json)).await
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<Body>) -> Result<Value, String> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        if let Some(b) = body {
-            req = req.json(&b);
+        match body {
+            Some(Body::Json(b)) => req = req.json(&b),
+            Some(Body::Yaml(text)) => {
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, "application/yaml")
+                    .body(text)
+            }
+            None => {}
         }
         let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
         let status = resp.status();
@@ -264,5 +280,171 @@ impl Client {
                 _ => tokio::time::sleep(Duration::from_millis(500)).await,
             }
         }
+    }
+}
+
+impl Client {
+    /// `sinkd plan FILE…`: each file checked by the daemon and compared with what runs.
+    /// Fails when a file does not validate.
+    pub async fn plan(&self, files: &[std::path::PathBuf]) -> Result<(), String> {
+        let mut invalid = 0;
+        for file in files {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("{}: cannot read: {e}", file.display()))?;
+            let name = pipeline_name(&text)
+                .ok_or_else(|| format!("{}: no top-level `name:`", file.display()))?;
+            let path = format!("/pipelines/{}/validate", urlencode(&name));
+            let answer = self
+                .send(Method::POST, &path, Some(Body::Yaml(text)))
+                .await?;
+            print!(
+                "{}",
+                render_plan(&file.display().to_string(), &name, &answer)
+            );
+            if answer["valid"] != true {
+                invalid += 1;
+            }
+        }
+        match invalid {
+            0 => Ok(()),
+            n => Err(format!("{n} file(s) do not validate; nothing was applied")),
+        }
+    }
+}
+
+impl Client {
+    /// `sinkd apply FILE…`: stores each file as a pipeline of the daemon's cluster, which
+    /// every daemon of the cluster applies. Stops at the first file refused.
+    pub async fn apply(&self, files: &[std::path::PathBuf]) -> Result<(), String> {
+        for file in files {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("{}: cannot read: {e}", file.display()))?;
+            let name = pipeline_name(&text)
+                .ok_or_else(|| format!("{}: no top-level `name:`", file.display()))?;
+            let path = format!("/pipelines/{}", urlencode(&name));
+            let answer = self
+                .send(Method::PUT, &path, Some(Body::Yaml(text)))
+                .await
+                .map_err(|e| format!("{}: pipeline `{name}`: {e}", file.display()))?;
+            let state = answer["pipeline"]["state"]
+                .as_str()
+                .unwrap_or("not running here");
+            println!("{}: pipeline `{name}` applied ({state})", file.display());
+            for p in answer["problems"].as_array().into_iter().flatten() {
+                println!("  problem: {}", p.as_str().unwrap_or_default());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The value of the file's top-level `name:` (the plan asks the daemon by name; the daemon
+/// checks the whole file).
+fn pipeline_name(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix("name:")?;
+        let value = rest.split(" #").next()?.trim().trim_matches(['"', '\'']);
+        (!value.is_empty()).then(|| value.to_owned())
+    })
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// One file's plan as the CLI prints it.
+fn render_plan(file: &str, name: &str, answer: &Value) -> String {
+    let mut out = String::new();
+    if answer["valid"] != true {
+        out.push_str(&format!("{file}: pipeline `{name}`: does not validate\n"));
+        for e in answer["errors"].as_array().into_iter().flatten() {
+            let line = e["line"]
+                .as_u64()
+                .map(|l| format!(":{l}"))
+                .unwrap_or_default();
+            let field = e["field"]
+                .as_str()
+                .map(|f| format!(" field `{f}`:"))
+                .unwrap_or_default();
+            let message = e["message"].as_str().unwrap_or_default();
+            out.push_str(&format!("  {file}{line}:{field} {message}\n"));
+        }
+        return out;
+    }
+    let plan = &answer["plan"];
+    let action = plan["action"].as_str().unwrap_or("?");
+    let what = match action {
+        "create" => "new pipeline, would start",
+        "unchanged" => "unchanged",
+        _ => "changed, would restart alone from its checkpoints",
+    };
+    out.push_str(&format!("{file}: pipeline `{name}`: {what}\n"));
+    for c in plan["changes"].as_array().into_iter().flatten() {
+        let field = c["field"].as_str().unwrap_or_default();
+        let line = match (c["old"].as_str(), c["new"].as_str()) {
+            (None, Some(new)) => format!("+ {field}: {new}"),
+            (Some(old), None) => format!("- {field}: {old}"),
+            (Some(old), Some(new)) => format!("~ {field}: {old} -> {new}"),
+            (None, None) => format!("~ {field}"),
+        };
+        out.push_str(&format!("  {line}\n"));
+    }
+    let list = |key: &str| -> Vec<&str> {
+        plan[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect()
+    };
+    let rebuild_for = list("rebuild_for");
+    if !rebuild_for.is_empty() {
+        out.push_str(&format!(
+            "  needs a rebuild (sinkd rebuild {name}) for the rows already written to follow: {}\n",
+            rebuild_for.join(", ")
+        ));
+    }
+    let new_target = list("new_target_for");
+    if !new_target.is_empty() {
+        out.push_str(&format!(
+            "  writes another target, which fills from the start; the old one stays: {}\n",
+            new_target.join(", ")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_name_is_read_from_the_top_level_only() {
+        let text = "# orders\nname: \"orders\" # the read model\nsink:\n  name: x\n";
+        assert_eq!(pipeline_name(text).as_deref(), Some("orders"));
+        assert_eq!(pipeline_name("sink:\n  name: x\n"), None);
+    }
+
+    #[test]
+    fn a_plan_shows_changes_and_what_they_need() {
+        let answer = serde_json::json!({"valid": true, "plan": {
+            "action": "update",
+            "changes": [{"field": "batch.max_events", "old": "5000", "new": "200"},
+                        {"field": "events.Gift", "old": null, "new": "{…}"}],
+            "rebuild_for": ["events.Gift"], "new_target_for": []}});
+        let text = render_plan("orders.yaml", "orders", &answer);
+        assert_eq!(
+            text,
+            "orders.yaml: pipeline `orders`: changed, would restart alone from its checkpoints\n  \
+             ~ batch.max_events: 5000 -> 200\n  + events.Gift: {…}\n  \
+             needs a rebuild (sinkd rebuild orders) for the rows already written to follow: events.Gift\n"
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! The sinkd daemon and CLI.
 //!
-//! - `sinkd run --config PATH…`: runs every pipeline found in the files or folders.
+//! - `sinkd run --config PATH… [--watch]`: runs every pipeline found in the files or
+//!   folders; reloads them on SIGHUP, and whenever they change with `--watch`.
 //! - `sinkd validate FILE…`: checks pipeline files without connecting to anything.
+//! - `sinkd plan FILE…`: what applying the files to a running daemon would change.
+//! - `sinkd apply FILE…`: stores the files as pipelines of the daemon's cluster.
 //! - `sinkd preview --config FILE INPUT` (or its old name `upcast`): a pipeline's upcasters and projection over sample
 //!   events, offline.
 //! - `sinkd status|pause|resume|rebuild`: clients of a running daemon's REST API.
@@ -11,19 +14,19 @@
 
 mod api;
 mod client;
+mod cluster;
 mod control;
 mod preview;
+mod reload;
+mod serve;
 mod wiring;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sinkd_connectors::connectors;
 use sinkd_core::config::{ConfigError, load_paths};
-use tracing::{error, info, warn};
 
 #[derive(Parser)]
 #[command(
@@ -67,11 +70,26 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the pipelines of the given files or folders until SIGTERM / Ctrl-C.
+    /// Run the pipelines of the given files or folders (and of the cluster, with
+    /// `--cluster`) until SIGTERM / Ctrl-C.
     Run {
         /// A pipeline file or a folder of `*.yaml` files; repeatable.
-        #[arg(long = "config", short = 'c', required = true, env = "SINKD_CONFIG")]
+        #[arg(
+            long = "config",
+            short = 'c',
+            required_unless_present = "cluster",
+            env = "SINKD_CONFIG"
+        )]
         config: Vec<PathBuf>,
+        /// Join the cluster of this id: daemons with the same id and cluster brokers share
+        /// the pipelines defined over the API (`PUT /pipelines/{name}`), kept in the
+        /// compacted topic `_sinkd-<ID>-configs`. Files keep working beside them.
+        #[arg(long, env = "SINKD_CLUSTER")]
+        cluster: Option<String>,
+        /// `host:port[,…]` of the brokers that hold the cluster's topic (default:
+        /// `KAFKA_BROKERS`).
+        #[arg(long, env = "SINKD_CLUSTER_BOOTSTRAP_SERVERS")]
+        cluster_bootstrap_servers: Option<String>,
         /// Address of the HTTP API.
         #[arg(long, env = "SINKD_LISTEN", default_value = "127.0.0.1:8080")]
         listen: String,
@@ -84,6 +102,11 @@ enum Command {
         /// rebuild them (by default the daemon then exits 1, for its supervisor to see).
         #[arg(long, env = "SINKD_KEEP_FAILED")]
         keep_failed: bool,
+        /// Reload the files when they change (checked every second): new, changed and
+        /// removed pipelines start, restart or stop alone; a file that does not load is
+        /// reported and what it held keeps running. SIGHUP reloads with or without it.
+        #[arg(long, env = "SINKD_WATCH")]
+        watch: bool,
     },
     /// Show the pipelines of a running daemon: state, counts, lag (per partition with NAME).
     Status {
@@ -128,6 +151,25 @@ enum Command {
         /// Cancel the rebuild under way and drop its shadow.
         #[arg(long, conflicts_with_all = ["in_place", "from"])]
         cancel: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show what applying pipeline files to a running daemon would change (new pipelines,
+    /// changed fields, whether a rebuild is needed), checked with the daemon's environment.
+    /// Applies nothing; exits 1 if a file does not validate.
+    Plan {
+        /// Pipeline files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Store pipeline files in the daemon's cluster (`PUT /pipelines/{name}`): every
+    /// daemon of the cluster starts or restarts them. Each file is validated first.
+    Apply {
+        /// Pipeline files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -225,6 +267,9 @@ fn main() -> ExitCode {
             listen,
             open_reads,
             keep_failed,
+            watch,
+            cluster,
+            cluster_bootstrap_servers,
         } => {
             let pipelines = match load_paths(&config, &connectors()) {
                 Ok(p) => p,
@@ -242,7 +287,34 @@ fn main() -> ExitCode {
                 .build()
                 .expect("tokio runtime");
             let auth = api::auth::Auth::new(token, open_reads);
-            runtime.block_on(run(pipelines, listen, auth, keep_failed))
+            let cluster = match (
+                cluster,
+                cluster_bootstrap_servers.or_else(|| std::env::var("KAFKA_BROKERS").ok()),
+            ) {
+                (None, _) => None,
+                (Some(id), Some(brokers)) => Some((id, brokers)),
+                (Some(_), None) => {
+                    eprintln!(
+                        "error: --cluster needs the brokers of its topic: --cluster-bootstrap-servers, SINKD_CLUSTER_BOOTSTRAP_SERVERS or KAFKA_BROKERS"
+                    );
+                    return ExitCode::from(2);
+                }
+            };
+            let options = serve::RunOptions {
+                listen,
+                auth,
+                keep_failed,
+                watch,
+                config,
+                cluster,
+            };
+            runtime.block_on(serve::run(pipelines, options))
+        }
+        Command::Apply { files, api } => {
+            client_command(&api, |c| async move { c.apply(&files).await })
+        }
+        Command::Plan { files, api } => {
+            client_command(&api, |c| async move { c.plan(&files).await })
         }
         Command::Status { name, json, api } => {
             client_command(
@@ -326,152 +398,6 @@ fn report(errors: &[ConfigError]) -> ExitCode {
         eprintln!("error: {e}");
     }
     ExitCode::from(2)
-}
-
-async fn run(
-    loaded: sinkd_core::config::Loaded,
-    listen: String,
-    auth: api::auth::Auth,
-    keep_failed: bool,
-) -> ExitCode {
-    let metrics = match api::metrics::install() {
-        Ok(handle) => Some(handle),
-        Err(e) => {
-            warn!(error = %e, "metrics recorder not installed; /metrics is unavailable");
-            None
-        }
-    };
-    let claimed: Vec<String> = loaded
-        .captures
-        .iter()
-        .map(|c| c.capture.source.postgres_cdc.slot_name(&c.capture.name))
-        .collect();
-    let captures: BTreeMap<String, Arc<control::capture::CaptureController>> = loaded
-        .captures
-        .into_iter()
-        .map(|c| {
-            let name = c.capture.name.clone();
-            (
-                name,
-                control::capture::CaptureController::new(c.capture, c.path, claimed.clone()),
-            )
-        })
-        .collect();
-    let captures = Arc::new(captures);
-    let mut controllers = BTreeMap::new();
-    for loaded in loaded.pipelines {
-        let name = loaded.pipeline.name.clone();
-        let file = loaded.path.clone();
-        match control::Controller::new(loaded.pipeline, loaded.path) {
-            Ok(c) => {
-                controllers.insert(name, c);
-            }
-            Err(e) => {
-                error!(pipeline = %name, file = %file.display(), error = %e, "cannot start the pipeline");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    if !auth.has_token() {
-        warn!(
-            "no API token (SINKD_API_TOKEN / SINKD_API_TOKEN_FILE): reads are open and nothing can be changed over the API"
-        );
-    }
-    let controllers = Arc::new(controllers);
-    match tokio::net::TcpListener::bind(&listen).await {
-        Ok(listener) => {
-            info!(%listen, "HTTP API listening");
-            let app = api::router(
-                api::Api {
-                    pipelines: controllers.clone(),
-                    captures: captures.clone(),
-                    metrics,
-                },
-                auth,
-            );
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    error!(error = %e, "HTTP API stopped");
-                }
-            });
-        }
-        Err(e) => {
-            error!(%listen, error = %e, "cannot listen for the HTTP API (set --listen / SINKD_LISTEN)");
-            return ExitCode::from(2);
-        }
-    }
-    for c in controllers.values() {
-        let c = c.clone();
-        tokio::spawn(async move { c.start().await });
-    }
-    for c in captures.values() {
-        let c = c.clone();
-        tokio::spawn(async move { c.start().await });
-    }
-    // Runs until SIGTERM / Ctrl-C, or until every pipeline has failed (a daemon that can
-    // do nothing exits, so its supervisor sees it) unless told to keep failed pipelines.
-    let mut changes: Vec<_> = controllers
-        .values()
-        .map(|c| c.subscribe())
-        .chain(captures.values().map(|c| c.subscribe()))
-        .collect();
-    let signal = shutdown_signal();
-    tokio::pin!(signal);
-    loop {
-        let all_failed = controllers
-            .values()
-            .map(|c| c.state())
-            .chain(captures.values().map(|c| c.state()))
-            .all(|s| matches!(s, control::State::Failed(_)));
-        if all_failed && !keep_failed {
-            break;
-        }
-        let changed =
-            futures::future::select_all(changes.iter_mut().map(|r| Box::pin(r.changed())));
-        tokio::select! {
-            _ = &mut signal => {
-                info!("shutdown requested; finishing in-flight batches");
-                break;
-            }
-            _ = changed => {}
-        }
-    }
-    futures::future::join_all(controllers.values().map(|c| c.shutdown())).await;
-    futures::future::join_all(captures.values().map(|c| c.shutdown())).await;
-    let mut failed = false;
-    let ends = controllers
-        .values()
-        .map(|c| (&c.name, c.state()))
-        .chain(captures.values().map(|c| (&c.name, c.state())));
-    for (name, state) in ends {
-        match state {
-            control::State::Failed(e) => {
-                eprintln!("error: {e}");
-                failed = true;
-            }
-            _ => info!(pipeline = %name, "pipeline stopped"),
-        }
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 fn init_logging(format: LogFormat) {

@@ -51,7 +51,7 @@ pub async fn render(State(api): State<Api>) -> Response {
             "metrics are not recorded in this process".into(),
         );
     };
-    for c in api.pipelines.values() {
+    for c in api.roster.sinks() {
         let pipeline = c.name.clone();
         let labels = [("pipeline", pipeline.clone())];
         let s = &c.stats;
@@ -90,7 +90,7 @@ pub async fn render(State(api): State<Api>) -> Response {
             gauge!("sinkd_rebuild_events_total", &labels).set(r.events_total as f64);
         }
     }
-    for c in api.captures.values() {
+    for c in api.roster.captures() {
         let labels = [("pipeline", c.name.clone())];
         let s = &c.stats;
         counter!("sinkd_cdc_rows_total", &labels).absolute(s.rows.load(Ordering::Relaxed));

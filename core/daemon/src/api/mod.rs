@@ -1,6 +1,8 @@
 //! The daemon's REST API (documented in `openapi.yaml`, served at `/openapi.yaml`).
 //!
+//! - [`definitions`]: pipelines created, changed and deleted at runtime in a cluster.
 //! - [`pipelines`]: status, pause/resume, offsets, rebuild, read-your-writes wait.
+//! - [`plan`]: what applying a pipeline file would change (`…/validate`).
 //! - [`search`]: queries on Tantivy pipelines.
 //! - [`metrics`]: `/metrics` in the Prometheus text format.
 //! - [`auth`]: bearer token for mutations (and reads unless opened).
@@ -9,11 +11,12 @@
 //! are open: probes carry no token.
 
 pub mod auth;
+pub mod definitions;
 pub mod metrics;
 pub mod pipelines;
+pub mod plan;
 pub mod search;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -28,6 +31,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::control::Controller;
 use crate::control::capture::CaptureController;
+use crate::control::roster::Roster;
 use auth::Auth;
 
 /// The OpenAPI document of this API.
@@ -36,10 +40,11 @@ pub const OPENAPI: &str = include_str!("openapi.yaml");
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct Api {
-    /// Pipelines by name.
-    pub pipelines: Arc<BTreeMap<String, Arc<Controller>>>,
-    /// Capture pipelines (PostgreSQL into Kafka) by name.
-    pub captures: Arc<BTreeMap<String, Arc<CaptureController>>>,
+    /// Every pipeline, sink and capture (PostgreSQL into Kafka), as the last reload left
+    /// them.
+    pub roster: Arc<Roster>,
+    /// The cluster this daemon belongs to, if any.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Renders the recorded metrics.
     pub metrics: Option<PrometheusHandle>,
 }
@@ -48,7 +53,7 @@ impl Api {
     /// A sink pipeline; a capture's name is refused with 409, since what is asked (offsets,
     /// rebuild, wait, search) has no meaning for a capture, whose position is its slot's.
     fn pipeline(&self, name: &str) -> Result<Arc<Controller>, ApiError> {
-        if self.captures.contains_key(name) {
+        if self.roster.capture(name).is_some() {
             return Err(ApiError(
                 StatusCode::CONFLICT,
                 format!(
@@ -57,14 +62,13 @@ impl Api {
                 ),
             ));
         }
-        self.pipelines
-            .get(name)
-            .cloned()
+        self.roster
+            .sink(name)
             .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no pipeline named `{name}`")))
     }
 
     fn capture(&self, name: &str) -> Option<Arc<CaptureController>> {
-        self.captures.get(name).cloned()
+        self.roster.capture(name)
     }
 }
 
@@ -110,9 +114,14 @@ pub fn error(status: StatusCode, message: String) -> Response {
 pub fn router(api: Api, auth: Auth) -> Router {
     let auth = Arc::new(auth);
     let mutations = Router::new()
+        .route(
+            "/pipelines/{name}",
+            put(definitions::put).delete(definitions::delete),
+        )
         .route("/pipelines/{name}/pause", post(pipelines::pause))
         .route("/pipelines/{name}/resume", post(pipelines::resume))
         .route("/pipelines/{name}/offsets", put(pipelines::offsets))
+        .route("/pipelines/{name}/validate", post(plan::validate))
         .route(
             "/pipelines/{name}/rebuild",
             post(pipelines::rebuild).delete(pipelines::cancel_rebuild),
@@ -201,11 +210,12 @@ async fn openapi() -> Response {
 /// 200 while every pipeline is connected and running (a rebuild counts as running);
 /// 503 naming the others and their state.
 async fn readyz(State(api): State<Api>) -> Response {
-    let states = api
-        .pipelines
-        .values()
+    let sinks = api.roster.sinks();
+    let captures = api.roster.captures();
+    let states = sinks
+        .iter()
         .map(|c| (&c.name, c.state_name()))
-        .chain(api.captures.values().map(|c| (&c.name, c.state_name())));
+        .chain(captures.iter().map(|c| (&c.name, c.state_name())));
     let not_ready: Vec<String> = states
         .filter(|(_, state)| !matches!(*state, "running" | "rebuilding"))
         .map(|(name, state)| format!("{name} ({state})"))

@@ -18,16 +18,17 @@ use super::{Answer, Api, ApiError, json_body};
 use crate::control::rebuild::{Mode, Start};
 use sinkd_kafka::Position;
 
-/// `GET /pipelines`: every pipeline's status.
+/// `GET /pipelines`: every pipeline's status, and what the last reload of the files could
+/// not apply.
 pub async fn list(State(api): State<Api>) -> Response {
     let mut out = Vec::new();
-    for c in api.pipelines.values() {
+    for c in api.roster.sinks() {
         out.push(serde_json::to_value(c.status().await).unwrap_or_default());
     }
-    for c in api.captures.values() {
+    for c in api.roster.captures() {
         out.push(c.status().await);
     }
-    Json(json!({ "pipelines": out })).into_response()
+    Json(json!({ "pipelines": out, "problems": api.roster.problems() })).into_response()
 }
 
 /// `GET /pipelines/{name}`.
@@ -143,12 +144,47 @@ pub async fn offsets(
             "give either \"to\" (earliest, latest, or a time) or \"offsets\"",
         )),
     };
-    let moved = c.set_offsets(wanted?).await?;
+    let wanted = wanted?;
+    let warnings = past_the_end(&c, &wanted).await;
+    let moved = c.set_offsets(wanted).await?;
+    for w in &warnings {
+        tracing::warn!(pipeline = %name, "{w}");
+    }
     let offsets: Vec<_> = moved
         .iter()
         .map(|((t, p), o)| json!({"topic": &**t, "partition": p, "offset": o}))
         .collect();
-    Ok(Json(json!({ "offsets": offsets })).into_response())
+    Ok(Json(json!({ "offsets": offsets, "warnings": warnings })).into_response())
+}
+
+/// Warnings for explicit offsets past a partition's known end: the records produced up to
+/// them will not be read. A warning, not a refusal: the end is the furthest known (the
+/// brokers' answer now, what the pipeline's consumer saw, what its sink stores), and some
+/// brokers' ListOffsets lags well behind the log (Tansu answers 1 after one batch of 100),
+/// so a refusal would stop an operator skipping a poisoned record there.
+async fn past_the_end(
+    c: &crate::control::Controller,
+    list: &[(TopicPartition, i64)],
+) -> Vec<String> {
+    let kafka = c.kafka();
+    let fresh = tokio::task::spawn_blocking(move || kafka.watermarks())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let known = c.ends(None).await.map(|(e, _)| e).unwrap_or_default();
+    list.iter()
+        .filter_map(|(tp, offset)| {
+            let end = fresh.get(tp).map(|w| w.high).max(known.get(tp).copied())?;
+            (*offset > end).then(|| {
+                format!(
+                    "{}/{} offset {offset} is past the end the brokers report ({end}): the \
+                     records produced up to it will not be read",
+                    tp.0, tp.1
+                )
+            })
+        })
+        .collect()
 }
 
 /// `POST /pipelines/{name}/rebuild` body.

@@ -140,6 +140,12 @@ impl CaptureController {
         self.life.resume(&self.name, start).await;
     }
 
+    /// Leaves the task stopped when the controller starts: a paused capture that a reload
+    /// replaces stays paused.
+    pub fn hold(&self) {
+        self.life.set_state(State::Paused);
+    }
+
     /// Stops at daemon shutdown.
     pub async fn shutdown(&self) {
         self.life.close().await;

@@ -10,6 +10,7 @@
 //! - [`rebuild`]: the shadow build and its swap, or the in-place replay.
 //! - [`status`]: what the API reports: state, per-partition offsets, lag, staleness.
 //! - [`capture`]: the controller of a capture pipeline (PostgreSQL slot into Kafka).
+//! - [`roster`]: every pipeline of the daemon, a set a reload changes.
 //! - [`task`]: what both controllers share: their task, state and change signal.
 //! - [`ticket`]: what lets a restart resume a swap rebuild.
 //!
@@ -18,6 +19,7 @@
 
 pub mod capture;
 pub mod rebuild;
+pub mod roster;
 pub mod status;
 pub mod task;
 pub mod ticket;
