@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::model::{BadRecordPolicy, RegistryConfig};
 
 /// One capture pipeline file.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureFile {
     /// Unique name of the pipeline (shares the namespace of sink pipelines).
@@ -30,7 +31,7 @@ pub struct CaptureFile {
 }
 
 /// `source:` of a capture pipeline.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureSource {
     /// The replication settings.
@@ -38,7 +39,7 @@ pub struct CaptureSource {
 }
 
 /// A logical replication slot read with the pgoutput plugin.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresCdcConfig {
     /// `postgres://user:password@host:port/db`; the user needs the REPLICATION attribute
@@ -92,7 +93,7 @@ pub fn default_slot(pipeline: &str) -> String {
 pub const SLOT_PREFIX: &str = "sinkd_";
 
 /// What captured rows become.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum CaptureMode {
     /// Each inserted row is one event: topic from the aggregate type, key from the
@@ -103,7 +104,7 @@ pub enum CaptureMode {
 
 /// Column names and routing of `mode: outbox`. The defaults are Debezium's outbox event
 /// router's, so an existing outbox table works unchanged.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutboxConfig {
     /// The event id column; a header `id`.
@@ -143,7 +144,7 @@ impl Default for OutboxConfig {
 }
 
 /// `sink:` of a capture pipeline: the brokers and the registry.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureSink {
     /// The producer.
@@ -153,7 +154,7 @@ pub struct CaptureSink {
 }
 
 /// Kafka producer settings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSinkConfig {
     /// `host:port[,host:port…]` of the brokers.

@@ -11,6 +11,7 @@ pub(crate) mod locate;
 pub mod model;
 pub mod reference;
 pub mod routing;
+pub mod schema;
 pub mod schema_check;
 pub mod upcast;
 pub mod validate;
