@@ -1,8 +1,8 @@
 //! Daemons of one cluster (`--cluster`) on the real servers: a pipeline stored over the
 //! API of one daemon runs on every daemon (a shared consumer group splits its partitions)
 //! and gives the exact table; an invalid definition changes nothing; a changed one
-//! restarts everywhere and goes on exactly; a daemon that joins later runs what the
-//! cluster defines; a delete stops it everywhere and leaves the table; a pipeline that
+//! restarts everywhere and goes on exactly; a pause through one daemon pauses every
+//! daemon, also one that joins later, and a resume through that one resumes them all; a delete stops it everywhere and leaves the table; a pipeline that
 //! comes from a file is not changed over the API.
 
 use std::ffi::OsStr;
@@ -17,7 +17,13 @@ use sinkd_tests::{shop, stack};
 /// A daemon of cluster `id` without pipeline files.
 async fn node(s: &Setup, id: &str, n: usize) -> Api {
     let log = s.dir.0.join(format!("node{n}.log"));
-    Api::start_run(&[OsStr::new("--cluster"), OsStr::new(id)], &log, &[]).await
+    let name = format!("{id}-node{n}");
+    Api::start_run(
+        &[OsStr::new("--cluster"), OsStr::new(id)],
+        &log,
+        &[("SINKD_NODE_ID", &name)],
+    )
+    .await
 }
 
 /// Waits until `ok` holds for `GET /pipelines` of `api`.
@@ -35,6 +41,14 @@ async fn until(api: &Api, what: &str, ok: impl Fn(&Value) -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+fn state_of<'a>(v: &'a Value, name: &str) -> Option<&'a str> {
+    v["pipelines"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)?["state"]
+        .as_str()
 }
 
 fn lists(v: &Value, name: &str) -> bool {
@@ -73,6 +87,9 @@ async fn a_pipeline_put_on_one_daemon_runs_on_every_daemon_of_the_cluster_exactl
     for n in [&a, &b] {
         until(n, "the pipeline runs", |v| lists(v, &s.pipeline)).await;
     }
+    let log = a.daemon.log();
+    assert!(log.contains(&format!("{id}-node1")), "{log}");
+    assert!(!log.contains("ERROR"), "{log}");
     s.caught_up(&ends, &a.daemon).await;
     assert_eq!(s.orders().await, shop::expected(&first));
     // One consumer group: the partitions are split between the two daemons.
@@ -134,9 +151,39 @@ async fn a_pipeline_put_on_one_daemon_runs_on_every_daemon_of_the_cluster_exactl
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // A daemon that joins later runs what the cluster defines, in its last version.
+    // Paused through one daemon: paused on both, and on a daemon that joins later, which
+    // runs what the cluster defines in its last version.
+    let (code, v) = a.on("POST", &s.pipeline, "pause").await;
+    assert_eq!((code, v["state"].as_str()), (200, Some("paused")), "{v}");
+    until(&b, "paused on the other daemon", |v| {
+        state_of(v, &s.pipeline) == Some("paused")
+    })
+    .await;
     let c = node(&s, &id, 3).await;
-    until(&c, "the late daemon runs it", |v| lists(v, &s.pipeline)).await;
+    until(&c, "the late daemon has it, paused", |v| {
+        state_of(v, &s.pipeline) == Some("paused")
+    })
+    .await;
+    let third = shop::generate(500, 100, 43);
+    merge_ends(&mut ends, shop::publish(&s.topic, &third).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        s.orders().await,
+        shop::expected(&all),
+        "nothing applied while paused"
+    );
+    // Resumed through the late daemon: running everywhere, and the rest lands exactly.
+    let (code, v) = c.on("POST", &s.pipeline, "resume").await;
+    assert_eq!(code, 200, "{v}");
+    for n in [&a, &b, &c] {
+        until(n, "running again", |v| {
+            matches!(state_of(v, &s.pipeline), Some("running" | "starting"))
+        })
+        .await;
+    }
+    s.caught_up(&ends, &a.daemon).await;
+    let all: Vec<_> = all.iter().chain(&third).cloned().collect();
+    assert_eq!(s.orders().await, shop::expected(&all));
 
     // A pipeline from a file is not the API's to change.
     let own = s.dir.file("own.yaml", &text);
@@ -148,7 +195,7 @@ async fn a_pipeline_put_on_one_daemon_runs_on_every_daemon_of_the_cluster_exactl
             OsStr::new(&id),
         ],
         &s.dir.0.join("node4.log"),
-        &[],
+        &[("SINKD_NODE_ID", &format!("{id}-node4"))],
     )
     .await;
     let (code, v) = put(&d, &s.pipeline, &changed).await;

@@ -1,13 +1,15 @@
 //! A cluster's pipeline definitions in Kafka, as Kafka Connect keeps `connect-configs`: a
 //! compacted topic of one partition, keyed by pipeline name, whose value is the pipeline
-//! file's text (a tombstone removes it). Every daemon of the cluster follows the topic
+//! file's text (a tombstone removes it). A key `paused/<name>` with any value marks the
+//! pipeline paused on every daemon (pipeline names cannot hold `/`); its tombstone
+//! resumes it. Both are states, not commands, so a record read twice acts once. Every daemon of the cluster follows the topic
 //! from its start, so each one, also one that joins later, sees the same definitions in
 //! the same order; writing one is producing a record. Kafka is the only coordinator.
 //!
 //! `${VAR}` in a stored file is left as written and read from each daemon's own
 //! environment when it loads the file, so secrets never travel through the topic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -22,6 +24,9 @@ use tracing::{error, warn};
 
 use crate::client::idempotent_producer;
 
+/// The key prefix of a pause.
+const PAUSED: &str = "paused/";
+
 /// How long a write waits for the broker.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -31,6 +36,8 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Definitions {
     /// Pipeline files by name.
     pub files: BTreeMap<String, String>,
+    /// Pipelines paused on every daemon.
+    pub paused: BTreeSet<String>,
     /// The next offset to read: every record before it is in `files`.
     pub next: i64,
     /// Whether the follower has read up to the end the topic had when it started (before
@@ -101,10 +108,20 @@ impl ConfigLog {
 
     /// Stores pipeline `name`'s file (`None` removes it); returns the record's offset.
     pub async fn put(&self, name: &str, text: Option<&str>) -> Result<i64, String> {
+        self.write(name, text).await
+    }
+
+    /// Marks pipeline `name` paused on every daemon, or not; returns the record's offset.
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<i64, String> {
+        let key = format!("{PAUSED}{name}");
+        self.write(&key, paused.then_some("paused")).await
+    }
+
+    async fn write(&self, key: &str, value: Option<&str>) -> Result<i64, String> {
         let mut record: FutureRecord<'_, str, str> =
-            FutureRecord::to(&self.topic).key(name).partition(0);
-        if let Some(text) = text {
-            record = record.payload(text);
+            FutureRecord::to(&self.topic).key(key).partition(0);
+        if let Some(value) = value {
+            record = record.payload(value);
         }
         self.producer
             .send(record, TIMEOUT)
@@ -119,8 +136,7 @@ impl ConfigLog {
         let mut config = self.client.clone();
         config
             .set("group.id", format!("{}-reader", self.topic))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true");
+            .set("enable.auto.commit", "false");
         let consumer: BaseConsumer = config
             .create()
             .map_err(|e| format!("cannot create the cluster topic's consumer: {e}"))?;
@@ -138,40 +154,54 @@ impl ConfigLog {
     }
 }
 
-/// Reads records into `tx` until every receiver is gone.
+/// Reads records into `tx` until every receiver is gone. The definitions are published
+/// whenever the follower is idle (nothing new for a poll), so a burst publishes once; they
+/// count as caught up once the follower has read up to the end the topic had at start.
 fn follow(consumer: &BaseConsumer, topic: &str, tx: &watch::Sender<Definitions>) {
+    let end = loop {
+        match consumer.fetch_watermarks(topic, 0, TIMEOUT) {
+            Ok((_, high)) => break high,
+            Err(e) => {
+                warn!(%topic, error = %e, "cannot read the end of the cluster topic; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        }
+    };
     let mut defs = Definitions::default();
     while !tx.is_closed() {
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        match message {
-            Ok(m) => {
-                let Some(name) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
-                    warn!(%topic, offset = m.offset(), "a record without a key in the cluster topic: skipped");
-                    defs.next = m.offset() + 1;
-                    continue;
-                };
-                match m.payload() {
-                    Some(text) => {
-                        defs.files
-                            .insert(name, String::from_utf8_lossy(text).into_owned());
-                    }
-                    None => {
-                        defs.files.remove(&name);
-                    }
-                }
-                defs.next = m.offset() + 1;
-                // Only the latest state matters: a burst of records publishes once, at
-                // its end.
-            }
-            Err(rdkafka::error::KafkaError::PartitionEOF(_)) => {
-                defs.caught_up = true;
-                if *tx.borrow() != defs {
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {
+                defs.caught_up |= defs.next >= end;
+                if defs.caught_up && *tx.borrow() != defs {
                     tx.send_replace(defs.clone());
                 }
             }
-            Err(e) => {
+            Some(Ok(m)) => {
+                defs.next = m.offset() + 1;
+                let Some(key) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
+                    warn!(%topic, offset = m.offset(), "a record without a key in the cluster topic: skipped");
+                    continue;
+                };
+                match (key.strip_prefix(PAUSED), m.payload()) {
+                    (Some(name), Some(_)) => {
+                        defs.paused.insert(name.to_owned());
+                    }
+                    (Some(name), None) => {
+                        defs.paused.remove(name);
+                    }
+                    (None, Some(text)) => {
+                        defs.files
+                            .insert(key, String::from_utf8_lossy(text).into_owned());
+                    }
+                    (None, None) => {
+                        defs.files.remove(&key);
+                    }
+                }
+            }
+            Some(Err(e)) => {
                 error!(%topic, error = %e, "reading the cluster topic");
                 std::thread::sleep(Duration::from_millis(500));
             }

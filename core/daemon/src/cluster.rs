@@ -1,7 +1,8 @@
 //! A cluster of daemons (`--cluster ID`): pipelines defined at runtime over the API are
 //! stored in the cluster's topic ([`sinkd_kafka::config_log`]), which every daemon of the
-//! cluster follows and applies with the same reload as files. Writing a definition
-//! returns once this daemon has applied it; the others apply it as they read it.
+//! cluster follows and applies with the same reload as files, and so is whether each
+//! pipeline is paused. Writing either returns once this daemon has applied it; the
+//! others apply it as they read it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +49,17 @@ impl Cluster {
     /// daemon has applied it.
     pub async fn put(&self, name: &str, text: Option<&str>) -> Result<(), String> {
         let offset = self.log.put(name, text).await?;
+        self.applied_here(offset).await
+    }
+
+    /// Pauses (or resumes) pipeline `name` on every daemon of the cluster, and waits
+    /// until this daemon has.
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<(), String> {
+        let offset = self.log.set_paused(name, paused).await?;
+        self.applied_here(offset).await
+    }
+
+    async fn applied_here(&self, offset: i64) -> Result<(), String> {
         let mut applied = self.reloader.applied();
         let wait = applied.wait_for(|next| *next > offset);
         match tokio::time::timeout(APPLY_TIMEOUT, wait).await {

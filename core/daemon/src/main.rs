@@ -90,6 +90,11 @@ enum Command {
         /// `KAFKA_BROKERS`).
         #[arg(long, env = "SINKD_CLUSTER_BOOTSTRAP_SERVERS")]
         cluster_bootstrap_servers: Option<String>,
+        /// This daemon's id in the cluster (default: the host name, a pod's name in
+        /// Kubernetes): the `group.instance.id` of its shared pipelines' consumers unless a
+        /// file sets one. Give each daemon on one host its own.
+        #[arg(long, env = "SINKD_NODE_ID")]
+        node_id: Option<String>,
         /// Address of the HTTP API.
         #[arg(long, env = "SINKD_LISTEN", default_value = "127.0.0.1:8080")]
         listen: String,
@@ -270,6 +275,7 @@ fn main() -> ExitCode {
             watch,
             cluster,
             cluster_bootstrap_servers,
+            node_id,
         } => {
             let pipelines = match load_paths(&config, &connectors()) {
                 Ok(p) => p,
@@ -287,12 +293,14 @@ fn main() -> ExitCode {
                 .build()
                 .expect("tokio runtime");
             let auth = api::auth::Auth::new(token, open_reads);
-            let cluster = match (
-                cluster,
-                cluster_bootstrap_servers.or_else(|| std::env::var("KAFKA_BROKERS").ok()),
-            ) {
+            let brokers = cluster_bootstrap_servers.or_else(|| std::env::var("KAFKA_BROKERS").ok());
+            let cluster = match (cluster, brokers) {
                 (None, _) => None,
-                (Some(id), Some(brokers)) => Some((id, brokers)),
+                (Some(id), Some(brokers)) => Some(serve::ClusterOptions {
+                    id,
+                    brokers,
+                    node: node_id.unwrap_or_else(host_name),
+                }),
                 (Some(_), None) => {
                     eprintln!(
                         "error: --cluster needs the brokers of its topic: --cluster-bootstrap-servers, SINKD_CLUSTER_BOOTSTRAP_SERVERS or KAFKA_BROKERS"
@@ -391,6 +399,16 @@ fn healthcheck(listen: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The host's name (`HOSTNAME`, else `/etc/hostname`), a daemon's default id in a cluster.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "sinkd".into())
 }
 
 fn report(errors: &[ConfigError]) -> ExitCode {

@@ -173,14 +173,14 @@ impl Reloader {
             let current = match file {
                 LoadedFile::Pipeline(_) => sinks.get(name).map(|e| {
                     (
-                        same(e, file),
+                        same(e, file, self.roster.node()),
                         e.values.clone(),
                         e.controller.clone() as Arc<dyn Supervised>,
                     )
                 }),
                 LoadedFile::Capture(_) => captures.get(name).map(|e| {
                     (
-                        same(e, file),
+                        same(e, file, self.roster.node()),
                         e.values.clone(),
                         e.controller.clone() as Arc<dyn Supervised>,
                     )
@@ -189,7 +189,7 @@ impl Reloader {
             if matches!(current, Some((true, _, _))) {
                 continue;
             }
-            let built = match Built::new(file, &claimed) {
+            let built = match Built::new(file, &claimed, self.roster.node()) {
                 Ok(b) => b,
                 Err(e) => {
                     let problem = format!(
@@ -202,6 +202,9 @@ impl Reloader {
                 }
             };
             let controller = built.controller();
+            if defs.as_ref().is_some_and(|d| d.paused.contains(name)) {
+                controller.hold_paused();
+            }
             match current {
                 Some((_, old_values, old)) => {
                     let paused = old.state() == State::Paused;
@@ -220,6 +223,9 @@ impl Reloader {
             built.enlist(&self.roster);
             tokio::spawn(controller.begin());
         }
+        if let Some(d) = defs.as_ref().filter(|d| d.caught_up) {
+            self.follow_pauses(d, &mut out).await;
+        }
         for problem in &out.problems {
             error!(%problem, "pipeline file not applied; what it held keeps running as it was");
         }
@@ -228,6 +234,24 @@ impl Reloader {
             self.applied.send_replace(d.next);
         }
         out
+    }
+
+    /// Pauses here what the cluster has paused, and resumes what it no longer has (in a
+    /// cluster, pause and resume are the cluster's: a paused pipeline here that the
+    /// cluster does not pause is resumed). A failed pipeline is left as it is.
+    async fn follow_pauses(&self, defs: &Definitions, out: &mut Outcome) {
+        for c in self.roster.all() {
+            let paused = defs.paused.contains(c.name());
+            let result = match (paused, c.state()) {
+                (true, State::Starting | State::Running) => c.clone().pause_here().await,
+                (false, State::Paused) => c.clone().resume_here().await,
+                _ => continue,
+            };
+            if let Err(e) = result {
+                out.problems
+                    .push(format!("pipeline `{}`: the cluster's pause: {e}", c.name()));
+            }
+        }
     }
 
     /// Reloads whenever a file under the paths changes (content, added, removed), until

@@ -23,8 +23,18 @@ pub struct RunOptions {
     pub watch: bool,
     /// The files and folders of pipelines.
     pub config: Vec<std::path::PathBuf>,
-    /// The cluster id and the brokers of its topic.
-    pub cluster: Option<(String, String)>,
+    /// The cluster to join, if any.
+    pub cluster: Option<ClusterOptions>,
+}
+
+/// `--cluster` and what goes with it.
+pub struct ClusterOptions {
+    /// The cluster id.
+    pub id: String,
+    /// The brokers of its topic.
+    pub brokers: String,
+    /// This daemon's id in the cluster (its static group membership).
+    pub node: String,
 }
 
 /// Runs the daemon until it is told to stop; the exit code says how it ended.
@@ -41,14 +51,15 @@ pub async fn run(loaded: sinkd_core::config::Loaded, options: RunOptions) -> Exi
         .iter()
         .map(|c| c.capture.source.postgres_cdc.slot_name(&c.capture.name))
         .collect();
-    let roster = Arc::new(Roster::default());
+    let node = options.cluster.as_ref().map(|c| c.node.clone());
+    let roster = Arc::new(Roster::new(node));
     let files = loaded
         .pipelines
         .into_iter()
         .map(LoadedFile::Pipeline)
         .chain(loaded.captures.into_iter().map(LoadedFile::Capture));
     for file in files {
-        match Built::new(&file, &claimed) {
+        match Built::new(&file, &claimed, roster.node()) {
             Ok(built) => built.enlist(&roster),
             Err(e) => {
                 error!(pipeline = %file.name(), file = %file.path().display(), error = %e, "cannot start the pipeline");
@@ -144,13 +155,13 @@ async fn join_cluster(
     options: &RunOptions,
     roster: &Arc<Roster>,
 ) -> Result<(Arc<reload::Reloader>, Option<Arc<cluster::Cluster>>), String> {
-    let Some((id, brokers)) = &options.cluster else {
+    let Some(ClusterOptions { id, brokers, node }) = &options.cluster else {
         let reloader = reload::Reloader::new(options.config.clone(), roster.clone(), None);
         return Ok((Arc::new(reloader), None));
     };
     let log = sinkd_kafka::config_log::ConfigLog::open(brokers, &Default::default(), id).await?;
     let defs = log.follow()?;
-    info!(cluster = %id, topic = %log.topic(), "joined the cluster");
+    info!(cluster = %id, %node, topic = %log.topic(), "joined the cluster");
     let reloader = Arc::new(reload::Reloader::new(
         options.config.clone(),
         roster.clone(),

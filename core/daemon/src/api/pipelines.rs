@@ -52,6 +52,9 @@ pub async fn resume(State(api): State<Api>, Path(name): Path<String>) -> Answer 
 /// Pauses or resumes what runs under `name`, a capture or a pipeline, and answers with
 /// its status afterwards.
 async fn switch(api: &Api, name: &str, pause: bool) -> Answer {
+    if let Some(cluster) = &api.cluster {
+        return switch_cluster(api, cluster, name, pause).await;
+    }
     if let Some(c) = api.capture(name) {
         match pause {
             true => c.pause().await,
@@ -64,6 +67,43 @@ async fn switch(api: &Api, name: &str, pause: bool) -> Answer {
         c.pause().await?
     } else {
         c.resume().await?
+    }
+    Ok(Json(c.status().await).into_response())
+}
+
+/// Pause and resume in a cluster: stored as the pipeline's state in the cluster's topic,
+/// which every daemon applies (and one that joins later); answered once applied here. A
+/// resume also restarts the pipeline here if it failed here.
+async fn switch_cluster(
+    api: &Api,
+    cluster: &crate::cluster::Cluster,
+    name: &str,
+    pause: bool,
+) -> Answer {
+    let capture = api.capture(name);
+    let sink = match &capture {
+        Some(_) => None,
+        None => Some(api.pipeline(name)?),
+    };
+    if pause && sink.as_ref().is_some_and(|c| c.rebuilding()) {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("pipeline `{name}` is rebuilding; cancel the rebuild first"),
+        ));
+    }
+    cluster
+        .set_paused(name, pause)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    if let Some(c) = capture {
+        if !pause && matches!(c.state(), crate::control::State::Failed(_)) {
+            c.resume().await;
+        }
+        return Ok(Json(c.status().await).into_response());
+    }
+    let c = sink.expect("a sink pipeline");
+    if !pause && matches!(c.state(), crate::control::State::Failed(_)) {
+        c.resume().await?;
     }
     Ok(Json(c.status().await).into_response())
 }

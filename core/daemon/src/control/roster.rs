@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::State;
 use super::capture::CaptureController;
 use super::{Controller, ticket};
-use sinkd_core::config::LoadedFile;
+use sinkd_core::config::{LoadedFile, PipelineFile, SourceMode};
 
 /// What the daemon does with a controller of either kind.
 #[async_trait]
@@ -31,6 +31,10 @@ pub trait Supervised: Send + Sync + 'static {
     fn hold_paused(&self);
     /// Writes what the task holds and stops it for good.
     async fn end(&self);
+    /// Pauses the pipeline here (what a cluster's pause does on each daemon).
+    async fn pause_here(&self) -> Result<(), String>;
+    /// Resumes a paused pipeline here.
+    async fn resume_here(self: Arc<Self>) -> Result<(), String>;
 }
 
 /// One running pipeline and what it was built from.
@@ -64,10 +68,25 @@ pub struct Roster {
     captures: RwLock<BTreeMap<String, Entry<CaptureController>>>,
     /// What the last reload could not apply (files that do not load), as messages.
     problems: Mutex<Vec<String>>,
+    /// This daemon's id in a cluster.
+    node: Option<String>,
     changes: watch::Sender<u64>,
 }
 
 impl Roster {
+    /// An empty roster of a daemon with id `node` in a cluster (`None`: standalone).
+    pub fn new(node: Option<String>) -> Roster {
+        Roster {
+            node,
+            ..Roster::default()
+        }
+    }
+
+    /// This daemon's id in a cluster.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
     /// A sink pipeline.
     pub fn sink(&self, name: &str) -> Option<Arc<Controller>> {
         let sinks = self.sinks.read().expect("roster lock");
@@ -167,15 +186,16 @@ pub enum Built {
 }
 
 impl Built {
-    /// Builds the controller of `file`.
-    pub fn new(file: &LoadedFile, claimed: &[String]) -> Result<Built, String> {
+    /// Builds the controller of `file`; `node` is this daemon's id in a cluster.
+    pub fn new(file: &LoadedFile, claimed: &[String], node: Option<&str>) -> Result<Built, String> {
         let values = file.values().clone();
         let path = file.path().to_path_buf();
         Ok(match file {
             LoadedFile::Pipeline(p) => {
-                let fingerprint = ticket::fingerprint(&p.pipeline, &p.path);
+                let pipeline = effective(&p.pipeline, node);
+                let fingerprint = ticket::fingerprint(&pipeline, &p.path);
                 Built::Sink(Entry {
-                    controller: Controller::new(p.pipeline.clone(), path.clone())?,
+                    controller: Controller::new(pipeline, path.clone())?,
                     path,
                     values,
                     fingerprint,
@@ -211,10 +231,32 @@ impl Built {
     }
 }
 
-/// Whether `entry` was built from exactly what `file` holds now.
-pub fn same<T>(entry: &Entry<T>, file: &LoadedFile) -> bool {
+/// The pipeline as this daemon runs it. In a cluster every daemon restarts a changed
+/// pipeline at once, and a shared pipeline's consumer joins as a static member of its
+/// group (`group.instance.id` = the daemon's id) unless the file sets one: a restarted
+/// member rejoins as itself, without a rebalance where the broker allows, and a broker
+/// that is slow to act on LeaveGroup (Tansu held two such rejoins 180 s without
+/// assignments) is not asked to.
+pub fn effective(pipeline: &PipelineFile, node: Option<&str>) -> PipelineFile {
+    let mut pipeline = pipeline.clone();
+    let kafka = &mut pipeline.source.kafka;
+    let mode = kafka.mode.unwrap_or(pipeline.sink.default_mode());
+    if let Some(node) = node
+        && mode == SourceMode::Shared
+    {
+        kafka
+            .properties
+            .entry("group.instance.id".into())
+            .or_insert_with(|| node.to_owned());
+    }
+    pipeline
+}
+
+/// Whether `entry` was built from exactly what `file` holds now (`node` as for
+/// [`Built::new`]).
+pub fn same<T>(entry: &Entry<T>, file: &LoadedFile, node: Option<&str>) -> bool {
     let fingerprint = match file {
-        LoadedFile::Pipeline(p) => ticket::fingerprint(&p.pipeline, &p.path),
+        LoadedFile::Pipeline(p) => ticket::fingerprint(&effective(&p.pipeline, node), &p.path),
         LoadedFile::Capture(_) => String::new(),
     };
     entry.path == file.path() && entry.values == *file.values() && entry.fingerprint == fingerprint
@@ -240,6 +282,12 @@ impl Supervised for Controller {
     async fn end(&self) {
         self.shutdown().await
     }
+    async fn pause_here(&self) -> Result<(), String> {
+        self.pause().await.map_err(|e| e.to_string())
+    }
+    async fn resume_here(self: Arc<Self>) -> Result<(), String> {
+        self.resume().await.map_err(|e| e.to_string())
+    }
 }
 
 #[async_trait]
@@ -261,5 +309,13 @@ impl Supervised for CaptureController {
     }
     async fn end(&self) {
         self.shutdown().await
+    }
+    async fn pause_here(&self) -> Result<(), String> {
+        self.pause().await;
+        Ok(())
+    }
+    async fn resume_here(self: Arc<Self>) -> Result<(), String> {
+        self.resume().await;
+        Ok(())
     }
 }
