@@ -97,10 +97,13 @@ impl Reloader {
     pub async fn reload(&self) -> Outcome {
         let _one = self.running.lock().await;
         let paths = self.paths.clone();
+        // One reading of the cluster's definitions for the whole reload: the offset it
+        // reports applied below must be that of the definitions actually loaded.
         let defs = self.cluster.as_ref().map(|rx| rx.borrow().clone());
+        let loaded = defs.clone();
         let loading = tokio::task::spawn_blocking(move || {
             let mut set = load_each(&paths, &connectors());
-            if let Some(defs) = &defs {
+            if let Some(defs) = &loaded {
                 add_definitions(&mut set, defs);
             }
             set
@@ -112,7 +115,6 @@ impl Reloader {
                 return Outcome::default();
             }
         };
-        let defs = self.cluster.as_ref().map(|rx| rx.borrow().clone());
         let mut out = Outcome {
             problems: set.errors.iter().map(ToString::to_string).collect(),
             ..Outcome::default()
