@@ -4,8 +4,6 @@
 //! the answer comes once this daemon has applied it. A pipeline that comes from a file
 //! is changed in its file, never over the API.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -13,9 +11,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::json;
-use sinkd_connectors::connectors;
-use sinkd_core::config::load_any_text;
 
+use super::plan::{file_text, load, located, not_named};
 use super::{Answer, Api, ApiError};
 use crate::cluster::Cluster;
 use crate::reload::{cluster_path, from_cluster};
@@ -28,35 +25,14 @@ pub async fn put(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let cluster = cluster_of(&api)?;
-    let body = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
-    let text = std::str::from_utf8(&body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not UTF-8: {e}")))?
-        .to_owned();
-    if text.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "the body is the pipeline file, in YAML or JSON",
-        ));
-    }
+    let text = file_text(body)?;
     file_owned(&api, &name)?;
-    let env: HashMap<String, String> = std::env::vars().collect();
-    let (path, checked) = (cluster_path(&name), text.clone());
-    let loaded =
-        tokio::task::spawn_blocking(move || load_any_text(&path, &checked, &env, &connectors()))
-            .await
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let loaded = load(cluster_path(&name), text.clone()).await?;
     match loaded {
         Ok(f) if f.name() == name => {}
-        Ok(f) => {
-            return Err(ApiError::bad_request(format!(
-                "the file is pipeline `{}`, not `{name}`: a pipeline's name is its identity",
-                f.name()
-            )));
-        }
+        Ok(f) => return Err(ApiError::bad_request(not_named(&f, &name))),
         Err(errors) => {
-            let list: Vec<_> = errors
-                .iter()
-                .map(|e| json!({"line": e.line, "field": e.field, "message": e.message}))
-                .collect();
+            let list: Vec<_> = errors.iter().map(located).collect();
             let first = errors.first().map(ToString::to_string).unwrap_or_default();
             let body = json!({"error": format!("the pipeline does not validate: {first}"), "errors": list});
             return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
@@ -115,14 +91,8 @@ fn cluster_of(api: &Api) -> Result<&Cluster, ApiError> {
 
 /// 409 when pipeline `name` runs here from a file.
 fn file_owned(api: &Api, name: &str) -> Result<(), ApiError> {
-    let sinks = api.roster.sink_entries();
-    let captures = api.roster.capture_entries();
-    let path = sinks
-        .get(name)
-        .map(|e| e.path.clone())
-        .or_else(|| captures.get(name).map(|e| e.path.clone()));
-    match path {
-        Some(p) if !from_cluster(&p) => Err(ApiError(
+    match api.roster.origin(name) {
+        Some((p, _)) if !from_cluster(&p) => Err(ApiError(
             StatusCode::CONFLICT,
             format!(
                 "pipeline `{name}` comes from the file {} on this daemon: change it there",

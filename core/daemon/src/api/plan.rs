@@ -29,33 +29,18 @@ pub async fn validate(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let body = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
-    let text = std::str::from_utf8(&body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not UTF-8: {e}")))?;
-    if text.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "the body is the pipeline file, in YAML or JSON",
-        ));
-    }
-    let running = running(&api, &name);
+    let text = file_text(body)?;
+    let running = api.roster.origin(&name);
     // Reader schema files are found beside the running version's file.
     let path = running
         .as_ref()
         .map(|(path, _)| path.clone())
         .unwrap_or_else(|| PathBuf::from(format!("{name}.yaml")));
-    let env: HashMap<String, String> = std::env::vars().collect();
-    let text = text.to_owned();
-    let loaded =
-        tokio::task::spawn_blocking(move || load_any_text(&path, &text, &env, &connectors()))
-            .await
-            .map_err(|e| ApiError(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let loaded = load(path, text).await?;
     let file = match loaded {
         Ok(f) if f.name() == name => f,
         Ok(f) => {
-            let message = format!(
-                "the file is pipeline `{}`, not `{name}`: a pipeline's name is its identity",
-                f.name()
-            );
+            let message = not_named(&f, &name);
             return Ok(invalid(&[json!({"field": "name", "message": message})]));
         }
         Err(errors) => {
@@ -82,16 +67,37 @@ pub async fn validate(
     Ok(Json(json!({"valid": true, "errors": [], "plan": plan})).into_response())
 }
 
-/// The running version's file and values.
-fn running(api: &Api, name: &str) -> Option<(PathBuf, Value)> {
-    let sinks = api.roster.sink_entries();
-    if let Some(e) = sinks.get(name) {
-        return Some((e.path.clone(), e.values.clone()));
+/// The body of a request that carries a pipeline file: UTF-8 text, not empty.
+pub(super) fn file_text(body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
+    let body = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not UTF-8: {e}")))?;
+    if text.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "the body is the pipeline file, in YAML or JSON",
+        ));
     }
-    let captures = api.roster.capture_entries();
-    captures
-        .get(name)
-        .map(|e| (e.path.clone(), e.values.clone()))
+    Ok(text.to_owned())
+}
+
+/// Loads `text` as the file at `path` would load, with this daemon's environment and
+/// connectors, off the async runtime.
+pub(super) async fn load(
+    path: PathBuf,
+    text: String,
+) -> Result<Result<LoadedFile, Vec<ConfigError>>, ApiError> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    tokio::task::spawn_blocking(move || load_any_text(&path, &text, &env, &connectors()))
+        .await
+        .map_err(|e| ApiError(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// Why a file sent for pipeline `name` is refused when it is another pipeline.
+pub(super) fn not_named(file: &LoadedFile, name: &str) -> String {
+    format!(
+        "the file is pipeline `{}`, not `{name}`: a pipeline's name is its identity",
+        file.name()
+    )
 }
 
 fn kind(file: &LoadedFile) -> &'static str {
@@ -101,7 +107,7 @@ fn kind(file: &LoadedFile) -> &'static str {
     }
 }
 
-fn located(e: &ConfigError) -> Value {
+pub(super) fn located(e: &ConfigError) -> Value {
     json!({"line": e.line, "field": e.field, "message": e.message})
 }
 

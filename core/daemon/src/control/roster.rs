@@ -121,6 +121,17 @@ impl Roster {
         self.captures.read().expect("roster lock").clone()
     }
 
+    /// The file (or cluster definition) pipeline `name` runs from, and its values.
+    pub fn origin(&self, name: &str) -> Option<(PathBuf, Value)> {
+        let of = |path: &PathBuf, values: &Value| (path.clone(), values.clone());
+        let sinks = self.sinks.read().expect("roster lock");
+        if let Some(e) = sinks.get(name) {
+            return Some(of(&e.path, &e.values));
+        }
+        let captures = self.captures.read().expect("roster lock");
+        captures.get(name).map(|e| of(&e.path, &e.values))
+    }
+
     /// Every controller of either kind.
     pub fn all(&self) -> Vec<Arc<dyn Supervised>> {
         let sinks = self.sinks().into_iter().map(|c| c as Arc<dyn Supervised>);
