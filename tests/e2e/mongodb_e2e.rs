@@ -12,6 +12,8 @@ use sinkd_tests::{shop, stack};
 sinkd_tests::every_sink_scenarios!(Target::mongo());
 
 sinkd_tests::scenario_tests! { Target::mongo();
+    kill_dash_nine_six_times_with_four_writers_leaves_an_exact_table =>
+        scenarios::kill_dash_nine_six_times_with_writers, 4;
     a_zombie_writer_is_fenced_when_it_wakes =>
         sinkd_tests::faults::a_zombie_writer_is_fenced_when_it_wakes;
 }

@@ -21,6 +21,8 @@ async fn postgres_crashed_twice_in_the_middle_of_a_run_loses_nothing() {
 }
 
 sinkd_tests::scenario_tests! { Target::postgres();
+    kill_dash_nine_six_times_with_four_writers_leaves_an_exact_table =>
+        scenarios::kill_dash_nine_six_times_with_writers, 4;
     a_zombie_writer_is_fenced_when_it_wakes =>
         sinkd_tests::faults::a_zombie_writer_is_fenced_when_it_wakes;
     a_registry_outage_is_waited_out =>

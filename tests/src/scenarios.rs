@@ -134,6 +134,18 @@ impl Setup {
         (s, dlq)
     }
 
+    /// Gives the pipeline file's sink `parallelism: writers`.
+    pub fn set_parallelism(&self, writers: usize) {
+        let text = std::fs::read_to_string(&self.file).unwrap();
+        let with = text.replacen(
+            "\nsink:\n",
+            &format!("\nsink:\n  parallelism: {writers}\n"),
+            1,
+        );
+        assert_ne!(text, with, "a `sink:` section");
+        std::fs::write(&self.file, with).unwrap();
+    }
+
     /// Replaces `{dlq}` in the pipeline file with a new dead-letter topic; returns its name.
     pub async fn with_dead_letter_topic(&self) -> String {
         let dlq = format!("{}.dlq", self.pipeline);
@@ -227,6 +239,12 @@ pub async fn ten_thousand_events_over_four_partitions_give_the_expected_table(ta
 
 /// Scenario: kill dash nine six times during a run leaves an exact table.
 pub async fn kill_dash_nine_six_times_during_a_run_leaves_an_exact_table(target: &Target) {
+    kill_dash_nine_six_times_with_writers(target, 1).await;
+}
+
+/// Scenario: the same six `kill -9` with `sink.parallelism: writers` (8 partitions, so
+/// each writer holds several), ending exact.
+pub async fn kill_dash_nine_six_times_with_writers(target: &Target, writers: usize) {
     let s = Setup::new(
         target,
         "crash",
@@ -234,6 +252,9 @@ pub async fn kill_dash_nine_six_times_during_a_run_leaves_an_exact_table(target:
         "batch:\n  max_events: 2000\n  max_wait_ms: 100\n",
     )
     .await;
+    if writers != 1 {
+        s.set_parallelism(writers);
+    }
     let events = shop::generate(50_000, 2_000, 7);
     let ids = shop::register_schemas(&s.topic).await;
     let records = shop::records(&ids, &events);

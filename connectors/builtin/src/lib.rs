@@ -152,6 +152,20 @@ mod tests {
                 "routing",
                 "routing needs a sink with several tables or collections",
             ),
+            (
+                format!("{TANTIVY}\n  parallelism: 2"),
+                "id",
+                "",
+                "sink.parallelism",
+                "the tantivy sink has a single writer",
+            ),
+            (
+                format!("{PG}\n  parallelism: 0"),
+                "id",
+                "",
+                "sink.parallelism",
+                "expected 1 to 32",
+            ),
         ];
         for (sink, key, more, field, message) in cases {
             let found = problems(&pipeline(&sink, key, more));
@@ -160,5 +174,21 @@ mod tests {
                 "{field}: {message}: {found:?}"
             );
         }
+    }
+
+    /// `parallelism` sits beside the kind under `sink:`, for every sink that has more
+    /// than one writer; the rebuild fingerprint (`Debug`) does not see it.
+    #[test]
+    fn parallelism_sits_beside_the_kind() {
+        for sink in [PG, MONGO] {
+            let p = pipeline(&format!("  parallelism: 4\n{sink}"), "id", "");
+            assert_eq!(p.sink.parallelism(), 4);
+            assert_eq!(problems(&p), vec![]);
+            assert_eq!(
+                format!("{:?}", p.sink),
+                format!("{:?}", pipeline(sink, "id", "").sink)
+            );
+        }
+        assert_eq!(pipeline(PG, "id", "").sink.parallelism(), 1);
     }
 }

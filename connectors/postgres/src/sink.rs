@@ -128,6 +128,18 @@ impl PostgresSink {
         }
         let client = self.client.as_mut().expect("opened");
         let tx = checkpoint::begin(client).await?;
+        if !ddl.is_empty() {
+            // Parallel writers (and other instances) may evolve the same tables at once;
+            // concurrent `CREATE TABLE IF NOT EXISTS` can still fail on the catalog's
+            // unique index. One evolution at a time per schema: the next one's `IF NOT
+            // EXISTS` then sees what the first committed.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('sinkd: evolve ' || $1::text))",
+                &[&self.cfg.schema],
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+        }
         for sql in &ddl {
             info!(pipeline = %self.pipeline, sql, "evolving the tables");
             tx.batch_execute(sql).await.map_err(|e| classify(&e))?;

@@ -34,6 +34,7 @@ impl Connector for TantivyConnector {
 
     const KIND: &'static str = "tantivy";
     // MORE_TARGETS stays false: an index is one target.
+    const PARALLEL_WRITERS: bool = false;
 
     fn main_target(&self, config: &TantivySinkConfig) -> String {
         config.path.clone()

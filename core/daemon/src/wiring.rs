@@ -52,7 +52,10 @@ pub fn build(
     stats: Arc<PipelineStats>,
     registry: Arc<Registry>,
 ) -> Result<Pipeline, String> {
-    let sink = with_context(p, target, |ctx| p.sink.sink(ctx));
+    // One sink per writer, each with its own connection.
+    let sinks: Vec<_> = (0..p.sink.parallelism().max(1))
+        .map(|_| with_context(p, target, |ctx| p.sink.sink(ctx)))
+        .collect();
     let default_mode = p.sink.default_mode();
     let mut kafka = p.source.kafka.clone();
     let name = match target {
@@ -81,7 +84,7 @@ pub fn build(
     };
     // The queue ahead of the pipeline holds at most two batches: bounded memory.
     let queue = p.batch.max_events.saturating_mul(2);
-    let source = KafkaSource::start(&kafka, &name, sink.checkpoint_reader(), queue)
+    let source = KafkaSource::start(&kafka, &name, sinks[0].checkpoint_reader(), queue)
         .map_err(|e| e.to_string())?;
     Ok(Pipeline {
         name,
@@ -94,7 +97,7 @@ pub fn build(
                 .collect::<Vec<_>>()
                 .join("; ")
         })?,
-        sink,
+        sinks,
         dead_letters,
         policies: Policies {
             on_error: p.on_error,

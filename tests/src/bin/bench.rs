@@ -31,6 +31,9 @@ struct Args {
     /// librdkafka `queued.max.messages.kbytes` (prefetch bound), when set.
     #[arg(long)]
     queue_kb: Option<u32>,
+    /// Writers of the pipeline (`sink.parallelism`), each with its own connection.
+    #[arg(long, default_value_t = 1)]
+    parallelism: usize,
     /// The sink: postgres, mongodb or tantivy.
     #[arg(long, default_value = "postgres")]
     sink: String,
@@ -193,7 +196,11 @@ async fn main() {
 
     let dir = Workdir::new(&name);
     let extra = format!("batch:\n  max_events: {}\n  max_wait_ms: 200\n", args.batch);
-    let mut yaml = shop::pipeline_yaml_to(&name, &topic, &target.sink_yaml(&name), &extra);
+    let mut sink = target.sink_yaml(&name);
+    if args.parallelism != 1 {
+        sink.push_str(&format!("  parallelism: {}\n", args.parallelism));
+    }
+    let mut yaml = shop::pipeline_yaml_to(&name, &topic, &sink, &extra);
     if let Some(kb) = args.queue_kb {
         yaml = yaml.replace(
             "      heartbeat.interval.ms: \"500\"\n",
@@ -243,10 +250,21 @@ async fn main() {
         &[("SINKD_API_TOKEN", BENCH_TOKEN)],
     );
     let pid = daemon.pid();
+    // Start-up: process start to the first committed batch (polled every 10 ms).
+    let first_commit = {
+        let (target, name) = (target.clone(), name.clone());
+        tokio::spawn(async move {
+            while target.checkpoints(&name).await.values().all(|n| *n == 0) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            start.elapsed().as_secs_f64()
+        })
+    };
     target
         .wait_caught_up(&name, &ends, Duration::from_secs(1800))
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    let first_commit_secs = first_commit.await.expect("start-up probe");
     let sinkd_secs = start.elapsed().as_secs_f64();
     let rss = sinkd_tests::daemon::proc_status_kib(pid, "VmHWM").unwrap_or(0);
     let rebuilt = if args.rebuild {
@@ -323,8 +341,8 @@ async fn main() {
     println!("|---|---|");
     println!("| events (avg value bytes) | {} ({avg}) |", args.events);
     println!(
-        "| keys / partitions / batch | {} / {} / {} |",
-        args.keys, args.partitions, args.batch
+        "| keys / partitions / batch / writers | {} / {} / {} / {} |",
+        args.keys, args.partitions, args.batch, args.parallelism
     );
     println!(
         "| produce rate (broker, for context) | {:.0} events/s |",
@@ -334,6 +352,7 @@ async fn main() {
         "| **sinkd end to end** | **{sinkd_rate:.0} events/s** ({sinkd_secs:.1} s, incl. group join) |"
     );
     println!("| sinkd peak RSS | {:.1} MiB |", rss as f64 / 1024.0);
+    println!("| start-up: process start → first committed batch | {first_commit_secs:.2} s |");
     println!("| final rows (exact: {exact}) | {final_rows} |");
     println!(
         "| {} of the final rows | {baseline_rate:.0} rows/s ({} in {:.2} s) |",

@@ -164,6 +164,8 @@ pub fn impact(old: &Value, new: &Value) -> Impact {
             ["source", "kafka", "topics", ..] if topics_removed(old, new) => {
                 impact.rebuild_for.push(field)
             }
+            // How many connections write: the rows are the same.
+            ["sink", "parallelism"] => {}
             ["sink", _, setting, ..] if SINK_RUNTIME.contains(setting) => {}
             ["sink", _, setting, ..] if SINK_TARGET.contains(setting) => {
                 impact.new_target_for.push(field)
@@ -285,5 +287,14 @@ mod tests {
         let mut added = base();
         added["source"]["kafka"]["topics"] = json!(["a", "b", "c"]);
         assert!(!impact(&base(), &added).needs_rebuild());
+    }
+
+    #[test]
+    fn more_writers_change_the_pipeline_but_not_its_rows() {
+        let mut new = base();
+        new["sink"]["parallelism"] = json!(4);
+        assert_eq!(diff(&base(), &new).len(), 1);
+        let i = impact(&base(), &new);
+        assert!(!i.needs_rebuild() && i.new_target_for.is_empty(), "{i:?}");
     }
 }

@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 use super::capture::CaptureFile;
 use super::model::PipelineFile;
 use crate::connector::Connectors;
+use crate::connector::spec::MAX_PARALLELISM;
 
 /// The schema as JSON.
 pub fn json_schema(connectors: &Connectors) -> Value {
@@ -20,20 +21,37 @@ pub fn json_schema(connectors: &Connectors) -> Value {
     let pipeline = generator.subschema_for::<PipelineFile>().to_value();
     let capture = generator.subschema_for::<CaptureFile>().to_value();
     let mut defs: Map<String, Value> = generator.definitions().clone();
-    let kinds: Map<String, Value> = sinks
+    let one_kind: Vec<Value> = sinks
+        .iter()
+        .map(|(kind, _)| json!({ "required": [kind] }))
+        .collect();
+    let mut properties: Map<String, Value> = sinks
         .into_iter()
         .map(|(kind, schema)| (kind.to_owned(), schema.to_value()))
         .collect();
-    // The sink section is parsed by the connector it names: one kind, its settings.
+    properties.insert(
+        "parallelism".into(),
+        json!({
+            "description": format!(
+                "Writers, each with its own connection and transaction: partition p is \
+                 written by writer p mod N with the checkpoints of its partitions. 1 (the \
+                 default) to {MAX_PARALLELISM}; the tantivy sink takes only 1."
+            ),
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_PARALLELISM
+        }),
+    );
+    // The sink section is parsed by the connector it names: one kind, its settings, and
+    // the settings every sink has.
     defs.insert(
         "Sink".into(),
         json!({
-            "description": "Exactly one sink, named by its kind, with that kind's settings.",
+            "description": "Exactly one sink, named by its kind, with that kind's settings, and the settings every sink has.",
             "type": "object",
-            "properties": kinds,
+            "properties": properties,
             "additionalProperties": false,
-            "minProperties": 1,
-            "maxProperties": 1
+            "oneOf": one_kind
         }),
     );
     let mut defs = Value::Object(defs);

@@ -53,6 +53,11 @@ pub trait Connector: Send + Sync + 'static {
     /// (`targets:`) and routing need it.
     const MORE_TARGETS: bool = false;
 
+    /// Whether several sinks of one pipeline may write the same target at once
+    /// (`sink.parallelism`), each in its own transaction. A sink with a single writer per
+    /// target (an index directory's lock) says no.
+    const PARALLEL_WRITERS: bool = true;
+
     /// The name of the sink's own target as configured: a table, a collection, an index
     /// directory (a template with `{placeholders}` when routed).
     fn main_target(&self, config: &Self::Config) -> String;

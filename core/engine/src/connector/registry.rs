@@ -63,7 +63,10 @@ impl Connectors {
             message,
         };
         let kinds: SinkKinds = parse_as(file.path, file.text, file.env)?;
-        let mut named = kinds.sink.into_keys();
+        let mut named = kinds
+            .sink
+            .into_keys()
+            .filter(|k| !COMMON.contains(&k.as_str()));
         let (Some(kind), None) = (named.next(), named.next()) else {
             return Err(error(format!(
                 "name exactly one sink: one of {}",
@@ -102,11 +105,48 @@ struct SinkKinds {
     sink: BTreeMap<String, IgnoredAny>,
 }
 
+/// The keys under `sink:` beside the kind, the same for every sink.
+const COMMON: [&str; 1] = ["parallelism"];
+
 /// The settings under `sink.<kind>`, typed by that kind's connector.
 #[derive(Deserialize)]
 #[serde(bound = "T: DeserializeOwned")]
 struct SinkSettings<T> {
-    sink: BTreeMap<String, T>,
+    sink: SinkSection<T>,
+}
+
+/// The `sink:` section: the kind's settings and the [`COMMON`] keys. Read key by key
+/// (not through `#[serde(flatten)]`, which buffers the values and loses the line of an
+/// error in the kind's settings).
+struct SinkSection<T> {
+    config: Option<T>,
+    parallelism: Option<usize>,
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for SinkSection<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Section<T>(std::marker::PhantomData<T>);
+        impl<'de, T: DeserializeOwned> de::Visitor<'de> for Section<T> {
+            type Value = SinkSection<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping naming one sink")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut section = SinkSection {
+                    config: None,
+                    parallelism: None,
+                };
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "parallelism" => section.parallelism = Some(map.next_value()?),
+                        _ => section.config = Some(map.next_value()?),
+                    }
+                }
+                Ok(section)
+            }
+        }
+        deserializer.deserialize_map(Section(std::marker::PhantomData))
+    }
 }
 
 /// A connector with its settings type erased.
@@ -122,12 +162,12 @@ impl<C: Connector> Parse for C {
 
     fn parse(self: Arc<Self>, file: &FileText<'_>) -> Result<SinkSpec, ConfigError> {
         let settings: SinkSettings<C::Config> = parse_as(file.path, file.text, file.env)?;
-        let config = settings
-            .sink
-            .into_values()
-            .next()
-            .expect("the kind was read from the same text");
-        Ok(SinkSpec::new(self, config))
+        let config = (settings.sink.config).expect("the kind was read from the same text");
+        let mut spec = SinkSpec::new(self, config);
+        if let Some(n) = settings.sink.parallelism {
+            spec = spec.with_parallelism(n);
+        }
+        Ok(spec)
     }
 }
 
@@ -157,10 +197,10 @@ impl JsonSchema for SinkSpec {
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         schemars::json_schema!({
-            "description": "Exactly one sink, named by its kind, with that kind's settings (see Sinks).",
+            "description": "Exactly one sink, named by its kind, with that kind's settings (see Sinks); beside it, `parallelism`: writers, each with its own connection and transaction (partition p is written by writer p mod N with the checkpoints of its partitions), 1 (the default) to 32; the tantivy sink takes only 1.",
             "type": "object",
             "minProperties": 1,
-            "maxProperties": 1
+            "maxProperties": 2
         })
     }
 }

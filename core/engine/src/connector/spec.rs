@@ -11,74 +11,114 @@ use crate::sink::{CheckpointReader, Sink, TargetAdmin};
 
 /// The `sink:` section of a pipeline file, parsed by its connector. Cheap to clone.
 #[derive(Clone)]
-pub struct SinkSpec(Arc<dyn Configured>);
+pub struct SinkSpec {
+    with: Arc<dyn Configured>,
+    parallelism: usize,
+}
+
+/// The most writers a pipeline may have: each holds a database connection.
+pub const MAX_PARALLELISM: usize = 32;
 
 impl SinkSpec {
-    /// Settings `config` of `connector`.
+    /// Settings `config` of `connector`, with one writer.
     pub fn new<C: Connector>(connector: Arc<C>, config: C::Config) -> SinkSpec {
-        SinkSpec(Arc::new(With { connector, config }))
+        SinkSpec {
+            with: Arc::new(With { connector, config }),
+            parallelism: 1,
+        }
+    }
+
+    /// The same settings written by `n` writers (`sink.parallelism`).
+    pub fn with_parallelism(mut self, n: usize) -> SinkSpec {
+        self.parallelism = n;
+        self
+    }
+
+    /// How many writers, each with its own connection and transaction, write the
+    /// pipeline's partitions.
+    pub fn parallelism(&self) -> usize {
+        self.parallelism
     }
 
     /// The sink's kind as the pipeline file names it (`postgres`).
     pub fn kind(&self) -> &'static str {
-        self.0.kind()
+        self.with.kind()
     }
 
     /// The sink's own target's name as configured (a template when routed).
     pub fn main_target(&self) -> String {
-        self.0.main_target()
+        self.with.main_target()
     }
 
     /// The read model's name as users know it: `schema.table`, `database.collection`, or
     /// the index directory (the sink's own target).
     pub fn target(&self) -> String {
-        self.0.label(&self.0.main_target())
+        self.with.label(&self.with.main_target())
     }
 
     /// What users call target `name` of this sink.
     pub fn label(&self, name: &str) -> String {
-        self.0.label(name)
+        self.with.label(name)
     }
 
     /// Whether child rows and routing can write more targets than the sink's own.
     pub fn more_targets(&self) -> bool {
-        self.0.more_targets()
+        self.with.more_targets()
     }
 
     /// Why `name` cannot be one more target of this sink, if it cannot.
     pub fn target_name_problem(&self, name: &str) -> Option<String> {
-        self.0.target_name_problem(name)
+        self.with.target_name_problem(name)
     }
 
     /// Problems of the settings found without I/O.
     pub fn validate(&self, pipeline: &PipelineFile) -> Vec<Problem> {
-        self.0.validate(pipeline)
+        let mut problems = self.with.validate(pipeline);
+        let field = || "sink.parallelism".to_owned();
+        if !(1..=MAX_PARALLELISM).contains(&self.parallelism) {
+            problems.push((
+                field(),
+                format!(
+                    "{} writers: expected 1 to {MAX_PARALLELISM}",
+                    self.parallelism
+                ),
+            ));
+        } else if self.parallelism > 1 && !self.with.parallel_writers() {
+            problems.push((
+                field(),
+                format!(
+                    "the {} sink has a single writer; remove `parallelism` or set it to 1",
+                    self.kind()
+                ),
+            ));
+        }
+        problems
     }
 
     /// How instances share partitions unless the file says otherwise.
     pub fn default_mode(&self) -> SourceMode {
-        self.0.default_mode()
+        self.with.default_mode()
     }
 
     /// A sink writing `ctx.target`.
     pub fn sink(&self, ctx: &SinkContext<'_>) -> Box<dyn Sink> {
-        self.0.sink(ctx)
+        self.with.sink(ctx)
     }
 
     /// Whole-target operations.
     pub fn admin(&self, ctx: &SinkContext<'_>) -> Arc<dyn TargetAdmin> {
-        self.0.admin(ctx)
+        self.with.admin(ctx)
     }
 
     /// The checkpoints stored with `ctx.target`.
     pub fn checkpoints(&self, ctx: &SinkContext<'_>) -> Arc<dyn CheckpointReader> {
-        self.0.checkpoints(ctx)
+        self.with.checkpoints(ctx)
     }
 
     /// The connector, when it is a `C` (for what only one kind of sink offers, such as
     /// searching an index).
     pub fn connector<C: Connector>(&self) -> Option<&C> {
-        self.0.connector().downcast_ref()
+        self.with.connector().downcast_ref()
     }
 }
 
@@ -91,7 +131,7 @@ impl fmt::Debug for SinkSpec {
         let mut variant = kind[..1].to_ascii_uppercase();
         variant.push_str(&kind[1..]);
         f.debug_tuple(&variant)
-            .field(self.0.config_debug())
+            .field(self.with.config_debug())
             .finish()
     }
 }
@@ -102,6 +142,7 @@ trait Configured: Send + Sync {
     fn main_target(&self) -> String;
     fn label(&self, name: &str) -> String;
     fn more_targets(&self) -> bool;
+    fn parallel_writers(&self) -> bool;
     fn target_name_problem(&self, name: &str) -> Option<String>;
     fn validate(&self, pipeline: &PipelineFile) -> Vec<Problem>;
     fn default_mode(&self) -> SourceMode;
@@ -129,6 +170,9 @@ impl<C: Connector> Configured for With<C> {
     }
     fn more_targets(&self) -> bool {
         C::MORE_TARGETS
+    }
+    fn parallel_writers(&self) -> bool {
+        C::PARALLEL_WRITERS
     }
     fn target_name_problem(&self, name: &str) -> Option<String> {
         self.connector.target_name_problem(&self.config, name)

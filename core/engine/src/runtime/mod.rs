@@ -11,6 +11,12 @@
 //!   or stops the pipeline, per policy.
 //! - Per-key order: records are folded in partition order; one operation per key per batch;
 //!   batches are written one at a time, in order.
+//! - Parallel writers: with `sink.parallelism: N` a batch is split by partition into N
+//!   groups (partition p goes to writer p mod N), each written by its own sink connection
+//!   in its own transaction with the checkpoints of its partitions. A key lives in one
+//!   partition, so its operations stay in one writer; the writers of a batch all settle
+//!   before the next batch is handed over, so each partition's compare-and-set chain
+//!   stays in order.
 //! - Bounded memory: at most two batches are held (one being written, one being
 //!   collected), plus the source's bounded queue.
 //! - Hand-over: on revocation the batches in hand are written before the partition is
@@ -72,8 +78,9 @@ pub struct Pipeline {
     pub decoder: Arc<dyn Decoder>,
     /// Event → operation: identity, upcasters, projection.
     pub transform: Transform,
-    /// The read model.
-    pub sink: Box<dyn Sink>,
+    /// The read model: one sink (its own connection) per writer; partition `p` is
+    /// written by `sinks[p mod len]`. At least one.
+    pub sinks: Vec<Box<dyn Sink>>,
     /// Where bad records go under a `dead_letter` policy.
     pub dead_letters: Option<Arc<dyn DeadLetters>>,
     /// Bad-record policies.
@@ -104,9 +111,9 @@ struct PartitionState {
 }
 
 /// The batch being collected.
-#[derive(Default)]
 struct Pending {
-    compactor: Compactor,
+    /// One compactor per writer: each partition's operations fold into its writer's.
+    lanes: Vec<Compactor>,
     /// Every record of the batch, and whether it produced an operation (kept for the
     /// one-by-one fallback when the sink rejects a row).
     records: Vec<(RawRecord, bool)>,
@@ -115,14 +122,31 @@ struct Pending {
     started: Option<Instant>,
 }
 
+impl Pending {
+    /// An empty batch for `writers` writers.
+    fn new(writers: usize) -> Pending {
+        Pending {
+            lanes: (0..writers).map(|_| Compactor::new()).collect(),
+            records: Vec::new(),
+            advances: HashMap::new(),
+            started: None,
+        }
+    }
+}
+
+/// The writer of `partition` among `writers`.
+fn lane(partition: i32, writers: usize) -> usize {
+    partition.rem_euclid(writers as i32) as usize
+}
+
 /// The running state of a pipeline.
 struct Runner {
     name: String,
     source: Box<dyn Source>,
     decoder: Arc<dyn Decoder>,
     transform: Transform,
-    /// Shared with the write task; only one write holds it at a time.
-    sink: Arc<Mutex<Box<dyn Sink>>>,
+    /// One per writer, shared with its write task; only one write holds each at a time.
+    sinks: Vec<Arc<Mutex<Box<dyn Sink>>>>,
     checkpoints: Arc<dyn CheckpointReader>,
     dead_letters: Option<Arc<dyn DeadLetters>>,
     policies: Policies,
@@ -139,13 +163,17 @@ impl Pipeline {
     /// why). On shutdown the batches in hand are written if the sink takes them promptly,
     /// else abandoned; either way nothing is lost, as their offsets were not stored.
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
-        let checkpoints = self.sink.checkpoint_reader();
+        assert!(!self.sinks.is_empty(), "a pipeline needs a sink");
+        let checkpoints = self.sinks[0].checkpoint_reader();
+        let writers = self.sinks.len();
         let mut runner = Runner {
             name: self.name,
             source: self.source,
             decoder: self.decoder,
             transform: self.transform,
-            sink: Arc::new(Mutex::new(self.sink)),
+            sinks: (self.sinks.into_iter())
+                .map(|s| Arc::new(Mutex::new(s)))
+                .collect(),
             checkpoints,
             dead_letters: self.dead_letters,
             policies: self.policies,
@@ -153,7 +181,7 @@ impl Pipeline {
             stats: self.stats,
             shutdown,
             partitions: HashMap::new(),
-            pending: Pending::default(),
+            pending: Pending::new(writers),
             in_flight: None,
         };
         let result = runner.run().await;
@@ -170,7 +198,7 @@ impl Pipeline {
 
 impl Runner {
     async fn run(&mut self) -> Result<(), Stop> {
-        self.open_sink().await?;
+        self.open_sinks().await?;
         let max_wait = Duration::from_millis(self.batch.max_wait_ms);
         info!(pipeline = %self.name, "pipeline running");
         let mut trouble = Backoff::new();
@@ -180,8 +208,8 @@ impl Runner {
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => return self.shut_down().await,
-                outcome = writer::finished(&mut self.in_flight), if writing => {
-                    self.settle_finished(outcome).await?;
+                _ = writer::finished(&mut self.in_flight), if writing => {
+                    self.settle_finished().await?;
                 }
                 _ = sleep_until_opt(deadline) => self.flush().await?,
                 item = self.source.next() => {
@@ -259,6 +287,11 @@ impl Runner {
         matches!(done, Ok(Ok(())))
     }
 
+    /// The writer of partition `tp`.
+    fn lane_of(&self, tp: &TopicPartition) -> usize {
+        lane(tp.1, self.sinks.len())
+    }
+
     /// Waits before a retry; [`Stop::Shutdown`] if shutdown is asked meanwhile.
     async fn retry_after(&self, wait: Duration) -> Result<(), Stop> {
         if sleep_or_shutdown(wait, &self.shutdown).await {
@@ -293,15 +326,22 @@ impl Runner {
         })
     }
 
-    async fn open_sink(&mut self) -> Result<(), Stop> {
+    /// Opens every writer's sink, one after the other: opening prepares the checkpoint
+    /// storage, which concurrent openers would race to create.
+    async fn open_sinks(&mut self) -> Result<(), Stop> {
+        for i in 0..self.sinks.len() {
+            self.open_sink(i).await?;
+        }
+        self.stats.connected.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn open_sink(&mut self, writer: usize) -> Result<(), Stop> {
         let mut backoff = Backoff::new();
         loop {
-            let opened = self.sink.lock().await.open().await;
+            let opened = self.sinks[writer].lock().await.open().await;
             match opened {
-                Ok(()) => {
-                    self.stats.connected.store(true, Ordering::Relaxed);
-                    return Ok(());
-                }
+                Ok(()) => return Ok(()),
                 Err(e) if e.class() == ErrorClass::Retriable => {
                     let wait = backoff.wait();
                     warn!(pipeline = %self.name, error = %e, retry_in = ?wait, "sink not ready");

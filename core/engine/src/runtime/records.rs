@@ -29,8 +29,9 @@ impl Runner {
         }
         state.next = raw.position.offset + 1;
         self.stats.consumed.fetch_add(1, Ordering::Relaxed);
+        let lane = self.lane_of(&tp);
         let has_op = match self.to_ops(&raw).await? {
-            Some(ops) => match self.pending.compactor.push_all(ops) {
+            Some(ops) => match self.pending.lanes[lane].push_all(ops) {
                 Ok(()) => true,
                 Err(detail) => {
                     let e = RecordError::Projection {

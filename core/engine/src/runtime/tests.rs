@@ -36,6 +36,8 @@ struct Options {
     on_error: BadRecordPolicy,
     max_events: usize,
     max_wait_ms: u64,
+    /// Sinks writing the store (`sink.parallelism`).
+    writers: usize,
 }
 
 impl Options {
@@ -53,6 +55,7 @@ impl Default for Options {
             on_error: BadRecordPolicy::Fail,
             max_events: 1_000,
             max_wait_ms: 10,
+            writers: 1,
         }
     }
 }
@@ -67,7 +70,9 @@ fn start(log: &MemLog, store: &MemStore, o: Options) -> Run {
         source: Box::new(log.source()),
         decoder: decoder.clone(),
         transform: Transform::new(&file).expect("the test pipeline compiles"),
-        sink: Box::new(store.sink()),
+        sinks: (0..o.writers)
+            .map(|_| Box::new(store.sink()) as Box<dyn crate::sink::Sink>)
+            .collect(),
         dead_letters: Some(dlq.clone()),
         policies: Policies {
             on_error: o.on_error,
@@ -402,5 +407,109 @@ async fn a_redelivery_below_the_checkpoint_is_dropped_and_a_replay_changes_nothi
     b.until_checkpoint(4).await;
     assert_eq!(store.row("k"), before);
     assert_eq!(store.int("k", "total"), Some(3));
+    b.stop().await.unwrap();
+}
+
+/// Partition `p` of topic `t`.
+fn part(p: i32) -> TopicPartition {
+    (Arc::from("t"), p)
+}
+
+/// `Add <key> 1` for keys k0..k11 over four partitions (key `kN` in partition N mod 4),
+/// `rounds` times, and the four partitions assigned from the start.
+fn feed_four_partitions(r: &Run, rounds: usize) {
+    for _ in 0..rounds {
+        for k in 0..12 {
+            let line = format!("Add k{k} 1");
+            r.log
+                .append(&part(k % 4), &format!("k{k}"), line.as_bytes());
+        }
+    }
+    r.log
+        .assign(&(0..4).map(|p| (part(p), None)).collect::<Vec<_>>());
+}
+
+async fn until_partitions_at(r: &Run, next: i64) {
+    until(|| (0..4).all(|p| r.store.checkpoint(&part(p)) == Some(next))).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn parallel_writers_each_commit_their_partitions_and_a_failed_one_is_retried_alone() {
+    let r = fresh(Options {
+        writers: 2,
+        max_events: 10,
+        ..Options::default()
+    });
+    r.store.inject(Fault::Fail(SinkError::Unavailable(
+        "connection reset".into(),
+    )));
+    feed_four_partitions(&r, 5);
+    // 12 keys × 5 rounds = 60 records, 15 per partition.
+    until_partitions_at(&r, 15).await;
+    for k in 0..12 {
+        assert_eq!(r.store.int(&format!("k{k}"), "total"), Some(5), "k{k}");
+    }
+    assert_eq!(r.stats.applied.load(Ordering::Relaxed), 60);
+    let (attempts, commits) = r.store.writes();
+    assert_eq!(attempts - commits, 1, "one failure, retried once");
+    r.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_row_in_one_writer_is_found_alone_and_the_other_writer_is_not_replayed() {
+    let r = fresh(Options {
+        on_error: BadRecordPolicy::DeadLetter,
+        writers: 2,
+        ..Options::default()
+    });
+    // k5 lives in partition 1 (writer 1); partitions 0 and 2 (writer 0) commit as a batch.
+    r.store.reject_key("k5");
+    feed_four_partitions(&r, 2);
+    until_partitions_at(&r, 6).await;
+    for k in 0..12 {
+        let expected = if k == 5 { None } else { Some(2) };
+        assert_eq!(r.store.int(&format!("k{k}"), "total"), expected, "k{k}");
+    }
+    let sent = r.dlq.sent();
+    assert_eq!(sent.len(), 2, "both records of k5, nothing else: {sent:?}");
+    assert!(sent.iter().all(|(raw, _)| raw.position.partition == 1));
+    r.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_writer_fenced_on_one_partition_reloads_every_checkpoint_and_applies_nothing_twice() {
+    let (log, store) = (MemLog::default(), MemStore::default());
+    let a = start(
+        &log,
+        &store,
+        Options {
+            writers: 4,
+            ..Options::default()
+        },
+    );
+    feed_four_partitions(&a, 1);
+    until_partitions_at(&a, 3).await;
+    a.stop().await.unwrap();
+    // B holds a stale view of partition 3 only: its writer 3 is fenced, the others commit.
+    let b = start(
+        &log,
+        &store,
+        Options {
+            writers: 4,
+            ..Options::default()
+        },
+    );
+    for k in 0..12 {
+        let line = format!("Add k{k} 1");
+        log.append(&part(k % 4), &format!("k{k}"), line.as_bytes());
+    }
+    let mut assigned: Vec<_> = (0..3).map(|p| (part(p), Some(3))).collect();
+    assigned.push((part(3), None));
+    log.assign(&assigned);
+    until_partitions_at(&b, 6).await;
+    for k in 0..12 {
+        assert_eq!(store.int(&format!("k{k}"), "total"), Some(2), "k{k}");
+    }
+    assert!(log.seeks().contains(&(part(3), 3)), "{:?}", log.seeks());
     b.stop().await.unwrap();
 }

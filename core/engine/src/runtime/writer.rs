@@ -1,12 +1,13 @@
 //! How a batch becomes durable.
 //!
-//! A batch is handed to a write task that owns the sink for the duration and retries
-//! transient failures until the batch and its checkpoint commit together. Exactly one write
-//! is in flight: the next batch is collected meanwhile, but its expected checkpoint values
-//! are only computed once this write has settled, so the compare-and-set chain stays in
-//! order. Settling applies the outcome: counters and the advisory commit on success,
-//! checkpoint reload and seek when fenced, the record-by-record fallback when the sink
-//! rejected a row, and a stop for anything fatal.
+//! A batch is handed to one write task per writer holding some of its partitions; each
+//! task owns its writer's sink for the duration and retries transient failures until its
+//! part of the batch and its partitions' checkpoints commit together. Exactly one batch is
+//! in flight: the next is collected meanwhile, but its expected checkpoint values are only
+//! computed once every write of this one has settled, so the compare-and-set chain of each
+//! partition stays in order. Settling applies each writer's outcome: counters and the
+//! advisory commit on success, checkpoint reload and seek when fenced, the record-by-record
+//! fallback when the sink rejected a row, and a stop for anything fatal.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::stats::Committed;
-use super::{Backoff, Pending, Runner, Stop, sleep_or_shutdown};
+use super::{Backoff, Pending, Runner, Stop, lane, sleep_or_shutdown};
 use crate::batch::{Compactor, Entry};
 use crate::error::{ErrorClass, RecordError, SinkError};
 use crate::event::RawRecord;
@@ -28,9 +29,17 @@ use crate::sink::{CheckpointAdvance, Sink};
 /// (each try may itself wait for the source: Kafka's up to 2 s).
 const SEEK_ATTEMPTS: u32 = 5;
 
-/// A batch being written.
+/// A batch being written: one write per writer that holds some of its partitions.
 pub(super) struct InFlight {
+    writes: Vec<Write>,
+}
+
+/// One writer's part of a batch.
+struct Write {
     task: JoinHandle<Outcome>,
+    /// Kept once the task has ended, so waiting for the others can be cancelled and
+    /// resumed (the pipeline loop selects on it) without losing it.
+    outcome: Option<Outcome>,
     records: Vec<(RawRecord, bool)>,
     advances: Vec<CheckpointAdvance>,
 }
@@ -45,16 +54,21 @@ pub(super) enum Outcome {
     Failed(SinkError),
 }
 
-/// Resolves when the in-flight write has finished; pending forever when there is none.
-pub(super) async fn finished(in_flight: &mut Option<InFlight>) -> Outcome {
-    match in_flight {
-        Some(f) => match (&mut f.task).await {
-            Ok(outcome) => outcome,
-            Err(e) => Outcome::Failed(SinkError::Incompatible(format!(
-                "the write task failed: {e}"
-            ))),
-        },
-        None => std::future::pending().await,
+/// Resolves when every write of the in-flight batch has finished; pending forever when
+/// there is none. Cancel-safe: outcomes are kept in the batch as they come.
+pub(super) async fn finished(in_flight: &mut Option<InFlight>) {
+    let Some(f) = in_flight else {
+        return std::future::pending().await;
+    };
+    for w in &mut f.writes {
+        if w.outcome.is_none() {
+            w.outcome = Some(match (&mut w.task).await {
+                Ok(outcome) => outcome,
+                Err(e) => Outcome::Failed(SinkError::Incompatible(format!(
+                    "the write task failed: {e}"
+                ))),
+            });
+        }
     }
 }
 
@@ -100,36 +114,57 @@ async fn write_task(
 }
 
 impl Runner {
-    /// Hands the collected batch to a write task, after the previous write has settled.
+    /// Hands the collected batch to one write task per writer it concerns, after the
+    /// previous batch has settled.
     pub(super) async fn flush(&mut self) -> Result<(), Stop> {
         self.settle().await?;
         if self.pending.advances.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.pending);
-        let advances: Vec<CheckpointAdvance> = batch
-            .advances
-            .iter()
-            .map(|(tp, next)| CheckpointAdvance {
+        let writers = self.sinks.len();
+        let batch = std::mem::replace(&mut self.pending, Pending::new(writers));
+        let mut advances: Vec<Vec<CheckpointAdvance>> = vec![Vec::new(); writers];
+        for (tp, next) in &batch.advances {
+            advances[self.lane_of(tp)].push(CheckpointAdvance {
                 topic: tp.0.clone(),
                 partition: tp.1,
                 expected: self.partitions.get(tp).and_then(|s| s.stored),
                 next: *next,
-            })
-            .collect();
-        let task = tokio::spawn(write_task(
-            self.name.clone(),
-            self.sink.clone(),
-            batch.compactor.into_entries(),
-            advances.clone(),
-            batch.records.len(),
-            self.shutdown.clone(),
-        ));
-        self.in_flight = Some(InFlight {
-            task,
-            records: batch.records,
-            advances,
-        });
+            });
+        }
+        let mut records: Vec<Vec<(RawRecord, bool)>> = match writers {
+            1 => vec![batch.records],
+            _ => {
+                let mut split = vec![Vec::new(); writers];
+                for r in batch.records {
+                    split[lane(r.0.position.partition, writers)].push(r);
+                }
+                split
+            }
+        };
+        let mut writes = Vec::with_capacity(writers);
+        for (i, (advances, entries)) in advances.into_iter().zip(batch.lanes).enumerate() {
+            if advances.is_empty() {
+                // No record of this writer's partitions: nothing to fold either.
+                continue;
+            }
+            let records = std::mem::take(&mut records[i]);
+            let task = tokio::spawn(write_task(
+                self.name.clone(),
+                self.sinks[i].clone(),
+                entries.into_entries(),
+                advances.clone(),
+                records.len(),
+                self.shutdown.clone(),
+            ));
+            writes.push(Write {
+                task,
+                outcome: None,
+                records,
+                advances,
+            });
+        }
+        self.in_flight = Some(InFlight { writes });
         Ok(())
     }
 
@@ -139,36 +174,54 @@ impl Runner {
         self.settle().await
     }
 
-    /// Waits for the in-flight write, if any, and applies its outcome.
+    /// Waits for the in-flight batch, if any, and applies its outcome.
     pub(super) async fn settle(&mut self) -> Result<(), Stop> {
         if self.in_flight.is_none() {
             return Ok(());
         }
-        let outcome = finished(&mut self.in_flight).await;
-        self.settle_finished(outcome).await
+        finished(&mut self.in_flight).await;
+        self.settle_finished().await
     }
 
-    /// Applies the outcome of the in-flight write, which has finished.
-    pub(super) async fn settle_finished(&mut self, outcome: Outcome) -> Result<(), Stop> {
+    /// Applies the outcomes of the in-flight batch, whose writes have all finished. What
+    /// committed is counted first, whatever happened to the other writers; then a fatal
+    /// error stops, shutdown stops, fencing reloads every checkpoint (a rejected writer's
+    /// records are read again after the seek), and a rejected writer's records are
+    /// written one by one.
+    pub(super) async fn settle_finished(&mut self) -> Result<(), Stop> {
         let Some(f) = self.in_flight.take() else {
             return Ok(());
         };
-        match outcome {
-            Outcome::Written => {
-                self.committed(&f.advances, &f.records);
-                Ok(())
+        let (mut failed, mut abandoned, mut fenced) = (None, false, None);
+        let mut rejected = Vec::new();
+        for w in f.writes {
+            match w.outcome.expect("settled after every write finished") {
+                Outcome::Written => self.committed(&w.advances, &w.records),
+                Outcome::Abandoned => abandoned = true,
+                Outcome::Failed(e @ SinkError::Fenced { .. }) => fenced = Some(e),
+                Outcome::Failed(e @ SinkError::Rejected { .. }) => rejected.push((e, w.records)),
+                Outcome::Failed(e) => {
+                    failed.get_or_insert(e);
+                }
             }
-            Outcome::Abandoned => Err(Stop::Shutdown),
-            Outcome::Failed(e @ SinkError::Fenced { .. }) => {
-                warn!(pipeline = %self.name, error = %e, "fenced: reloading checkpoints and seeking");
-                self.recover_from_fencing().await
-            }
-            Outcome::Failed(e @ SinkError::Rejected { .. }) => {
-                warn!(pipeline = %self.name, error = %e, "sink rejected a row; writing this batch record by record");
-                self.write_one_by_one(f.records).await
-            }
-            Outcome::Failed(e) => Err(self.fatal(e.to_string())),
         }
+        if let Some(e) = failed {
+            return Err(self.fatal(e.to_string()));
+        }
+        if abandoned {
+            return Err(Stop::Shutdown);
+        }
+        if let Some(e) = fenced {
+            warn!(pipeline = %self.name, error = %e, "fenced: reloading checkpoints and seeking");
+            return self.recover_from_fencing().await;
+        }
+        for (e, records) in rejected {
+            warn!(pipeline = %self.name, error = %e, "sink rejected a row; writing this batch record by record");
+            if !self.write_one_by_one(records).await? {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn committed(&mut self, advances: &[CheckpointAdvance], records: &[(RawRecord, bool)]) {
@@ -201,7 +254,7 @@ impl Runner {
     /// Another writer moved our checkpoints: take the sink's word for every partition we
     /// hold, seek there, and drop the batch being collected (its records are read again).
     async fn recover_from_fencing(&mut self) -> Result<(), Stop> {
-        self.pending = Pending::default();
+        self.pending = Pending::new(self.sinks.len());
         let held: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
         let mut backoff = Backoff::new();
         let stored = loop {
@@ -261,7 +314,9 @@ impl Runner {
     /// The slow path when the sink rejects a row a set-based statement cannot pin down:
     /// each record is written alone with its own checkpoint advance, and a rejected one
     /// follows the bad-record policy (then its offset advances with nothing applied).
-    async fn write_one_by_one(&mut self, records: Vec<(RawRecord, bool)>) -> Result<(), Stop> {
+    /// Returns `false` when fencing cut it short: every checkpoint was reloaded and the
+    /// source moved there, so nothing older may be written after it.
+    async fn write_one_by_one(&mut self, records: Vec<(RawRecord, bool)>) -> Result<bool, Stop> {
         for (raw, has_op) in records {
             let tp: TopicPartition = (raw.position.topic.clone(), raw.position.partition);
             let advance = [CheckpointAdvance {
@@ -286,7 +341,8 @@ impl Runner {
             let mut entries = compactor.into_entries();
             let mut backoff = Backoff::new();
             loop {
-                let written = self.sink.lock().await.write(&entries, &advance).await;
+                let sink = &self.sinks[self.lane_of(&tp)];
+                let written = sink.lock().await.write(&entries, &advance).await;
                 match written {
                     Ok(()) => break,
                     Err(e @ SinkError::Rejected { .. }) if !entries.is_empty() => {
@@ -299,7 +355,8 @@ impl Runner {
                     }
                     Err(e @ SinkError::Fenced { .. }) => {
                         warn!(pipeline = %self.name, error = %e, "fenced");
-                        return self.recover_from_fencing().await;
+                        self.recover_from_fencing().await?;
+                        return Ok(false);
                     }
                     Err(e) if e.class() == ErrorClass::Retriable => {
                         let wait = backoff.wait();
@@ -313,6 +370,6 @@ impl Runner {
             }
             self.committed(&advance, std::slice::from_ref(&(raw, has_op)));
         }
-        Ok(())
+        Ok(true)
     }
 }

@@ -116,7 +116,7 @@ impl Mem {
             source: Box::new(reader.source()),
             decoder: Arc::new(TextDecoder::default()),
             transform: Transform::new(&self.file).expect("the test pipeline compiles"),
-            sink: Box::new(store.sink()),
+            sinks: vec![Box::new(store.sink())],
             dead_letters: None,
             policies: Policies {
                 on_error: BadRecordPolicy::Fail,
