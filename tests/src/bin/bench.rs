@@ -353,6 +353,10 @@ async fn main() {
     );
     println!("| sinkd peak RSS | {:.1} MiB |", rss as f64 / 1024.0);
     println!("| start-up: process start → first committed batch | {first_commit_secs:.2} s |");
+    println!(
+        "| sinkd from the first commit to caught up (start-up excluded) | {:.0} events/s |",
+        args.events as f64 / (sinkd_secs - first_commit_secs)
+    );
     println!("| final rows (exact: {exact}) | {final_rows} |");
     println!(
         "| {} of the final rows | {baseline_rate:.0} rows/s ({} in {:.2} s) |",
