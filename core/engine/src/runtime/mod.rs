@@ -11,14 +11,16 @@
 //!   or stops the pipeline, per policy.
 //! - Per-key order: records are folded in partition order; one operation per key per batch;
 //!   batches are written one at a time, in order.
-//! - Parallel writers: with `sink.parallelism: N` a batch is split by partition into N
-//!   groups (partition p goes to writer p mod N), each written by its own sink connection
-//!   in its own transaction with the checkpoints of its partitions. A key lives in one
-//!   partition, so its operations stay in one writer; the writers of a batch all settle
-//!   before the next batch is handed over, so each partition's compare-and-set chain
-//!   stays in order.
-//! - Bounded memory: at most two batches are held (one being written, one being
-//!   collected), plus the source's bounded queue.
+//! - Parallel writers: with `sink.parallelism: N` the records are split by partition
+//!   into N lanes (partition p goes to lane p mod N), each with its own batch, its own
+//!   sink connection and its own write in flight, committing its partitions'
+//!   checkpoints. A key lives in one partition, so its operations stay in one lane; a
+//!   lane hands over its next batch only after its previous write has settled, so each
+//!   partition's compare-and-set chain stays in order. Lanes are independent because
+//!   Kafka delivers partitions in runs (a fetch brings thousands of one partition's
+//!   records): while one lane writes its run, the next lane collects.
+//! - Bounded memory: per lane at most two batches are held (one being written, one
+//!   being collected), plus the source's bounded queue.
 //! - Hand-over: on revocation the batches in hand are written before the partition is
 //!   released.
 //!
@@ -110,10 +112,10 @@ struct PartitionState {
     next: i64,
 }
 
-/// The batch being collected.
+/// The batch being collected by a lane.
+#[derive(Default)]
 struct Pending {
-    /// One compactor per writer: each partition's operations fold into its writer's.
-    lanes: Vec<Compactor>,
+    compactor: Compactor,
     /// Every record of the batch, and whether it produced an operation (kept for the
     /// one-by-one fallback when the sink rejects a row).
     records: Vec<(RawRecord, bool)>,
@@ -122,21 +124,12 @@ struct Pending {
     started: Option<Instant>,
 }
 
-impl Pending {
-    /// An empty batch for `writers` writers.
-    fn new(writers: usize) -> Pending {
-        Pending {
-            lanes: (0..writers).map(|_| Compactor::new()).collect(),
-            records: Vec::new(),
-            advances: HashMap::new(),
-            started: None,
-        }
-    }
-}
-
-/// The writer of `partition` among `writers`.
-fn lane(partition: i32, writers: usize) -> usize {
-    partition.rem_euclid(writers as i32) as usize
+/// One writer: its sink, the batch it collects and its write in flight.
+struct Lane {
+    /// Shared with the write task; only one write holds it at a time.
+    sink: Arc<Mutex<Box<dyn Sink>>>,
+    pending: Pending,
+    in_flight: Option<InFlight>,
 }
 
 /// The running state of a pipeline.
@@ -145,8 +138,8 @@ struct Runner {
     source: Box<dyn Source>,
     decoder: Arc<dyn Decoder>,
     transform: Transform,
-    /// One per writer, shared with its write task; only one write holds each at a time.
-    sinks: Vec<Arc<Mutex<Box<dyn Sink>>>>,
+    /// One per writer (`sink.parallelism`); partition p is written by lane p mod len.
+    lanes: Vec<Lane>,
     checkpoints: Arc<dyn CheckpointReader>,
     dead_letters: Option<Arc<dyn DeadLetters>>,
     policies: Policies,
@@ -154,8 +147,6 @@ struct Runner {
     stats: Arc<PipelineStats>,
     shutdown: watch::Receiver<bool>,
     partitions: HashMap<TopicPartition, PartitionState>,
-    pending: Pending,
-    in_flight: Option<InFlight>,
 }
 
 impl Pipeline {
@@ -165,14 +156,17 @@ impl Pipeline {
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
         assert!(!self.sinks.is_empty(), "a pipeline needs a sink");
         let checkpoints = self.sinks[0].checkpoint_reader();
-        let writers = self.sinks.len();
         let mut runner = Runner {
             name: self.name,
             source: self.source,
             decoder: self.decoder,
             transform: self.transform,
-            sinks: (self.sinks.into_iter())
-                .map(|s| Arc::new(Mutex::new(s)))
+            lanes: (self.sinks.into_iter())
+                .map(|sink| Lane {
+                    sink: Arc::new(Mutex::new(sink)),
+                    pending: Pending::default(),
+                    in_flight: None,
+                })
                 .collect(),
             checkpoints,
             dead_letters: self.dead_letters,
@@ -181,8 +175,6 @@ impl Pipeline {
             stats: self.stats,
             shutdown,
             partitions: HashMap::new(),
-            pending: Pending::new(writers),
-            in_flight: None,
         };
         let result = runner.run().await;
         runner.stats.released();
@@ -203,15 +195,18 @@ impl Runner {
         info!(pipeline = %self.name, "pipeline running");
         let mut trouble = Backoff::new();
         loop {
-            let deadline = self.pending.started.map(|s| s + max_wait);
-            let writing = self.in_flight.is_some();
+            let deadline = (self.lanes.iter())
+                .filter_map(|l| l.pending.started)
+                .min()
+                .map(|s| s + max_wait);
+            let writing = self.lanes.iter().any(|l| l.in_flight.is_some());
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => return self.shut_down().await,
-                _ = writer::finished(&mut self.in_flight), if writing => {
-                    self.settle_finished().await?;
+                lane = writer::any_finished(&mut self.lanes), if writing => {
+                    self.settle_finished(lane).await?;
                 }
-                _ = sleep_until_opt(deadline) => self.flush().await?,
+                _ = sleep_until_opt(deadline) => self.flush_due(max_wait).await?,
                 item = self.source.next() => {
                     let item = match item {
                         Ok(item) => item,
@@ -229,8 +224,8 @@ impl Runner {
                         }
                         return Err(stop);
                     }
-                    if self.pending.records.len() >= self.batch.max_events {
-                        self.flush().await?;
+                    if let Some(lane) = self.full_lane() {
+                        self.flush(lane).await?;
                     }
                 }
             }
@@ -287,9 +282,15 @@ impl Runner {
         matches!(done, Ok(Ok(())))
     }
 
-    /// The writer of partition `tp`.
+    /// The lane of partition `tp`.
     fn lane_of(&self, tp: &TopicPartition) -> usize {
-        lane(tp.1, self.sinks.len())
+        tp.1.rem_euclid(self.lanes.len() as i32) as usize
+    }
+
+    /// A lane whose batch has reached `max_events`, if one has (only the lane the last
+    /// record went to can have).
+    fn full_lane(&self) -> Option<usize> {
+        (self.lanes.iter()).position(|l| l.pending.records.len() >= self.batch.max_events)
     }
 
     /// Waits before a retry; [`Stop::Shutdown`] if shutdown is asked meanwhile.
@@ -329,7 +330,7 @@ impl Runner {
     /// Opens every writer's sink, one after the other: opening prepares the checkpoint
     /// storage, which concurrent openers would race to create.
     async fn open_sinks(&mut self) -> Result<(), Stop> {
-        for i in 0..self.sinks.len() {
+        for i in 0..self.lanes.len() {
             self.open_sink(i).await?;
         }
         self.stats.connected.store(true, Ordering::Relaxed);
@@ -339,7 +340,7 @@ impl Runner {
     async fn open_sink(&mut self, writer: usize) -> Result<(), Stop> {
         let mut backoff = Backoff::new();
         loop {
-            let opened = self.sinks[writer].lock().await.open().await;
+            let opened = self.lanes[writer].sink.lock().await.open().await;
             match opened {
                 Ok(()) => return Ok(()),
                 Err(e) if e.class() == ErrorClass::Retriable => {

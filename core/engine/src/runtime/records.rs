@@ -31,7 +31,7 @@ impl Runner {
         self.stats.consumed.fetch_add(1, Ordering::Relaxed);
         let lane = self.lane_of(&tp);
         let has_op = match self.to_ops(&raw).await? {
-            Some(ops) => match self.pending.lanes[lane].push_all(ops) {
+            Some(ops) => match self.lanes[lane].pending.compactor.push_all(ops) {
                 Ok(()) => true,
                 Err(detail) => {
                     let e = RecordError::Projection {
@@ -44,9 +44,10 @@ impl Runner {
             },
             None => false,
         };
-        self.pending.advances.insert(tp, raw.position.offset + 1);
-        self.pending.started.get_or_insert_with(Instant::now);
-        self.pending.records.push((raw, has_op));
+        let pending = &mut self.lanes[lane].pending;
+        pending.advances.insert(tp, raw.position.offset + 1);
+        pending.started.get_or_insert_with(Instant::now);
+        pending.records.push((raw, has_op));
         Ok(())
     }
 

@@ -513,3 +513,30 @@ async fn a_writer_fenced_on_one_partition_reloads_every_checkpoint_and_applies_n
     assert!(log.seeks().contains(&(part(3), 3)), "{:?}", log.seeks());
     b.stop().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lane_whose_write_hangs_does_not_hold_up_the_others() {
+    let r = fresh(Options {
+        writers: 2,
+        max_events: 3,
+        ..Options::default()
+    });
+    let (release, stalled) = tokio::sync::oneshot::channel();
+    r.store.inject(Fault::Stall(stalled));
+    for i in 0..3 {
+        r.log.append(&part(0), "a", format!("Add a {i}").as_bytes());
+    }
+    r.log.assign(&[(part(0), None), (part(1), None)]);
+    until(|| r.store.writes().0 == 1).await;
+    // Partition 0's lane hangs in its write; partition 1's lane writes on.
+    for i in 0..9 {
+        r.log.append(&part(1), "b", format!("Add b {i}").as_bytes());
+    }
+    until(|| r.store.checkpoint(&part(1)) == Some(9)).await;
+    assert_eq!(r.store.checkpoint(&part(0)), None, "still hanging");
+    assert_eq!(r.store.int("b", "total"), Some((0..9).sum()));
+    let _ = release.send(());
+    until(|| r.store.checkpoint(&part(0)) == Some(3)).await;
+    assert_eq!(r.store.int("a", "total"), Some(3));
+    r.stop().await.unwrap();
+}

@@ -1,24 +1,26 @@
 //! How a batch becomes durable.
 //!
-//! A batch is handed to one write task per writer holding some of its partitions; each
-//! task owns its writer's sink for the duration and retries transient failures until its
-//! part of the batch and its partitions' checkpoints commit together. Exactly one batch is
-//! in flight: the next is collected meanwhile, but its expected checkpoint values are only
-//! computed once every write of this one has settled, so the compare-and-set chain of each
-//! partition stays in order. Settling applies each writer's outcome: counters and the
-//! advisory commit on success, checkpoint reload and seek when fenced, the record-by-record
-//! fallback when the sink rejected a row, and a stop for anything fatal.
+//! Each lane hands its batch to a write task that owns the lane's sink for the duration
+//! and retries transient failures until the batch and its partitions' checkpoints commit
+//! together. A lane has exactly one write in flight: its next batch is collected
+//! meanwhile, but that batch's expected checkpoint values are only computed once this
+//! write has settled, so each partition's compare-and-set chain stays in order. Lanes
+//! write at the same time. Settling applies a lane's outcome: counters and the advisory
+//! commit on success, checkpoint reload and seek when fenced (after every other lane
+//! has settled), the record-by-record fallback when the sink rejected a row, and a stop
+//! for anything fatal.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::task::Poll;
 
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use tokio::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use super::stats::Committed;
-use super::{Backoff, Pending, Runner, Stop, lane, sleep_or_shutdown};
+use super::{Backoff, Lane, Pending, Runner, Stop, sleep_or_shutdown};
 use crate::batch::{Compactor, Entry};
 use crate::error::{ErrorClass, RecordError, SinkError};
 use crate::event::RawRecord;
@@ -29,16 +31,11 @@ use crate::sink::{CheckpointAdvance, Sink};
 /// (each try may itself wait for the source: Kafka's up to 2 s).
 const SEEK_ATTEMPTS: u32 = 5;
 
-/// A batch being written: one write per writer that holds some of its partitions.
+/// A lane's batch being written.
 pub(super) struct InFlight {
-    writes: Vec<Write>,
-}
-
-/// One writer's part of a batch.
-struct Write {
     task: JoinHandle<Outcome>,
-    /// Kept once the task has ended, so waiting for the others can be cancelled and
-    /// resumed (the pipeline loop selects on it) without losing it.
+    /// Kept once the task has ended, so that waiting on several lanes can be cancelled
+    /// and resumed (the pipeline loop selects on it) without losing an outcome.
     outcome: Option<Outcome>,
     records: Vec<(RawRecord, bool)>,
     advances: Vec<CheckpointAdvance>,
@@ -54,22 +51,53 @@ pub(super) enum Outcome {
     Failed(SinkError),
 }
 
-/// Resolves when every write of the in-flight batch has finished; pending forever when
-/// there is none. Cancel-safe: outcomes are kept in the batch as they come.
-pub(super) async fn finished(in_flight: &mut Option<InFlight>) {
-    let Some(f) = in_flight else {
-        return std::future::pending().await;
-    };
-    for w in &mut f.writes {
-        if w.outcome.is_none() {
-            w.outcome = Some(match (&mut w.task).await {
-                Ok(outcome) => outcome,
-                Err(e) => Outcome::Failed(SinkError::Incompatible(format!(
-                    "the write task failed: {e}"
-                ))),
-            });
-        }
+/// Polls a write task, keeping its outcome once it has ended; true when it has.
+fn poll_ended(f: &mut InFlight, cx: &mut std::task::Context<'_>) -> bool {
+    if f.outcome.is_none()
+        && let Poll::Ready(joined) = std::pin::Pin::new(&mut f.task).poll(cx)
+    {
+        f.outcome = Some(joined.unwrap_or_else(|e| {
+            Outcome::Failed(SinkError::Incompatible(format!(
+                "the write task failed: {e}"
+            )))
+        }));
     }
+    f.outcome.is_some()
+}
+
+/// Resolves with a lane whose write has ended; pending forever when none is writing.
+/// Cancel-safe: outcomes are kept in the lanes as they come.
+pub(super) async fn any_finished(lanes: &mut [Lane]) -> usize {
+    std::future::poll_fn(|cx| {
+        let mut ended = None;
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            if let Some(f) = &mut lane.in_flight
+                && poll_ended(f, cx)
+            {
+                ended.get_or_insert(i);
+            }
+        }
+        match ended {
+            Some(i) => Poll::Ready(i),
+            None => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Resolves when the lane's write (if any) has ended.
+async fn finished(lane: &mut Lane) {
+    std::future::poll_fn(|cx| {
+        let ended = match &mut lane.in_flight {
+            Some(f) => poll_ended(f, cx),
+            None => true,
+        };
+        match ended {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        }
+    })
+    .await
 }
 
 async fn write_task(
@@ -114,114 +142,121 @@ async fn write_task(
 }
 
 impl Runner {
-    /// Hands the collected batch to one write task per writer it concerns, after the
-    /// previous batch has settled.
-    pub(super) async fn flush(&mut self) -> Result<(), Stop> {
-        self.settle().await?;
-        if self.pending.advances.is_empty() {
+    /// Hands lane `i`'s collected batch to a write task, after its previous write has
+    /// settled.
+    pub(super) async fn flush(&mut self, i: usize) -> Result<(), Stop> {
+        self.settle(i).await?;
+        if self.lanes[i].pending.advances.is_empty() {
             return Ok(());
         }
-        let writers = self.sinks.len();
-        let batch = std::mem::replace(&mut self.pending, Pending::new(writers));
-        let mut advances: Vec<Vec<CheckpointAdvance>> = vec![Vec::new(); writers];
-        for (tp, next) in &batch.advances {
-            advances[self.lane_of(tp)].push(CheckpointAdvance {
+        let batch = std::mem::take(&mut self.lanes[i].pending);
+        let advances: Vec<CheckpointAdvance> = batch
+            .advances
+            .iter()
+            .map(|(tp, next)| CheckpointAdvance {
                 topic: tp.0.clone(),
                 partition: tp.1,
                 expected: self.partitions.get(tp).and_then(|s| s.stored),
                 next: *next,
-            });
-        }
-        let mut records: Vec<Vec<(RawRecord, bool)>> = match writers {
-            1 => vec![batch.records],
-            _ => {
-                let mut split = vec![Vec::new(); writers];
-                for r in batch.records {
-                    split[lane(r.0.position.partition, writers)].push(r);
-                }
-                split
-            }
-        };
-        let mut writes = Vec::with_capacity(writers);
-        for (i, (advances, entries)) in advances.into_iter().zip(batch.lanes).enumerate() {
-            if advances.is_empty() {
-                // No record of this writer's partitions: nothing to fold either.
-                continue;
-            }
-            let records = std::mem::take(&mut records[i]);
-            let task = tokio::spawn(write_task(
-                self.name.clone(),
-                self.sinks[i].clone(),
-                entries.into_entries(),
-                advances.clone(),
-                records.len(),
-                self.shutdown.clone(),
-            ));
-            writes.push(Write {
-                task,
-                outcome: None,
-                records,
-                advances,
-            });
-        }
-        self.in_flight = Some(InFlight { writes });
+            })
+            .collect();
+        let task = tokio::spawn(write_task(
+            self.name.clone(),
+            self.lanes[i].sink.clone(),
+            batch.compactor.into_entries(),
+            advances.clone(),
+            batch.records.len(),
+            self.shutdown.clone(),
+        ));
+        self.lanes[i].in_flight = Some(InFlight {
+            task,
+            outcome: None,
+            records: batch.records,
+            advances,
+        });
         Ok(())
     }
 
-    /// Writes everything in hand and waits until it is durable.
+    /// Hands over every lane's batch that has waited `max_wait`.
+    pub(super) async fn flush_due(&mut self, max_wait: Duration) -> Result<(), Stop> {
+        let now = Instant::now();
+        for i in 0..self.lanes.len() {
+            if self.lanes[i]
+                .pending
+                .started
+                .is_some_and(|s| s + max_wait <= now)
+            {
+                self.flush(i).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes everything in hand, in every lane, and waits until it is durable.
     pub(super) async fn drain(&mut self) -> Result<(), Stop> {
-        self.flush().await?;
-        self.settle().await
+        for i in 0..self.lanes.len() {
+            self.flush(i).await?;
+        }
+        for i in 0..self.lanes.len() {
+            self.settle(i).await?;
+        }
+        Ok(())
     }
 
-    /// Waits for the in-flight batch, if any, and applies its outcome.
-    pub(super) async fn settle(&mut self) -> Result<(), Stop> {
-        if self.in_flight.is_none() {
+    /// Waits for lane `i`'s write, if any, and applies its outcome.
+    pub(super) async fn settle(&mut self, i: usize) -> Result<(), Stop> {
+        if self.lanes[i].in_flight.is_none() {
             return Ok(());
         }
-        finished(&mut self.in_flight).await;
-        self.settle_finished().await
+        finished(&mut self.lanes[i]).await;
+        self.settle_finished(i).await
     }
 
-    /// Applies the outcomes of the in-flight batch, whose writes have all finished. What
-    /// committed is counted first, whatever happened to the other writers; then a fatal
-    /// error stops, shutdown stops, fencing reloads every checkpoint (a rejected writer's
-    /// records are read again after the seek), and a rejected writer's records are
-    /// written one by one.
-    pub(super) async fn settle_finished(&mut self) -> Result<(), Stop> {
-        let Some(f) = self.in_flight.take() else {
+    /// Applies the outcome of lane `i`'s write, which has ended.
+    pub(super) async fn settle_finished(&mut self, i: usize) -> Result<(), Stop> {
+        let Some(f) = self.lanes[i].in_flight.take() else {
             return Ok(());
         };
-        let (mut failed, mut abandoned, mut fenced) = (None, false, None);
-        let mut rejected = Vec::new();
-        for w in f.writes {
-            match w.outcome.expect("settled after every write finished") {
-                Outcome::Written => self.committed(&w.advances, &w.records),
+        match f.outcome.expect("settled after the write ended") {
+            Outcome::Written => {
+                self.committed(&f.advances, &f.records);
+                Ok(())
+            }
+            Outcome::Abandoned => Err(Stop::Shutdown),
+            Outcome::Failed(e @ SinkError::Fenced { .. }) => {
+                warn!(pipeline = %self.name, error = %e, "fenced: reloading checkpoints and seeking");
+                self.recover_from_fencing().await
+            }
+            Outcome::Failed(e @ SinkError::Rejected { .. }) => {
+                warn!(pipeline = %self.name, error = %e, "sink rejected a row; writing this batch record by record");
+                self.write_one_by_one(i, f.records).await
+            }
+            Outcome::Failed(e) => Err(self.fatal(e.to_string())),
+        }
+    }
+
+    /// Lets every write in flight end, counting what committed; the rest of their
+    /// records are read again after the seek that follows (their checkpoints did not
+    /// move). Used before reloading the checkpoints, so no write lands after the reload.
+    async fn quiesce(&mut self) -> Result<(), Stop> {
+        let mut abandoned = false;
+        for i in 0..self.lanes.len() {
+            finished(&mut self.lanes[i]).await;
+            let Some(f) = self.lanes[i].in_flight.take() else {
+                continue;
+            };
+            match f.outcome.expect("ended") {
+                Outcome::Written => self.committed(&f.advances, &f.records),
                 Outcome::Abandoned => abandoned = true,
-                Outcome::Failed(e @ SinkError::Fenced { .. }) => fenced = Some(e),
-                Outcome::Failed(e @ SinkError::Rejected { .. }) => rejected.push((e, w.records)),
                 Outcome::Failed(e) => {
-                    failed.get_or_insert(e);
+                    debug!(pipeline = %self.name, error = %e, "a write ended with an error while recovering; read again");
                 }
             }
         }
-        if let Some(e) = failed {
-            return Err(self.fatal(e.to_string()));
+        match abandoned {
+            true => Err(Stop::Shutdown),
+            false => Ok(()),
         }
-        if abandoned {
-            return Err(Stop::Shutdown);
-        }
-        if let Some(e) = fenced {
-            warn!(pipeline = %self.name, error = %e, "fenced: reloading checkpoints and seeking");
-            return self.recover_from_fencing().await;
-        }
-        for (e, records) in rejected {
-            warn!(pipeline = %self.name, error = %e, "sink rejected a row; writing this batch record by record");
-            if !self.write_one_by_one(records).await? {
-                break;
-            }
-        }
-        Ok(())
     }
 
     fn committed(&mut self, advances: &[CheckpointAdvance], records: &[(RawRecord, bool)]) {
@@ -254,7 +289,10 @@ impl Runner {
     /// Another writer moved our checkpoints: take the sink's word for every partition we
     /// hold, seek there, and drop the batch being collected (its records are read again).
     async fn recover_from_fencing(&mut self) -> Result<(), Stop> {
-        self.pending = Pending::new(self.sinks.len());
+        self.quiesce().await?;
+        for lane in &mut self.lanes {
+            lane.pending = Pending::default();
+        }
         let held: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
         let mut backoff = Backoff::new();
         let stored = loop {
@@ -314,9 +352,12 @@ impl Runner {
     /// The slow path when the sink rejects a row a set-based statement cannot pin down:
     /// each record is written alone with its own checkpoint advance, and a rejected one
     /// follows the bad-record policy (then its offset advances with nothing applied).
-    /// Returns `false` when fencing cut it short: every checkpoint was reloaded and the
-    /// source moved there, so nothing older may be written after it.
-    async fn write_one_by_one(&mut self, records: Vec<(RawRecord, bool)>) -> Result<bool, Stop> {
+    /// Written through lane `lane`'s sink, whose partitions the records are of.
+    async fn write_one_by_one(
+        &mut self,
+        lane: usize,
+        records: Vec<(RawRecord, bool)>,
+    ) -> Result<(), Stop> {
         for (raw, has_op) in records {
             let tp: TopicPartition = (raw.position.topic.clone(), raw.position.partition);
             let advance = [CheckpointAdvance {
@@ -341,7 +382,7 @@ impl Runner {
             let mut entries = compactor.into_entries();
             let mut backoff = Backoff::new();
             loop {
-                let sink = &self.sinks[self.lane_of(&tp)];
+                let sink = &self.lanes[lane].sink;
                 let written = sink.lock().await.write(&entries, &advance).await;
                 match written {
                     Ok(()) => break,
@@ -355,8 +396,7 @@ impl Runner {
                     }
                     Err(e @ SinkError::Fenced { .. }) => {
                         warn!(pipeline = %self.name, error = %e, "fenced");
-                        self.recover_from_fencing().await?;
-                        return Ok(false);
+                        return self.recover_from_fencing().await;
                     }
                     Err(e) if e.class() == ErrorClass::Retriable => {
                         let wait = backoff.wait();
@@ -370,6 +410,6 @@ impl Runner {
             }
             self.committed(&advance, std::slice::from_ref(&(raw, has_op)));
         }
-        Ok(true)
+        Ok(())
     }
 }
