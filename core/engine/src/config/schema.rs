@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use super::capture::CaptureFile;
 use super::model::PipelineFile;
 use crate::connector::Connectors;
-use crate::connector::spec::MAX_PARALLELISM;
+use crate::connector::spec::{MAX_PARALLELISM, parallelism_doc};
 
 /// The schema as JSON.
 pub fn json_schema(connectors: &Connectors) -> Value {
@@ -32,11 +32,7 @@ pub fn json_schema(connectors: &Connectors) -> Value {
     properties.insert(
         "parallelism".into(),
         json!({
-            "description": format!(
-                "Writers, each with its own connection and transaction: partition p is \
-                 written by writer p mod N with the checkpoints of its partitions. 1 (the \
-                 default) to {MAX_PARALLELISM}; the tantivy sink takes only 1."
-            ),
+            "description": parallelism_doc(),
             "type": "integer",
             "minimum": 1,
             "maximum": MAX_PARALLELISM

@@ -197,7 +197,11 @@ impl JsonSchema for SinkSpec {
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         schemars::json_schema!({
-            "description": "Exactly one sink, named by its kind, with that kind's settings (see Sinks); beside it, `parallelism`: writers, each with its own connection and transaction (partition p is written by writer p mod N with the checkpoints of its partitions), 1 (the default) to 32; the tantivy sink takes only 1.",
+            "description": format!(
+                "Exactly one sink, named by its kind, with that kind's settings (see Sinks); \
+                 beside it, `parallelism`: {}",
+                super::spec::parallelism_doc()
+            ),
             "type": "object",
             "minProperties": 1,
             "maxProperties": 2

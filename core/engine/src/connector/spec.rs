@@ -19,6 +19,15 @@ pub struct SinkSpec {
 /// The most writers a pipeline may have: each holds a database connection.
 pub const MAX_PARALLELISM: usize = 32;
 
+/// What `sink.parallelism` does, for the reference and the JSON Schema.
+pub fn parallelism_doc() -> String {
+    format!(
+        "Writers, each with its own connection and transaction: partition p is written by \
+         writer p mod N with the checkpoints of its partitions. 1 (the default) to \
+         {MAX_PARALLELISM}; the tantivy sink takes only 1."
+    )
+}
+
 impl SinkSpec {
     /// Settings `config` of `connector`, with one writer.
     pub fn new<C: Connector>(connector: Arc<C>, config: C::Config) -> SinkSpec {

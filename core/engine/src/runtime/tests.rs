@@ -415,15 +415,19 @@ fn part(p: i32) -> TopicPartition {
     (Arc::from("t"), p)
 }
 
-/// `Add <key> 1` for keys k0..k11 over four partitions (key `kN` in partition N mod 4),
-/// `rounds` times, and the four partitions assigned from the start.
+/// Appends `Add <key> 1` for keys k0..k11 over four partitions (key `kN` in partition
+/// N mod 4), once.
+fn append_round(log: &MemLog) {
+    for k in 0..12 {
+        let line = format!("Add k{k} 1");
+        log.append(&part(k % 4), &format!("k{k}"), line.as_bytes());
+    }
+}
+
+/// [`append_round`] `rounds` times, and the four partitions assigned from the start.
 fn feed_four_partitions(r: &Run, rounds: usize) {
     for _ in 0..rounds {
-        for k in 0..12 {
-            let line = format!("Add k{k} 1");
-            r.log
-                .append(&part(k % 4), &format!("k{k}"), line.as_bytes());
-        }
+        append_round(&r.log);
     }
     r.log
         .assign(&(0..4).map(|p| (part(p), None)).collect::<Vec<_>>());
@@ -499,10 +503,7 @@ async fn a_writer_fenced_on_one_partition_reloads_every_checkpoint_and_applies_n
             ..Options::default()
         },
     );
-    for k in 0..12 {
-        let line = format!("Add k{k} 1");
-        log.append(&part(k % 4), &format!("k{k}"), line.as_bytes());
-    }
+    append_round(&log);
     let mut assigned: Vec<_> = (0..3).map(|p| (part(p), Some(3))).collect();
     assigned.push((part(3), None));
     log.assign(&assigned);
