@@ -103,3 +103,178 @@ async fn a_transaction_a_dead_writer_left_open_is_ended_not_waited_for() {
         "the dead writer's transaction was ended"
     );
 }
+
+/// In a transaction, statements are decided in sinkd from the stored guards and sent
+/// without aggregation pipelines. At the edges of each number type, and with the stored
+/// values `$inc` and `$add` treat differently, the resulting document (or the refusal)
+/// must be the one the server-guarded statement gives, except a long that overflows.
+#[tokio::test(flavor = "multi_thread")]
+async fn decided_statements_leave_the_documents_server_guarded_ones_leave() {
+    use apache_avro::types::Value;
+    use mongodb::bson::{Bson, Decimal128, Document, doc};
+    use sinkd_core::batch::{Compacted, Entry};
+    use sinkd_core::event::SourcePosition;
+    use sinkd_core::operation::Cell;
+    use sinkd_core::schema::ColumnType;
+    use sinkd_mongodb::checkpoint::{run, write_errors};
+    use sinkd_mongodb::{guards, statements};
+
+    let client = mongodb::Client::with_uri_str(stack::mongo_url())
+        .await
+        .unwrap();
+    let db = client.database(MONGO_DATABASE);
+    let (server, decided) = (stack::unique("guarded"), stack::unique("decided"));
+    let cell = |column: &str, ty: ColumnType, value: Value| Cell {
+        column: column.into(),
+        ty,
+        value,
+    };
+    let long = |n: i64| cell("n", ColumnType::Long, Value::Long(n));
+    let int = |n: i32| cell("n", ColumnType::Int, Value::Int(n));
+    let inc = |c: Cell| Compacted::Patch {
+        set: vec![],
+        inc: vec![c],
+    };
+    let guard = |o: i64| doc! { "t": "t", "p": 0, "o": o };
+    let stored = |n: Bson| doc! { "n": n, "_sinkd": guard(5) };
+    let decimal = |s: &str| Bson::Decimal128(s.parse::<Decimal128>().unwrap());
+    // (stored document or none, operation, offset of the event)
+    let cases: Vec<(Option<Document>, Compacted, i64)> = vec![
+        (Some(stored(Bson::Int32(i32::MAX))), inc(int(1)), 6),
+        (Some(stored(Bson::Int32(i32::MIN))), inc(int(-1)), 6),
+        (Some(stored(Bson::Int64(i64::MAX))), inc(long(1)), 6),
+        (Some(stored(Bson::Int64(i64::MIN))), inc(long(-1)), 6),
+        (Some(stored(Bson::Double(f64::MAX))), inc(long(1)), 6),
+        (Some(stored(Bson::Double(-0.0))), inc(long(0)), 6),
+        (
+            Some(stored(Bson::Double(-0.0))),
+            inc(cell("n", ColumnType::Double, Value::Double(-0.0))),
+            6,
+        ),
+        (Some(stored(decimal("-0"))), inc(long(0)), 6),
+        (Some(stored(decimal("-0E+10"))), inc(long(0)), 6),
+        (Some(stored(Bson::Double(f64::NAN))), inc(long(1)), 6),
+        (Some(stored(Bson::Double(f64::INFINITY))), inc(long(-1)), 6),
+        (
+            Some(stored(decimal("9.999999999999999999999999999999999E+6144"))),
+            inc(long(1)),
+            6,
+        ),
+        (
+            Some(stored(Bson::Int32(1))),
+            inc(cell("n", ColumnType::Double, Value::Double(0.1))),
+            6,
+        ),
+        (Some(stored(Bson::Null)), inc(long(3)), 6),
+        (Some(stored(Bson::String("x".into()))), inc(long(3)), 6),
+        (Some(doc! { "_sinkd": guard(5) }), inc(long(3)), 6),
+        (None, inc(int(3)), 6),
+        (Some(stored(Bson::Int64(1))), inc(long(3)), 5),
+        (Some(stored(Bson::Int64(1))), inc(long(3)), 4),
+        (
+            Some(stored(Bson::Int64(1))),
+            Compacted::Patch {
+                set: vec![cell("s", ColumnType::String, Value::String("a".into()))],
+                inc: vec![long(2)],
+            },
+            6,
+        ),
+        (
+            Some(stored(Bson::Int64(1))),
+            Compacted::Replace(vec![long(9)]),
+            6,
+        ),
+        (
+            Some(stored(Bson::Int64(1))),
+            Compacted::Replace(vec![long(9)]),
+            5,
+        ),
+        (None, Compacted::Replace(vec![long(9)]), 6),
+        (Some(stored(Bson::Int64(1))), Compacted::Delete, 6),
+        (Some(stored(Bson::Int64(1))), Compacted::Delete, 5),
+        (None, Compacted::Delete, 6),
+    ];
+    let long_overflow = [2, 3];
+    for (i, (before, op, offset)) in cases.into_iter().enumerate() {
+        let key = format!("k{i}");
+        if let Some(before) = &before {
+            let mut d = doc! { "_id": &key };
+            d.extend(before.clone());
+            for name in [&server, &decided] {
+                db.collection::<Document>(name)
+                    .insert_one(d.clone())
+                    .await
+                    .unwrap();
+            }
+        }
+        let e = Entry {
+            target: 0,
+            key: vec![cell("id", ColumnType::String, Value::String(key.clone()))],
+            op,
+            position: SourcePosition {
+                topic: "t".into(),
+                partition: 0,
+                offset,
+            },
+        };
+        let update = |name: &str, statement: Document| {
+            let kind = if statement.contains_key("u") {
+                ("update", "updates")
+            } else {
+                ("delete", "deletes")
+            };
+            doc! { kind.0: name, kind.1: [statement], "ordered": false }
+        };
+        let refused = |reply: Result<Document, _>| match reply {
+            Ok(r) => write_errors(&r).into_iter().map(|e| e.code).next(),
+            Err(e) => panic!("command failed: {e:?}"),
+        };
+        let by_server = refused(run(&db, update(&server, statements::statement(&e)), None).await);
+        let mut session = client.start_session().await.unwrap();
+        session.start_transaction().await.unwrap();
+        let found = guards::read(&db, &decided, &[&e], &mut session)
+            .await
+            .unwrap();
+        let by_sinkd = match guards::decide(&e, &found) {
+            Some(s) => refused(run(&db, update(&decided, s), Some(&mut session)).await),
+            None => None,
+        };
+        if by_sinkd.is_none() {
+            session.commit_transaction().await.unwrap();
+        }
+        let (server_docs, decided_docs) = (
+            db.collection::<Document>(&server),
+            db.collection::<Document>(&decided),
+        );
+        let a = server_docs.find_one(doc! { "_id": &key }).await.unwrap();
+        let b = decided_docs.find_one(doc! { "_id": &key }).await.unwrap();
+        if long_overflow.contains(&i) {
+            // `$add` turns a long that overflows into a double; sinkd refuses the sum (code
+            // 2, a bad record), as its compactor and the PostgreSQL sink do.
+            assert!(matches!(
+                a.as_ref().and_then(|d| d.get("n")),
+                Some(Bson::Double(_))
+            ));
+            assert_eq!((by_server, by_sinkd), (None, Some(2)), "case {i}");
+            continue;
+        }
+        assert_eq!(
+            by_server.is_some(),
+            by_sinkd.is_some(),
+            "case {i} ({e:?}): server {by_server:?}, sinkd {by_sinkd:?}"
+        );
+        if by_server.is_none() {
+            // Values compared bit for bit (through their debug form: NaN, -0.0, the type of
+            // each number); the order of fields a patch creates is the server's own (its
+            // update operators add new fields in name order).
+            let fields = |d: Option<Document>| {
+                d.map(|d| {
+                    let mut f: Vec<String> = d.iter().map(|kv| format!("{kv:?}")).collect();
+                    f.sort();
+                    f
+                })
+            };
+            assert_eq!(fields(a), fields(b), "case {i} ({e:?})");
+        }
+    }
+}

@@ -5,7 +5,9 @@
 //! - [`values`]: Avro values → BSON (decimal → Decimal128, timestamp → Date, uuid → UUID
 //!   binary, bytes → Binary, records → sub-documents).
 //! - [`statements`]: a compacted batch as unordered `update` / `delete` command statements,
-//!   each guarded by the source position stored in the document.
+//!   each guarded in the server by the source position stored in the document.
+//! - [`guards`]: in a transaction, the stored guards read per chunk, and each statement
+//!   decided in sinkd and sent as a plain update (no aggregation pipeline to parse).
 //! - [`checkpoint`]: the `sinkd_offsets` collection and its compare-and-set advance.
 //! - [`sink`]: [`MongoSink`]: one transaction per batch on a replica set; on a standalone
 //!   server the guards alone keep the effect exactly once.
@@ -22,6 +24,7 @@ pub mod admin;
 pub mod checkpoint;
 pub mod config;
 pub mod connector;
+pub mod guards;
 pub mod recovery;
 pub mod sink;
 pub mod statements;

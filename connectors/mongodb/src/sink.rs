@@ -23,9 +23,9 @@ use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
 use crate::checkpoint::{self, MongoCheckpointReader, run, write_errors};
-use crate::recovery;
 use crate::statements::{CHUNK, statement};
 use crate::{classify, classify_code, codes};
+use crate::{guards, recovery};
 
 /// How long a kept session may stay unused: under the server's 30-minute session timeout.
 const SESSION_IDLE_LIMIT: Duration = Duration::from_secs(25 * 60);
@@ -109,9 +109,27 @@ impl MongoSink {
         mut session: Option<&mut ClientSession>,
     ) -> Result<Vec<usize>, SinkError> {
         let live: Vec<usize> = (0..entries.len()).filter(|i| !skip.contains(i)).collect();
+        // Prefix deletes match many documents: they keep the server-side guard.
+        let prefixes = entries
+            .first()
+            .is_some_and(|e| e.op == Compacted::DeletePrefix);
         let mut duplicates = Vec::new();
         for chunk in live.chunks(CHUNK) {
-            let statements: Vec<Document> = chunk.iter().map(|&i| statement(entries[i])).collect();
+            // (index into `entries`, statement) of what is sent.
+            let (sent, statements): (Vec<usize>, Vec<Document>) = match session.as_deref_mut() {
+                Some(s) if !prefixes => {
+                    let of_chunk: Vec<&Entry> = chunk.iter().map(|&i| entries[i]).collect();
+                    let stored = guards::read(db, collection, &of_chunk, s).await?;
+                    chunk
+                        .iter()
+                        .filter_map(|&i| guards::decide(entries[i], &stored).map(|d| (i, d)))
+                        .unzip()
+                }
+                _ => chunk.iter().map(|&i| (i, statement(entries[i]))).unzip(),
+            };
+            if statements.is_empty() {
+                continue;
+            }
             let reply = run(
                 db,
                 doc! { kind: collection, field: statements, "ordered": false },
@@ -120,7 +138,7 @@ impl MongoSink {
             .await?;
             for e in write_errors(&reply) {
                 if e.code == codes::DUPLICATE_KEY {
-                    duplicates.push(chunk[e.index.min(chunk.len() - 1)]);
+                    duplicates.push(sent[e.index.min(sent.len() - 1)]);
                 } else {
                     return Err(classify_code(e.code, &e.message));
                 }

@@ -1,4 +1,6 @@
-//! A compacted batch as `update` / `delete` command statements.
+//! A compacted batch as server-guarded `update` / `delete` command statements: on a
+//! standalone server, for deletes by key prefix, and wherever [`crate::guards`] cannot
+//! decide a statement in sinkd.
 //!
 //! Every document carries `_sinkd: {t, p, o}`, the source position of the last event
 //! applied to it. Each statement applies only if its event is newer (another topic or
@@ -38,7 +40,8 @@ pub fn key_id(key: &[Cell]) -> Bson {
     }
 }
 
-fn position(e: &Entry) -> Document {
+/// The guard of a document last written by `e`.
+pub(crate) fn position(e: &Entry) -> Document {
     doc! {
         "t": e.position.topic.as_ref(),
         "p": e.position.partition,
