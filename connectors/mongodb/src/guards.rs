@@ -60,7 +60,12 @@ pub async fn read(
         keys.insert(id_bytes(&id), ());
         ids.push(id);
         if let Compacted::Patch { inc, .. } = &e.op {
-            for c in inc {
+            // A projection refuses a `$…` or empty path; such an entry keeps its
+            // server-side guard (see `decide`) and needs no stored value.
+            for c in inc
+                .iter()
+                .filter(|c| !c.column.is_empty() && !c.column.starts_with('$'))
+            {
                 projection.insert(c.column.to_string(), 1);
             }
         }
@@ -178,7 +183,10 @@ pub fn decide(e: &Entry, stored: &Stored) -> Option<Document> {
             Some(doc! { "q": { "_id": id }, "u": replacement, "upsert": true })
         }
         Compacted::Patch { set, inc } => {
-            let odd_name = set.iter().chain(inc).any(|c| c.column.starts_with('$'));
+            let odd_name = set
+                .iter()
+                .chain(inc)
+                .any(|c| c.column.is_empty() || c.column.starts_with('$'));
             // `$inc` refuses a stored null where the guarded `$add` counts it as zero, and
             // types other than numbers (stored or added) are left to the server's own error.
             // `$inc` by zero leaves a negative zero as it is, where IEEE addition (`$add`,
