@@ -22,4 +22,8 @@ echo "image built from docker/Dockerfile in $(( $(date +%s) - started )) s"
 cargo build --locked -q -p sinkd-tests --bin container-check
 target/debug/container-check --image localhost/sinkd:test
 # Intermediate build layers are kept only while they are the latest (disk stays bounded).
-podman image prune -f >/dev/null
+# Best effort: a dangling image still held by a container podman does not manage (a
+# buildah working container left by an interrupted build) makes prune exit 125, and
+# that must not turn a passing check red. Shown, so the leftover can be removed by hand.
+podman image prune -f >/dev/null 2>.stack/logs/image-prune.log \
+  || echo "image prune skipped: $(tail -n 1 .stack/logs/image-prune.log)"
